@@ -1,0 +1,8 @@
+"""finkvra: active learning over the Fink ZTF alert stream (the library).
+
+Importing this package loads nothing heavy and starts nothing: the submodules
+(``finkvra.alerts``, ``finkvra.features``, ...) are imported on demand.
+"""
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

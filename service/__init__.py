@@ -1,0 +1,1 @@
+"""The finkvra daemon and command-line interface, built on the ``finkvra`` library."""

@@ -1,0 +1,41 @@
+"""The ``finkvra`` console script: discovers sub-commands in ``service.commands``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from service import commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every sub-command module found in ``service.commands``."""
+    parser = argparse.ArgumentParser(
+        prog="finkvra",
+        description="Active learning over the Fink ZTF alert stream (fink_vra_ztf).",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if module_info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{commands.__name__}.{module_info.name}")
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one sub-command and return its exit code (2 for usage and configuration errors)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    return int(func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
