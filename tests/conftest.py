@@ -1,0 +1,26 @@
+"""Fixtures shared by the library and service tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+#: Alert counts of the real Fink samples (see ../shared/data/README.md).
+SHARED_FILES = {
+    "fink_ztf_2026-03_31alerts.avro": 31,
+    "fink_ztf_slsn_55alerts.parquet": 55,
+    "fink_ztf_symbiotic_20alerts.parquet": 20,
+    "fink_ztf_yso_26alerts.parquet": 26,
+}
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of real Fink alerts beside the project; skips when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real Fink alerts not found at {SHARED_DATA}")
+    return SHARED_DATA
