@@ -1,0 +1,94 @@
+"""Prometheus metrics and the health state the HTTP endpoints report.
+
+One ``Telemetry`` object per process, holding a private ``CollectorRegistry`` so that
+several services (or tests) in one interpreter never share counters.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass
+class Health:
+    """What /healthz and /readyz say: alive unless the loop is wedged; ready when its parts answer."""
+
+    started_at: float = field(default_factory=time.time)
+    last_loop_at: float = field(default_factory=time.time)
+    problems: dict[str, str] = field(default_factory=dict)
+    ready_parts: dict[str, bool] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def beat(self) -> None:
+        """Record that the main loop made progress (the liveness signal)."""
+        self.last_loop_at = time.time()
+
+    def set_problem(self, part: str, message: str | None) -> None:
+        """Report (``message``) or clear (``None``) a problem with a part, e.g. ``redis``."""
+        with self._lock:
+            if message is None:
+                self.problems.pop(part, None)
+            else:
+                self.problems[part] = message
+
+    def set_ready(self, part: str, ready: bool) -> None:
+        with self._lock:
+            self.ready_parts[part] = ready
+
+    def is_alive(self, stall_seconds: float = 300.0) -> bool:
+        return time.time() - self.last_loop_at < stall_seconds
+
+    def is_ready(self) -> bool:
+        with self._lock:
+            return not self.problems and all(self.ready_parts.values())
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {
+                "alive": self.is_alive(),
+                "ready": not self.problems and all(self.ready_parts.values()),
+                "problems": dict(self.problems),
+                "parts": dict(self.ready_parts),
+                "uptime_s": round(time.time() - self.started_at, 1),
+                "last_loop_age_s": round(time.time() - self.last_loop_at, 1),
+            }
+
+
+class Telemetry:
+    """The service's counters, gauges and histograms, registered in a private registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.health = Health()
+        r = self.registry
+        self.consumed = Counter("finkvra_alerts_consumed", "Kafka messages consumed", registry=r)
+        self.archived = Counter("finkvra_alerts_archived", "Alerts written to the archive", registry=r)
+        self.queued = Counter("finkvra_alerts_queued", "Alerts added to the labelling queue", registry=r)
+        self.dead_lettered = Counter(
+            "finkvra_alerts_dead_lettered", "Messages sent to the dead-letter store", registry=r
+        )
+        self.labels = Counter("finkvra_labels", "Labels stored by the trainer", registry=r)
+        self.retrains = Counter("finkvra_retrains", "Models retrained", ["model"], registry=r)
+        self.model_version = Gauge(
+            "finkvra_model_version", "Model version in use", ["model"], registry=r
+        )
+        self.consumer_lag = Gauge(
+            "finkvra_consumer_lag", "Messages behind the high watermark", ["partition"], registry=r
+        )
+        self.queue_size = Gauge("finkvra_queue_size", "Items in the labelling queue", registry=r)
+        self.prequential_f1 = Gauge(
+            "finkvra_prequential_f1", "Prequential F1 of the latest model", ["model"], registry=r
+        )
+        self.batch_latency = Histogram(
+            "finkvra_batch_seconds",
+            "Time to process one batch (decode to commit)",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.retries = Counter(
+            "finkvra_retries", "Operations retried after a failure", ["part"], registry=r
+        )
