@@ -1,0 +1,579 @@
+"""The label store of record: every label event ever given, append-only, on local disk.
+
+Why a file and not Redis: the Redis stream of labels is a transport (trimmed, shared,
+possibly lost with an embedded server); this store is what the models are rebuilt from.
+It lives in ``<data dir>/labels/``:
+
+``labels.jsonl``
+    One JSON object per label event: ``stream_id`` (or an import id), ``candid``,
+    ``objectId``, ``label``, ``labeller``, ``timestamp`` (ISO UTC), ``kind``
+    (``label``/``correction``/``undo``), ``features`` (the 21 floats by name, or null),
+    ``feature_version`` and ``source`` (``stream``/``import``).
+``features.jsonl``
+    Features found later for labels that arrived without them (an alert that was not
+    in the queue and not yet in the archive): ``candid``, ``features``,
+    ``feature_version``, ``source``, ``timestamp``.
+``prequential.jsonl``
+    The prediction each model version made for a label *before* learning it:
+    ``event_id``, ``model``, ``version``, ``candid``, ``y``, ``p1``, ``timestamp``.
+
+Every append is flushed and fsynced before it returns, so a caller may acknowledge the
+transport afterwards. An event whose id is already stored is skipped, which makes
+redelivery after a crash (append done, ack not) harmless. A line torn by a crash
+mid-write was never acknowledged; the writer cuts it off when it opens the store.
+
+One process writes (the trainer); others may open the store read-only.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from finkvra.features import FEATURE_COLUMNS, FEATURE_VERSION
+from finkvra.labels import UnknownLabelError, apply_label_map, normalise_label
+
+__all__ = [
+    "EVENT_KINDS",
+    "EFFECTIVE_COLUMNS",
+    "ImportReport",
+    "ImportRow",
+    "LabelStore",
+    "LabelStoreError",
+    "features_from_json",
+    "features_to_json",
+    "import_id",
+    "normalise_timestamp",
+    "read_label_csv",
+]
+
+LABELS_FILE = "labels.jsonl"
+FEATURES_FILE = "features.jsonl"
+PREQUENTIAL_FILE = "prequential.jsonl"
+
+#: Kinds of label event; an ``undo`` removes the candid's label.
+EVENT_KINDS: tuple[str, ...] = ("label", "correction", "undo")
+SOURCES: tuple[str, ...] = ("stream", "import")
+#: Columns of :meth:`LabelStore.effective_labels`.
+EFFECTIVE_COLUMNS: tuple[str, ...] = ("candid", "objectId", "label", "labeller", "timestamp")
+#: Columns a prototype ``labeled.csv`` must have (``objectId`` is optional).
+CSV_REQUIRED: tuple[str, ...] = ("candid", "label", "timestamp")
+
+
+class LabelStoreError(ValueError):
+    """The store's files cannot be read as written (edited by hand, another format)."""
+
+
+# --------------------------------------------------------------------------- values
+
+
+def normalise_timestamp(value: Any) -> str:
+    """``'YYYY-MM-DDTHH:MM:SS.ffffffZ'`` in UTC; naive times are taken as UTC.
+
+    One spelling per instant, so that timestamps compare as strings and the same
+    label imported twice is recognised (the prototype wrote naive ``utcnow()``).
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError("missing timestamp")
+    try:
+        stamp = pd.Timestamp(value.strip() if isinstance(value, str) else value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"bad timestamp {value!r}: {error}") from None
+    if stamp is pd.NaT:
+        raise ValueError(f"bad timestamp {value!r}")
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def features_from_json(value: Any) -> dict[str, float | None] | None:
+    """Features as ``{column: float or None}`` from a dict, a list of 21 or their JSON.
+
+    ``None``, ``''`` and ``'null'`` mean "no features". NaN and infinities become None
+    (JSON has no NaN).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        value = json.loads(value)
+        if value is None:
+            return None
+    if isinstance(value, Mapping):
+        missing = [c for c in FEATURE_COLUMNS if c not in value]
+        if missing:
+            raise ValueError(f"features lack columns {missing}")
+        values = [value[c] for c in FEATURE_COLUMNS]
+    else:
+        values = list(value)
+        if len(values) != len(FEATURE_COLUMNS):
+            raise ValueError(f"expected {len(FEATURE_COLUMNS)} features, got {len(values)}")
+    return {c: _finite_or_none(v) for c, v in zip(FEATURE_COLUMNS, values, strict=True)}
+
+
+def features_to_json(row: Mapping[str, Any] | pd.Series) -> dict[str, float | None]:
+    """One row of a feature table as the store writes it (NaN → None)."""
+    return {c: _finite_or_none(row[c]) for c in FEATURE_COLUMNS}
+
+
+def _finite_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _nan_if_none(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def import_id(candid: int, label: str, timestamp: str) -> str:
+    """The id of an imported label: the same row imported twice gets the same id."""
+    digest = hashlib.sha1(f"{candid}|{label}|{timestamp}".encode()).hexdigest()[:20]
+    return f"import:{digest}"
+
+
+# --------------------------------------------------------------------------- CSV import
+
+
+@dataclass(frozen=True)
+class ImportRow:
+    """One good row of a prototype ``labeled.csv`` (label and timestamp normalised)."""
+
+    line_no: int
+    candid: int
+    objectId: str | None
+    label: str
+    timestamp: str
+
+
+@dataclass
+class ImportReport:
+    """What an import did: rows added, rows already known, rows refused (with why)."""
+
+    added: int = 0
+    duplicates: int = 0
+    bad: list[tuple[int, str]] = field(default_factory=list)
+
+
+def read_label_csv(path: str | os.PathLike[str]) -> tuple[list[ImportRow], list[tuple[int, str]]]:
+    """Parse a prototype ``labeled.csv`` (``candid,objectId,label,timestamp``).
+
+    Labels may be names or one-letter keys. Returns the good rows and, for each bad
+    row, its line number in the file (the header is line 1) and the reason. A file
+    without the required columns raises ``ValueError``: nothing in it can be trusted.
+    """
+    rows: list[ImportRow] = []
+    bad: list[tuple[int, str]] = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            return rows, bad
+        names = [h.strip() for h in header]
+        missing = [c for c in CSV_REQUIRED if c not in names]
+        if missing:
+            raise ValueError(
+                f"{path}: missing column(s) {', '.join(missing)}; expected a header "
+                "candid,objectId,label,timestamp"
+            )
+        position = {name: names.index(name) for name in names}
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as error:
+                bad.append((reader.line_num, f"unreadable CSV: {error}"))
+                continue
+            line_no = reader.line_num
+            if not any(v.strip() for v in values):
+                continue
+            if len(values) != len(names):
+                bad.append((line_no, f"{len(values)} fields, expected {len(names)}"))
+                continue
+            cell = {name: values[i].strip() for name, i in position.items()}
+            try:
+                rows.append(_import_row(line_no, cell))
+            except ValueError as error:
+                bad.append((line_no, str(error)))
+    return rows, bad
+
+
+def _import_row(line_no: int, cell: Mapping[str, str]) -> ImportRow:
+    text = cell["candid"]
+    try:
+        candid = int(text)
+    except ValueError:
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"bad candid {text!r}") from None
+        if not number.is_integer():
+            raise ValueError(f"bad candid {text!r}") from None
+        candid = int(number)
+    if candid <= 0:
+        raise ValueError(f"bad candid {text!r}")
+    try:
+        label = normalise_label(cell["label"])
+    except UnknownLabelError as error:
+        raise ValueError(str(error)) from None
+    timestamp = normalise_timestamp(cell["timestamp"])
+    object_id = cell.get("objectId") or None
+    return ImportRow(line_no, candid, object_id, label, timestamp)
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class LabelStore:
+    """The append-only label store in one directory (see the module docstring).
+
+    Parameters
+    ----------
+    root
+        The labels directory (``Settings.labels_dir``); created when missing.
+    readonly
+        Open without cutting a torn last line and refuse appends (for CLI readers
+        while the trainer runs).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, readonly: bool = False) -> None:
+        self.root = Path(root)
+        self.readonly = readonly
+        self._lock = threading.Lock()
+        if not readonly:
+            self.root.mkdir(parents=True, exist_ok=True)
+        self._events: list[dict[str, Any]] = []
+        self._ids: set[str] = set()
+        self._keys: set[tuple[int, str, str]] = set()
+        self._features: dict[int, dict[str, float | None]] = {}
+        self._predictions: list[dict[str, Any]] = []
+        self._predicted: set[tuple[str, str]] = set()
+        self._effective: pd.DataFrame | None = None
+        for record in self._read(LABELS_FILE):
+            self._remember(record)
+        for record in self._read(FEATURES_FILE):
+            self._remember_features(record)
+        for record in self._read(PREQUENTIAL_FILE):
+            self._predictions.append(record)
+            self._predicted.add((record["event_id"], record["model"]))
+
+    def __repr__(self) -> str:
+        return f"LabelStore({str(self.root)!r}, events={len(self._events)})"
+
+    @property
+    def path(self) -> Path:
+        """The JSON Lines file of label events."""
+        return self.root / LABELS_FILE
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def events(self) -> list[dict[str, Any]]:
+        """Copies of every stored event, in append order."""
+        return [dict(e) for e in self._events]
+
+    def has_label(self, candid: int, label: str, timestamp: str) -> bool:
+        """Whether this exact label (same candid, label and instant) is already stored."""
+        return (int(candid), normalise_label(label), normalise_timestamp(timestamp)) in self._keys
+
+    # -- appending --------------------------------------------------------------------
+
+    def append(self, events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Store new events durably; return the records written (known ids are skipped).
+
+        Each event needs ``stream_id``, ``candid``, ``kind`` and, unless it is an undo,
+        ``label``; the other fields are optional. Raises ``ValueError`` (nothing
+        written) when an event is malformed.
+        """
+        records = []
+        seen: set[str] = set()
+        for event in events:
+            record = self._record(event)
+            if record["stream_id"] in self._ids or record["stream_id"] in seen:
+                continue
+            seen.add(record["stream_id"])
+            records.append(record)
+        with self._lock:
+            self._write(LABELS_FILE, records)
+            for record in records:
+                self._remember(record)
+        return records
+
+    def add_features(
+        self,
+        features: Mapping[int, Mapping[str, Any] | Sequence[Any]],
+        *,
+        source: str = "archive",
+        feature_version: str = FEATURE_VERSION,
+    ) -> int:
+        """Store features found later for labelled candids; return how many were new."""
+        now = normalise_timestamp(pd.Timestamp.now(tz="UTC"))
+        records = []
+        for candid, values in features.items():
+            parsed = features_from_json(values)
+            if parsed is None:
+                continue
+            if feature_version == FEATURE_VERSION and int(candid) in self._features:
+                continue
+            records.append(
+                {
+                    "candid": int(candid),
+                    "features": parsed,
+                    "feature_version": str(feature_version),
+                    "source": source,
+                    "timestamp": now,
+                }
+            )
+        with self._lock:
+            self._write(FEATURES_FILE, records)
+            for record in records:
+                self._remember_features(record)
+        return len(records)
+
+    def append_predictions(self, predictions: Iterable[Mapping[str, Any]]) -> int:
+        """Store prequential predictions (``event_id, model, version, candid, y, p1``).
+
+        A (event_id, model) pair already stored is skipped: one prediction per label
+        and model, the one made before the label was learnt.
+        """
+        now = normalise_timestamp(pd.Timestamp.now(tz="UTC"))
+        records = []
+        seen: set[tuple[str, str]] = set()
+        for item in predictions:
+            key = (str(item["event_id"]), str(item["model"]))
+            if key in self._predicted or key in seen:
+                continue
+            seen.add(key)
+            records.append(
+                {
+                    "event_id": key[0],
+                    "model": key[1],
+                    "version": int(item["version"]),
+                    "candid": int(item["candid"]),
+                    "y": int(item["y"]),
+                    "p1": float(item["p1"]),
+                    "timestamp": item.get("timestamp") or now,
+                }
+            )
+        with self._lock:
+            self._write(PREQUENTIAL_FILE, records)
+            for record in records:
+                self._predictions.append(record)
+                self._predicted.add((record["event_id"], record["model"]))
+        return len(records)
+
+    def has_prediction(self, event_id: str, model: str) -> bool:
+        """Whether a prequential prediction of this label by this model is stored."""
+        return (str(event_id), str(model)) in self._predicted
+
+    def predictions(self, model: str | None = None) -> pd.DataFrame:
+        """Stored prequential predictions (all models, or one), in the order made."""
+        columns = ["event_id", "model", "version", "candid", "y", "p1", "timestamp"]
+        rows = [p for p in self._predictions if model is None or p["model"] == model]
+        return pd.DataFrame(rows, columns=columns)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def effective_labels(self) -> pd.DataFrame:
+        """One row per labelled candid: its latest label or correction; undone ones drop.
+
+        "Latest" is by timestamp, then by order of arrival, so an old label imported
+        after a newer one does not override it.
+        """
+        if self._effective is None:
+            self._effective = self._compute_effective()
+        return self._effective.copy()
+
+    def _compute_effective(self) -> pd.DataFrame:
+        if not self._events:
+            frame = pd.DataFrame({c: pd.Series(dtype=object) for c in EFFECTIVE_COLUMNS})
+            return frame.astype({"candid": "int64"})
+        frame = pd.DataFrame(
+            [{**{c: e[c] for c in EFFECTIVE_COLUMNS}, "kind": e["kind"]} for e in self._events]
+        )
+        frame["_order"] = np.arange(len(frame))
+        frame = frame.sort_values(["timestamp", "_order"], kind="stable")
+        latest = frame.drop_duplicates("candid", keep="last")
+        latest = latest[latest["kind"] != "undo"].sort_values("candid", kind="stable")
+        result = latest[list(EFFECTIVE_COLUMNS)].reset_index(drop=True)
+        return result.astype({"candid": "int64"})
+
+    def features_of(self, candids: Iterable[int]) -> pd.DataFrame:
+        """Features of the current version for these candids (NaN rows where unknown)."""
+        index = pd.Index([int(c) for c in candids], dtype="int64", name="candid")
+        nan = float("nan")
+        rows = [
+            [_nan_if_none(self._features[c].get(name)) for name in FEATURE_COLUMNS]
+            if c in self._features
+            else [nan] * len(FEATURE_COLUMNS)
+            for c in index
+        ]
+        X = pd.DataFrame(rows, index=index, columns=list(FEATURE_COLUMNS), dtype="float64")
+        X.attrs["feature_version"] = FEATURE_VERSION
+        return X
+
+    def has_features(self, candid: int) -> bool:
+        """Whether features of the current version are known for this candid."""
+        return int(candid) in self._features
+
+    def missing_features(self) -> list[int]:
+        """Labelled candids (effective labels) whose features are still unknown."""
+        labelled = self.effective_labels()["candid"].tolist()
+        return [int(c) for c in labelled if int(c) not in self._features]
+
+    def training_table(
+        self, model: str | Mapping[str, int]
+    ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        """``(X, y, candids)``: effective labels the model can learn from, with features.
+
+        ``X`` is indexed by candid (sorted), ``y`` holds classes 0/1 (int64) in the same
+        order. Labels the model excludes and labels without features are left out.
+        """
+        labels = self.effective_labels()
+        classes = apply_label_map(labels["label"], model)
+        with_features = labels["candid"].map(lambda c: int(c) in self._features).astype(bool)
+        keep = classes.notna() & with_features
+        candids = labels.loc[keep, "candid"].to_numpy(dtype=np.int64)
+        y = classes[keep].to_numpy(dtype=np.int64)
+        return self.features_of(candids), y, candids
+
+    # -- import -----------------------------------------------------------------------
+
+    def import_csv(self, path: str | os.PathLike[str], *, labeller: str = "import") -> ImportReport:
+        """Import a prototype ``labeled.csv`` straight into the store (no features).
+
+        A row whose candid, label and timestamp are already stored is a duplicate, so
+        a second import of the same file adds nothing. The trainer fills in the
+        features of imported labels from the archive.
+        """
+        rows, bad = read_label_csv(path)
+        report = ImportReport(bad=bad)
+        events = []
+        keys: set[tuple[int, str, str]] = set()
+        for row in rows:
+            key = (row.candid, row.label, row.timestamp)
+            if key in self._keys or key in keys:
+                report.duplicates += 1
+                continue
+            keys.add(key)
+            events.append(
+                {
+                    "stream_id": import_id(*key),
+                    "candid": row.candid,
+                    "objectId": row.objectId,
+                    "label": row.label,
+                    "labeller": labeller,
+                    "timestamp": row.timestamp,
+                    "kind": "label",
+                    "source": "import",
+                }
+            )
+        report.added = len(self.append(events))
+        report.duplicates += len(events) - report.added
+        return report
+
+    # -- internals --------------------------------------------------------------------
+
+    def _record(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """A validated, normalised copy of an event, in the file's field order."""
+        stream_id = str(event.get("stream_id") or "").strip()
+        if not stream_id:
+            raise ValueError(f"event without stream_id: {dict(event)!r}")
+        kind = str(event.get("kind") or "label").strip().lower()
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"event {stream_id}: unknown kind {kind!r}, expected {EVENT_KINDS}")
+        try:
+            candid = int(event["candid"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"event {stream_id}: bad candid {event.get('candid')!r}") from None
+        raw_label = event.get("label")
+        if kind == "undo" and (raw_label is None or not str(raw_label).strip()):
+            label = None
+        else:
+            label = normalise_label(str(raw_label if raw_label is not None else ""))
+        source = str(event.get("source") or "stream")
+        if source not in SOURCES:
+            raise ValueError(f"event {stream_id}: unknown source {source!r}, expected {SOURCES}")
+        features = features_from_json(event.get("features"))
+        version = event.get("feature_version")
+        if features is not None and version is None:
+            version = FEATURE_VERSION
+        object_id = event.get("objectId")
+        return {
+            "stream_id": stream_id,
+            "candid": candid,
+            "objectId": str(object_id) if object_id not in (None, "") else None,
+            "label": label,
+            "labeller": str(event.get("labeller") or "unknown"),
+            "timestamp": normalise_timestamp(event.get("timestamp")),
+            "kind": kind,
+            "features": features,
+            "feature_version": None if version is None else str(version),
+            "source": source,
+        }
+
+    def _remember(self, record: dict[str, Any]) -> None:
+        self._events.append(record)
+        self._ids.add(record["stream_id"])
+        if record["label"] is not None:
+            self._keys.add((record["candid"], record["label"], record["timestamp"]))
+        if record.get("features") is not None and record.get("feature_version") == FEATURE_VERSION:
+            self._features[record["candid"]] = record["features"]
+        self._effective = None
+
+    def _remember_features(self, record: Mapping[str, Any]) -> None:
+        if record.get("feature_version") == FEATURE_VERSION and record.get("features"):
+            self._features[int(record["candid"])] = dict(record["features"])
+
+    def _write(self, name: str, records: Sequence[Mapping[str, Any]]) -> None:
+        if not records:
+            return
+        if self.readonly:
+            raise PermissionError(f"{self.root} was opened read-only")
+        text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
+        with open(self.root / name, "a", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def _read(self, name: str) -> list[dict[str, Any]]:
+        path = self.root / name
+        if not path.exists():
+            return []
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            # A line torn by a crash mid-append: never fsynced whole, never acknowledged.
+            cut = data.rfind(b"\n") + 1
+            data = data[:cut]
+            if not self.readonly:
+                with open(path, "r+b") as handle:
+                    handle.truncate(cut)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+        records = []
+        for line_no, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise LabelStoreError(f"{path}:{line_no}: not a JSON record ({error})") from None
+        return records
