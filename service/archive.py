@@ -1,0 +1,256 @@
+"""The parquet archive of every alert the service consumed, one directory per night.
+
+Layout: ``<root>/night=YYYYMMDD/part-<topic>-<partition>-<first offset>.parquet``, a
+hive-partitioned dataset that ``pandas.read_parquet(root)`` reads (with ``night`` as a
+column) and ``finkvra.alerts.read_alerts(root)`` reads (as alerts). The alerts are kept
+as Fink sends them, plus three columns ``kafka_topic``, ``kafka_partition`` and
+``kafka_offset`` for audits and duplicate checks (readers that want the bare alert drop
+them; ``find`` does).
+
+Why the archive holds every alert exactly once although Kafka delivers at least once:
+the service commits a partition's offsets after every batch it has archived and queued,
+so at most one batch per partition is uncommitted when it crashes. The replay after a
+crash starts at that batch's first offset. A file is started only at a batch start or
+where the night changes inside a batch, and its name is the Kafka coordinates of its
+first alert, so the replay, whatever its batch boundaries, starts its files at the same
+offsets and overwrites exactly the files the lost batch wrote (a night change is in the
+data, so it falls at the same offset again). Each file is written to a temporary name in
+its directory and renamed, so a reader never sees half a file and a crash leaves at most
+a hidden temporary file (names starting with '.' are skipped by pyarrow and finkvra).
+
+The one case this does not cover: Kafka deleting the uncommitted messages (retention)
+before the replay, which then starts later and leaves the stale file beside the new one;
+``kafka_offset`` makes such duplicates easy to find.
+
+The night is the UTC date of ``candidate.jd``: ZTF observes from Palomar between about
+03:00 and 13:00 UTC, so one night never straddles a UTC date change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import posixpath
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from finkvra.alerts import alerts_to_table, normalise_alert
+
+__all__ = ["KAFKA_COLUMNS", "ParquetArchive", "night_of"]
+
+#: Columns added to every archived alert (its Kafka coordinates).
+KAFKA_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset")
+
+_UNIX_EPOCH_JD = 2440587.5
+_TOPIC_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+_NIGHT_DIR = re.compile(r"^night=(\d{8})$")
+
+
+def night_of(jd: float) -> str:
+    """The night (UTC date ``YYYYMMDD``) of a Julian date."""
+    seconds = (float(jd) - _UNIX_EPOCH_JD) * 86400.0
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y%m%d")
+
+
+class ParquetArchive:
+    """A night-partitioned parquet archive under a local path or any ``pyarrow.fs`` URI.
+
+    Parameters
+    ----------
+    root
+        A local directory, or a URI such as ``s3://bucket/finkvra/archive``.
+    avro_schema
+        The alerts' Avro schema (what Fink sends as the Kafka key). With it every file
+        has the same Arrow schema, even when a column is null throughout one batch, so
+        the whole archive reads as one dataset.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], avro_schema: Mapping[str, Any] | None = None):
+        self.root = root
+        self.avro_schema = avro_schema
+        if isinstance(root, os.PathLike) or "://" not in str(root):
+            self._fs: pafs.FileSystem = pafs.LocalFileSystem()
+            self._base = Path(root).expanduser().resolve().as_posix()
+        else:
+            self._fs, self._base = pafs.FileSystem.from_uri(str(root))
+        self._local = isinstance(self._fs, pafs.LocalFileSystem)
+
+    def __repr__(self) -> str:
+        return f"ParquetArchive({str(self.root)!r})"
+
+    # --- writing ---------------------------------------------------------------------
+
+    def write_batch(
+        self,
+        alerts: Sequence[Mapping[str, Any]],
+        *,
+        topic: str,
+        partition: int,
+        offsets: Sequence[int],
+        avro_schema: Mapping[str, Any] | None = None,
+    ) -> list[str]:
+        """Archive one partition's batch; return the files written (one per night run).
+
+        ``offsets[i]`` is the Kafka offset of ``alerts[i]``; offsets must increase (gaps,
+        e.g. dead-lettered messages, are fine). ``avro_schema`` overrides the archive's.
+        Every alert needs ``candidate.jd``: the pipeline dead-letters the others first.
+        """
+        if len(alerts) != len(offsets):
+            raise ValueError(f"{len(alerts)} alerts but {len(offsets)} offsets")
+        if not _TOPIC_PATTERN.match(str(topic)):
+            raise ValueError(f"topic {topic!r} is not a Kafka topic name")
+        if int(partition) < 0:
+            raise ValueError(f"partition must be >= 0, got {partition}")
+        offsets = [int(o) for o in offsets]
+        if any(b <= a for a, b in zip(offsets, offsets[1:], strict=False)):
+            raise ValueError("offsets of a batch must increase strictly")
+        nights = [self._night(alert, offset) for alert, offset in zip(alerts, offsets, strict=True)]
+        schema = avro_schema if avro_schema is not None else self.avro_schema
+
+        written = []
+        index = 0
+        for night, run in itertools.groupby(nights):
+            size = len(list(run))
+            rows = slice(index, index + size)
+            table = alerts_to_table(alerts[rows], schema)
+            table = _with_kafka_columns(table, topic, int(partition), offsets[rows])
+            name = f"part-{topic}-{int(partition)}-{offsets[index]}.parquet"
+            path = posixpath.join(self._base, f"night={night}", name)
+            self._write_atomic(table, path)
+            written.append(path)
+            index += size
+        return written
+
+    @staticmethod
+    def _night(alert: Mapping[str, Any], offset: int) -> str:
+        candidate = alert.get("candidate") or {}
+        jd = candidate.get("jd") if isinstance(candidate, Mapping) else None
+        if jd is None or not np.isfinite(jd):
+            raise ValueError(
+                f"alert {alert.get('candid')!r} at offset {offset} has no candidate.jd: "
+                "it cannot be filed under a night"
+            )
+        return night_of(jd)
+
+    def _write_atomic(self, table: pa.Table, path: str) -> None:
+        directory, name = posixpath.split(path)
+        temp = posixpath.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
+        if self._local:
+            os.makedirs(directory, exist_ok=True)
+            try:
+                with open(temp, "wb") as handle:
+                    pq.write_table(table, handle)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temp, path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)
+                raise
+            _fsync_directory(directory)
+            return
+        self._fs.create_dir(directory, recursive=True)
+        try:
+            with self._fs.open_output_stream(temp) as stream:
+                pq.write_table(table, stream)
+            self._fs.move(temp, path)  # object stores: the final object appears whole
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self._fs.delete_file(temp)
+            raise
+
+    # --- reading ---------------------------------------------------------------------
+
+    def nights(self) -> list[str]:
+        """The nights (``YYYYMMDD``) present, oldest first."""
+        infos = self._fs.get_file_info(pafs.FileSelector(self._base, allow_not_found=True))
+        found = (_NIGHT_DIR.match(i.base_name) for i in infos if i.type == pafs.FileType.Directory)
+        return sorted(m.group(1) for m in found if m)
+
+    def files(self, night: str | None = None) -> list[str]:
+        """The archive's parquet files (of one night, or all), in name order."""
+        base = self._base if night is None else posixpath.join(self._base, f"night={night}")
+        selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+        return sorted(
+            info.path
+            for info in self._fs.get_file_info(selector)
+            if info.type == pafs.FileType.File
+            and info.base_name.endswith(".parquet")
+            and not info.base_name.startswith((".", "_"))
+        )
+
+    def candids(self, night: str | None = None) -> np.ndarray:
+        """Every archived ``candid`` (int64, in file order), reading only that column."""
+        columns = [self._read(path, ["candid"]).column("candid") for path in self.files(night)]
+        if not columns:
+            return np.empty(0, dtype=np.int64)
+        return np.concatenate([c.to_numpy().astype(np.int64, copy=False) for c in columns])
+
+    def find(
+        self, candids: Iterable[int], *, kafka_columns: bool = False
+    ) -> list[dict[str, Any]]:
+        """The archived alerts with these candids, in the order asked (missing ones left out).
+
+        Scans the ``candid`` column of each file, newest night first, and reads the
+        matching rows of the files that have any. ``kafka_columns`` keeps the
+        ``kafka_*`` coordinates in the returned dicts.
+        """
+        asked = list(dict.fromkeys(int(c) for c in candids))
+        wanted = np.asarray(asked, dtype=np.int64)
+        found: dict[int, dict[str, Any]] = {}
+        for night in reversed(self.nights()):
+            for path in self.files(night):
+                column = self._read(path, ["candid"]).column("candid").to_numpy()
+                mask = np.isin(column, wanted) & ~np.isin(column, list(found))
+                if not mask.any():
+                    continue
+                rows = self._read(path, None).filter(pa.array(mask))
+                for record in rows.to_pylist():
+                    alert = normalise_alert(record)
+                    if not kafka_columns:
+                        for name in KAFKA_COLUMNS:
+                            alert.pop(name, None)
+                    found.setdefault(int(alert["candid"]), alert)
+                if len(found) == len(asked):
+                    return [found[c] for c in asked]
+        return [found[c] for c in asked if c in found]
+
+    def _read(self, path: str, columns: list[str] | None) -> pa.Table:
+        # One file at a time, with no partition discovery: the files of an archive
+        # written without an Avro schema may differ in their inferred column types.
+        with self._fs.open_input_file(path) as handle:
+            return pq.read_table(handle, columns=columns)
+
+
+def _with_kafka_columns(table: pa.Table, topic: str, partition: int, offsets: Sequence[int]) -> pa.Table:
+    n = table.num_rows
+    for name in KAFKA_COLUMNS:
+        if name in table.column_names:  # an alert read back from the archive
+            table = table.drop_columns([name])
+    table = table.append_column("kafka_topic", pa.array([topic] * n, pa.string()))
+    table = table.append_column("kafka_partition", pa.array([partition] * n, pa.int32()))
+    return table.append_column("kafka_offset", pa.array(list(offsets), pa.int64()))
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

