@@ -297,7 +297,7 @@ def write_importance(
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     axes.barh(
-        rows["feature"].astype(str),
+        [str(name) for name in rows["feature"]],
         rows["importance_mean"].to_numpy(dtype=float),
         xerr=rows["importance_std"].to_numpy(dtype=float),
         color="tab:blue",

@@ -1,0 +1,345 @@
+"""Query strategies and the stream budget (finkvra.strategies).
+
+One check suite runs on every registered strategy (as river's ``checks`` do for
+every estimator); each strategy then has its own checks against values computed
+here independently.
+"""
+
+from __future__ import annotations
+
+import doctest
+import itertools
+
+import numpy as np
+import pytest
+
+from finkvra import strategies
+from finkvra.strategies import (
+    STRATEGIES,
+    QueryStrategy,
+    StreamBudget,
+    combine_scores,
+    make_strategy,
+)
+
+N = 300
+K = 12
+
+
+@pytest.fixture
+def pool() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(42)
+    p1 = rng.random(N)
+    X = rng.normal(size=(N, 5))
+    X[rng.random(X.shape) < 0.05] = np.nan  # features have holes in real alerts
+    return np.column_stack((1 - p1, p1)), X
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    copy = array.copy()
+    copy.flags.writeable = False
+    return copy
+
+
+# ---------------------------------------------------------------- shared checks
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_scores_are_finite_one_per_row(name, pool):
+    proba, _ = pool
+    scores = make_strategy(name, seed=1).score(proba)
+    assert scores.shape == (N,)
+    assert np.isfinite(scores).all()
+    assert ((scores >= 0) & (scores <= 1)).all()
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_multiclass_scores_are_finite(name):
+    rng = np.random.default_rng(3)
+    raw = rng.random((50, 4))
+    proba = raw / raw.sum(axis=1, keepdims=True)
+    scores = make_strategy(name, seed=1).score(proba)
+    assert scores.shape == (50,)
+    assert np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_same_seed_same_answers(name, pool):
+    proba, X = pool
+    a, b = make_strategy(name, seed=7), make_strategy(name, seed=7)
+    for _ in range(3):  # also across successive calls (random draws advance)
+        np.testing.assert_array_equal(a.score(proba), b.score(proba))
+        np.testing.assert_array_equal(a.select(proba, K, X=X), b.select(proba, K, X=X))
+        np.testing.assert_array_equal(a.priority(proba), b.priority(proba))
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_select_returns_k_distinct_rows_most_informative_first(name, pool):
+    proba, X = pool
+    reference = make_strategy(name, seed=5).score(proba)  # the draw select makes first
+    picks = make_strategy(name, seed=5).select(proba, K, X=X)
+    assert picks.shape == (K,)
+    assert np.issubdtype(picks.dtype, np.integer)
+    assert len(set(picks.tolist())) == K
+    assert ((picks >= 0) & (picks < N)).all()
+    assert (np.diff(reference[picks]) <= 0).all()
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_select_edge_sizes(name, pool):
+    proba, X = pool
+    strategy = make_strategy(name, seed=0)
+    assert strategy.select(proba, 0, X=X).shape == (0,)
+    everything = strategy.select(proba[:5], 10, X=X[:5])
+    assert sorted(everything.tolist()) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError):
+        strategy.select(proba, -1, X=X)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_inputs_are_not_modified(name, pool):
+    proba, X = pool
+    proba_in, X_in = _frozen(proba), _frozen(X)  # an in-place write would raise
+    strategy = make_strategy(name, seed=0)
+    strategy.score(proba_in)
+    strategy.priority(proba_in[:, 1])
+    strategy.select(proba_in, K, X=X_in)
+    np.testing.assert_array_equal(proba_in, proba)
+    np.testing.assert_array_equal(X_in, X)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_p1_vector_and_binary_proba_score_alike(name, pool):
+    proba, _ = pool
+    from_matrix = make_strategy(name, seed=2).score(proba)
+    from_vector = make_strategy(name, seed=2).score(proba[:, 1])
+    np.testing.assert_allclose(from_vector, from_matrix, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_bad_probabilities_are_refused(name):
+    strategy = make_strategy(name)
+    for bad in ([0.2, np.nan], [0.2, 1.5], np.ones((3, 1)), np.ones((2, 2, 2))):
+        with pytest.raises(ValueError):
+            strategy.score(np.asarray(bad))
+
+
+# ---------------------------------------------------------------- each strategy
+
+
+def test_uncertainty_is_exactly_the_service_formula(pool):
+    proba, _ = pool
+    p = proba[:, 1]
+    expected = 1 - 2 * np.abs(p - 0.5)
+    strategy = make_strategy("uncertainty")
+    np.testing.assert_array_equal(strategy.score(proba), expected)
+    np.testing.assert_array_equal(strategy.priority(p), expected)
+    top = np.argsort(-expected, kind="stable")[:K]
+    assert set(strategy.select(proba, K).tolist()) == set(top.tolist())
+
+
+def test_uncertainty_multiclass_rescaling():
+    proba = np.array([[1 / 3, 1 / 3, 1 / 3], [1.0, 0.0, 0.0], [0.5, 0.3, 0.2]])
+    np.testing.assert_allclose(make_strategy("uncertainty").score(proba), [1.0, 0.0, 0.75])
+
+
+def test_entropy_and_margin_hand_values():
+    binary = np.array([[0.5, 0.5], [0.25, 0.75], [1.0, 0.0]])
+    h = -(0.25 * np.log(0.25) + 0.75 * np.log(0.75)) / np.log(2)
+    np.testing.assert_allclose(make_strategy("entropy").score(binary), [1.0, h, 0.0])
+    np.testing.assert_allclose(make_strategy("margin").score(binary), [1.0, 0.5, 0.0])
+    three = np.array([[0.5, 0.3, 0.2], [0.2, 0.2, 0.6]])
+    np.testing.assert_allclose(make_strategy("margin").score(three), [0.8, 0.6])
+
+
+def test_margin_entropy_uncertainty_rank_alike_on_binary(pool):
+    proba, _ = pool
+    orders = [
+        np.argsort(make_strategy(n).score(proba)) for n in ("uncertainty", "entropy", "margin")
+    ]
+    np.testing.assert_array_equal(orders[0], orders[1])
+    np.testing.assert_array_equal(orders[0], orders[2])
+
+
+def test_random_priorities_are_uniform_and_fresh_per_batch(pool):
+    proba, _ = pool
+    strategy = make_strategy("random", seed=3)
+    first, second = strategy.priority(proba), strategy.priority(proba)
+    assert not np.array_equal(first, second)
+    many = np.concatenate([strategy.priority(proba) for _ in range(30)])
+    assert abs(many.mean() - 0.5) < 0.02
+    assert not np.array_equal(make_strategy("random", seed=4).score(proba), first)
+
+
+def test_ties_are_broken_by_the_seed_not_by_row_order():
+    proba = np.full((40, 2), 0.5)
+    picks = {tuple(make_strategy("uncertainty", seed=s).select(proba, 5)) for s in range(6)}
+    assert len(picks) > 1
+
+
+def test_topk_random_stays_within_the_candidates(pool):
+    proba, _ = pool
+    uncertainty = 1 - 2 * np.abs(proba[:, 1] - 0.5)
+    by_rank = np.argsort(-uncertainty)
+    for k in (1, 2, 4):
+        allowed = set(by_rank[: k * K].tolist())
+        outside_top_batch = False
+        for seed in range(10):
+            picks = make_strategy("topk-random", seed=seed, k=k).select(proba, K)
+            assert len(picks) == K
+            assert set(picks.tolist()) <= allowed
+            outside_top_batch |= not set(picks.tolist()) <= set(by_rank[:K].tolist())
+        assert outside_top_batch == (k > 1)
+
+
+def _mean_pairwise_distance(points: np.ndarray) -> float:
+    total = [np.linalg.norm(a - b) for a, b in itertools.combinations(points, 2)]
+    return float(np.mean(total))
+
+
+def test_diverse_batch_is_more_spread_than_top_uncertainty():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], dtype=float)
+    X = np.vstack([c + rng.normal(scale=0.3, size=(30, 2)) for c in centres])
+    # Cluster 0 holds the most uncertain alerts; the others are close behind.
+    p1 = np.concatenate([0.5 + rng.uniform(0.0, 0.02, 30), 0.5 + rng.uniform(0.03, 0.1, 90)])
+    top = make_strategy("uncertainty").select(p1, 8)
+    diverse = make_strategy("diverse", pool_factor=10).select(p1, 8, X=X)
+    assert set(top.tolist()) <= set(range(30))
+    assert len({int(i) // 30 for i in diverse}) == 4
+    assert _mean_pairwise_distance(X[diverse]) > 3 * _mean_pairwise_distance(X[top])
+    assert diverse[0] == top[0]  # starts from the most uncertain alert
+
+
+def test_diverse_needs_matching_features(pool):
+    proba, X = pool
+    strategy = make_strategy("diverse")
+    with pytest.raises(ValueError, match="needs the feature matrix"):
+        strategy.select(proba, K)
+    with pytest.raises(ValueError, match="one row per proba row"):
+        strategy.select(proba, K, X=X[:-1])
+    all_nan = np.full_like(X, np.nan)
+    with np.errstate(all="raise"):
+        picks = strategy.select(proba, K, X=all_nan)
+    assert len(set(picks.tolist())) == K
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_registry_names_and_errors():
+    assert STRATEGIES == ("random", "uncertainty", "entropy", "margin", "topk-random", "diverse")
+    for name in STRATEGIES:
+        strategy = make_strategy(name, seed=3)
+        assert isinstance(strategy, QueryStrategy)
+        assert strategy.name == name
+        assert strategy.seed == 3
+    assert make_strategy("TopK_Random", k=3).k == 3
+    assert make_strategy("diverse", pool_factor=2).pool_factor == 2
+    with pytest.raises(ValueError) as error:
+        make_strategy("qbc")
+    for name in STRATEGIES:
+        assert name in str(error.value)
+    with pytest.raises(TypeError, match="uncertainty"):
+        make_strategy("uncertainty", k=3)
+
+
+# ---------------------------------------------------------------- several models
+
+
+def test_combine_scores():
+    gal = np.array([0.1, 0.9, np.nan, 0.4, np.nan])
+    real = np.array([0.3, 0.2, 0.7, 0.4, np.nan])
+    both = {"gal": gal, "real": real}
+    np.testing.assert_allclose(combine_scores(both), [0.3, 0.9, 0.7, 0.4, np.nan])
+    np.testing.assert_allclose(combine_scores(both, how="mean"), [0.2, 0.55, 0.7, 0.4, np.nan])
+    np.testing.assert_allclose(combine_scores(both, how="min"), [0.1, 0.2, 0.7, 0.4, np.nan])
+    np.testing.assert_array_equal(combine_scores({"gal": gal}), gal)
+    with pytest.raises(ValueError, match="max"):
+        combine_scores(both, how="median")
+    with pytest.raises(ValueError):
+        combine_scores({})
+    with pytest.raises(ValueError, match="one score per alert"):
+        combine_scores({"gal": gal, "real": real[:3]})
+
+
+# ---------------------------------------------------------------- stream budget
+
+
+def _run_budget(priorities: np.ndarray, batch: int, target: float = 0.1, seed: int = 0):
+    budget = StreamBudget(target_rate=target, window=1000, seed=seed)
+    mask = np.concatenate(
+        [budget.admit(priorities[i : i + batch]) for i in range(0, priorities.size, batch)]
+    )
+    return budget, mask
+
+
+@pytest.mark.parametrize(
+    ("shape", "batch"),
+    [("uniform", 1), ("uniform", 50), ("rising", 25), ("falling", 25), ("step", 25), ("wave", 25)],
+)
+def test_stream_budget_keeps_the_rate_and_prefers_high_priorities(shape, batch):
+    n = 20_000
+    rng = np.random.default_rng(11)
+    t = np.arange(n)
+    noise = rng.random(n)
+    priorities = {
+        "uniform": noise,
+        "rising": noise + np.linspace(0, 3, n),
+        "falling": noise - np.linspace(0, 3, n),
+        "step": noise + 5 * (t > n // 2),
+        "wave": noise + np.sin(t / 500),
+    }[shape]
+    budget, mask = _run_budget(priorities, batch)
+    assert budget.n_seen_ == n
+    assert budget.n_admitted_ == mask.sum()
+    assert budget.rate_ == pytest.approx(mask.mean())
+    assert abs(budget.rate_ - 0.1) <= 0.02  # ±20% relative
+    assert priorities[mask].mean() > priorities[~mask].mean()
+    # Relative to the recent past: admitted alerts beat their own neighbourhood.
+    local = priorities - np.convolve(priorities, np.ones(501) / 501, mode="same")
+    assert local[mask].mean() > local[~mask].mean() + 0.2
+
+
+def test_stream_budget_one_labeller_per_night():
+    """200 labels a night out of 2,000 alerts, arriving in batches of 100."""
+    rng = np.random.default_rng(5)
+    budget = StreamBudget(target_rate=200 / 2000, window=1000, seed=0)
+    per_night = []
+    for _ in range(10):
+        night = [budget.admit(rng.beta(2, 5, 100)).sum() for _ in range(20)]
+        per_night.append(sum(night))
+    assert all(160 <= count <= 240 for count in per_night[1:]), per_night
+
+
+def test_stream_budget_constant_priorities_and_determinism():
+    budget, mask = _run_budget(np.zeros(5000), batch=20, target=0.2)
+    assert abs(budget.rate_ - 0.2) <= 0.04
+    _, again = _run_budget(np.zeros(5000), batch=20, target=0.2)
+    np.testing.assert_array_equal(mask, again)
+    rng = np.random.default_rng(1)
+    priorities = rng.random(3000)
+    np.testing.assert_array_equal(
+        _run_budget(priorities, 7, seed=3)[1], _run_budget(priorities, 7, seed=3)[1]
+    )
+
+
+def test_stream_budget_validation_and_empty_batches():
+    budget = StreamBudget(target_rate=0.1)
+    assert np.isnan(budget.rate_)
+    assert budget.admit(np.array([])).shape == (0,)
+    assert budget.n_seen_ == 0
+    with pytest.raises(ValueError, match="finite"):
+        budget.admit(np.array([0.1, np.nan]))
+    with pytest.raises(ValueError, match="target_rate"):
+        StreamBudget(target_rate=0.0).admit(np.ones(3))
+    with pytest.raises(ValueError, match="window"):
+        StreamBudget(target_rate=0.5, window=0).admit(np.ones(3))
+    everything = StreamBudget(target_rate=1.0).admit(np.arange(10.0))
+    assert everything.all()
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(strategies, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0
