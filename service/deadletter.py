@@ -57,7 +57,7 @@ class DeadLetterStore:
             "topic": str(topic),
             "partition": int(partition),
             "offset": int(offset),
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "time": datetime.now(UTC).isoformat(),
             "error": str(error),
             "key_size": len(key) if key is not None else None,
             "value_size": len(value) if value is not None else None,
