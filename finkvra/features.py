@@ -19,6 +19,7 @@ when only the low-resolution dust map is there), so code that featurises repeate
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -80,8 +81,8 @@ INPUT_COLUMNS: tuple[str, ...] = (
 POSITIVE_ISDIFFPOS = frozenset({"t", "1"})
 
 _CANDIDATE_FIELDS = ("ra", "dec", "drb", "magpsf", "isdiffpos")
-_NO_CANDIDATE = (None,) * len(_CANDIDATE_FIELDS)
-_NO_LC = (None,) * len(LC_FEATURES)
+_LC_GETTER = operator.itemgetter(*LC_FEATURES)
+_CANDIDATE_GETTER = operator.itemgetter(*_CANDIDATE_FIELDS)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -95,7 +96,7 @@ def _is_null(value: Any) -> bool:
 
 def _mapping(value: Any) -> Mapping[str, Any] | None:
     """A struct as a mapping: dicts as they are, parquet maps (key/value pairs) as dicts."""
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         return value
     if isinstance(value, (list, tuple, np.ndarray)) and len(value):
         try:
@@ -206,21 +207,36 @@ def _flatten_previous(prv_column: np.ndarray) -> tuple[np.ndarray, np.ndarray, l
     owner = np.repeat(np.arange(n, dtype=np.int64), counts)
     if not flat:
         return owner, np.zeros(0), []
-    points = [p if isinstance(p, Mapping) else _mapping(p) for p in flat]
-    keep = np.fromiter((p is not None for p in points), dtype=bool, count=len(points))
-    if not keep.all():  # a null entry in the list is not a point at all
+    points = [p if type(p) is dict else _mapping(p) for p in flat]
+    if None in points:  # a null entry in the list is not a point at all
+        keep = np.fromiter((p is not None for p in points), dtype=bool, count=len(points))
         owner = owner[keep]
         points = [p for p in points if p is not None]
-    magpsf = _floats([p.get("magpsf") for p in points])
-    isdiffpos = [p.get("isdiffpos") for p in points]
-    return owner, magpsf, isdiffpos
+    return owner, _floats(_field(points, "magpsf")), _field(points, "isdiffpos")
+
+
+def _field(structs: list[Mapping[str, Any]], name: str) -> list[Any]:
+    """One field of every struct (``None`` where absent); the common case without ``.get``."""
+    try:
+        return [s[name] for s in structs]
+    except KeyError:
+        return [s.get(name) for s in structs]
+
+
+def _fields(
+    struct: Mapping[str, Any] | None, names: tuple[str, ...], getter: operator.itemgetter
+) -> tuple[Any, ...]:
+    """``names`` of one struct as a tuple, ``None`` for what is missing."""
+    if struct is None:
+        return (None,) * len(names)
+    try:
+        return getter(struct)
+    except KeyError:
+        return tuple(struct.get(k) for k in names)
 
 
 def _lc_matrix(column: np.ndarray) -> np.ndarray:
-    rows = []
-    for value in column:
-        features = _mapping(value)
-        rows.append(tuple(features.get(k) for k in LC_FEATURES) if features is not None else _NO_LC)
+    rows = [_fields(_mapping(value), LC_FEATURES, _LC_GETTER) for value in column]
     return _float_matrix(rows, len(LC_FEATURES))
 
 
@@ -282,10 +298,7 @@ def make_features(
         return empty, meta
 
     # The current detection.
-    rows = [
-        tuple(c.get(f) for f in _CANDIDATE_FIELDS) if c is not None else _NO_CANDIDATE
-        for c in candidates
-    ]
+    rows = [_fields(c, _CANDIDATE_FIELDS, _CANDIDATE_GETTER) for c in candidates]
     ra, dec, drb, magpsf, isdiffpos = zip(*rows, strict=True)
     ra, dec, drb, magpsf = _floats(ra), _floats(dec), _floats(drb), _floats(magpsf)
     current_det = np.isfinite(magpsf) & _positive(list(isdiffpos))
