@@ -79,10 +79,12 @@ class LabelStoreError(ValueError):
 
 
 def normalise_timestamp(value: Any) -> str:
-    """``'YYYY-MM-DDTHH:MM:SS.ffffffZ'`` in UTC; naive times are taken as UTC.
+    """``'YYYY-MM-DDTHH:MM:SS.fffZ'`` in UTC, truncated to the millisecond.
 
-    One spelling per instant, so that timestamps compare as strings and the same
-    label imported twice is recognised (the prototype wrote naive ``utcnow()``).
+    One spelling per instant, so that timestamps compare as strings and the same label
+    imported twice is recognised, whether it came from the file (the prototype wrote
+    naive ``utcnow()`` with microseconds) or back through the Redis stream (which keeps
+    milliseconds). Naive times are taken as UTC.
     """
     if value is None or (isinstance(value, str) and not value.strip()):
         raise ValueError("missing timestamp")
@@ -93,7 +95,7 @@ def normalise_timestamp(value: Any) -> str:
     if stamp is pd.NaT:
         raise ValueError(f"bad timestamp {value!r}")
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return stamp.floor("ms").strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def features_from_json(value: Any) -> dict[str, float | None] | None:
@@ -306,7 +308,7 @@ class LabelStore:
         records = []
         seen: set[str] = set()
         for event in events:
-            record = self._record(event)
+            record = self.normalise_event(event)
             if record["stream_id"] in self._ids or record["stream_id"] in seen:
                 continue
             seen.add(record["stream_id"])
@@ -490,10 +492,11 @@ class LabelStore:
         report.duplicates += len(events) - report.added
         return report
 
-    # -- internals --------------------------------------------------------------------
+    def normalise_event(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """The record `append` would write for ``event``; ``ValueError`` when malformed.
 
-    def _record(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        """A validated, normalised copy of an event, in the file's field order."""
+        Lets a caller refuse one bad event of a batch without refusing the others.
+        """
         stream_id = str(event.get("stream_id") or "").strip()
         if not stream_id:
             raise ValueError(f"event without stream_id: {dict(event)!r}")
@@ -529,6 +532,8 @@ class LabelStore:
             "feature_version": None if version is None else str(version),
             "source": source,
         }
+
+    # -- internals --------------------------------------------------------------------
 
     def _remember(self, record: dict[str, Any]) -> None:
         self._events.append(record)

@@ -1,0 +1,228 @@
+"""``finkvra label``: post labels to the labels stream (one, an undo, or a whole CSV).
+
+The labels go through the Redis queue (`LabelQueue.submit_label`) whether or not the
+alert is queued, so the trainer stores them, finds their features and learns from them
+like any other label. Forms:
+
+``finkvra label --candid C --label L [--labeller NAME] [--objectId O] [--correction]``
+    one label (``L`` a label name or its key: r x g a b v);
+``finkvra label --candid C --undo``
+    withdraw the label of ``C``;
+``finkvra label --import labeled.csv``
+    the prototype's ``candid,objectId,label,timestamp`` file, each good row as a label
+    event with its own timestamp; rows already labelled (in the queue's ``labelled`` set
+    or in the label store) are counted as duplicates, so a second import posts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``finkvra label``."""
+    parser = subparsers.add_parser(
+        "label",
+        help="post a label (or import a labeled.csv) to the labels stream",
+        description="Post labels for the trainer: one with --candid/--label, an undo with "
+        "--candid/--undo, or a prototype labeled.csv with --import.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file")
+    parser.add_argument("--candid", type=int, help="candid of the alert to label")
+    parser.add_argument(
+        "--label", help="label name or key: real/r, extragal/x, gal/g, agn/a, bogus/b, varstar/v"
+    )
+    parser.add_argument(
+        "--objectId", dest="object_id", help="objectId (taken from the queue when queued)"
+    )
+    parser.add_argument(
+        "--labeller", help="who labels (default: your user name; imports: import:<file>)"
+    )
+    parser.add_argument(
+        "--correction",
+        action="store_true",
+        help="replace an earlier, different label of the candid",
+    )
+    parser.add_argument("--undo", action="store_true", help="withdraw the label of --candid")
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME",
+        help="report the class the label gives this model (repeatable; default: the configured models)",
+    )
+    parser.add_argument(
+        "--import",
+        dest="import_file",
+        metavar="CSV",
+        help="post every row of a prototype labeled.csv",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the form asked for; 2 on usage or configuration errors."""
+    from finkvra.labels import LABEL_MAPS, UnknownLabelError, normalise_label
+
+    if args.import_file and (args.candid is not None or args.label or args.undo):
+        return _usage("--import cannot be combined with --candid, --label or --undo")
+    if args.import_file is None and args.candid is None:
+        return _run_interactive(args)
+    if args.candid is not None and not args.undo and not args.label:
+        return _usage("--candid needs --label L (or --undo)")
+    if args.undo and args.label:
+        return _usage("--undo takes no --label")
+    if args.undo and args.correction:
+        return _usage("--undo and --correction exclude each other")
+    label = None
+    if args.label:
+        try:
+            label = normalise_label(args.label)
+        except UnknownLabelError as error:
+            return _usage(str(error))
+    unknown = [m for m in args.model or () if m not in LABEL_MAPS]
+    if unknown:
+        return _usage(f"unknown model(s) {', '.join(unknown)}: use {', '.join(LABEL_MAPS)}")
+
+    parts = _connect(args)
+    if isinstance(parts, int):
+        return parts
+    settings, queue = parts
+    if args.import_file:
+        return _run_import(args, settings, queue)
+    labeller = args.labeller or _user()
+    if args.undo:
+        return _run_undo(queue, args.candid, labeller)
+    return _run_one(args, settings, queue, label, labeller)
+
+
+def _usage(message: str) -> int:
+    print(f"finkvra label: {message}", file=sys.stderr)
+    return 2
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _connect(args: argparse.Namespace) -> tuple[Any, Any] | int:
+    """Settings and the label queue, or exit code 2 with the reason printed."""
+    import redis
+
+    from service.config import ConfigError, load_settings
+    from service.queue import LabelQueue
+    from service.redis_connection import connect, describe
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as error:
+        print(f"finkvra: invalid configuration:\n{error}", file=sys.stderr)
+        return 2
+    url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    try:
+        client = connect(url, settings.data_dir, retry=1)
+        client.ping()
+    except (redis.exceptions.RedisError, OSError) as error:
+        print(f"finkvra label: cannot reach Redis at {describe(url)}: {error}", file=sys.stderr)
+        return 2
+    queue = LabelQueue(
+        client,
+        prefix=settings.queue_prefix,
+        max_size=settings.queue_max_size,
+        lease_seconds=settings.lease_seconds,
+    )
+    return settings, queue
+
+
+def _classes(label: str, models: list[str]) -> str:
+    from finkvra.labels import LABEL_MAPS
+
+    parts = []
+    for model in models:
+        cls = LABEL_MAPS[model].get(label)
+        parts.append(f"{model}: {'excluded' if cls is None else f'class {cls}'}")
+    return ", ".join(parts)
+
+
+def _run_one(args: argparse.Namespace, settings: Any, queue: Any, label: str, labeller: str) -> int:
+    from service.queue import AlreadyLabelledError
+
+    kind = "correction" if args.correction else "label"
+    try:
+        stream_id = queue.submit_label(
+            args.candid, label, labeller, objectId=args.object_id, kind=kind
+        )
+    except AlreadyLabelledError as error:
+        print(f"finkvra label: {error} (add --correction)", file=sys.stderr)
+        return 1
+    models = list(args.model or settings.models)
+    print(
+        f"posted {kind} {label!r} for candid {args.candid} ({stream_id}); {_classes(label, models)}"
+    )
+    return 0
+
+
+def _run_undo(queue: Any, candid: int, labeller: str) -> int:
+    from service.queue import NotLabelledError
+
+    try:
+        queue.undo(candid, labeller, lease=False)
+    except NotLabelledError:
+        print(f"finkvra label: candid {candid} has no label to undo", file=sys.stderr)
+        return 1
+    print(f"withdrew the label of candid {candid}")
+    return 0
+
+
+def _run_import(args: argparse.Namespace, settings: Any, queue: Any) -> int:
+    from service.label_store import ImportReport, LabelStore, read_label_csv
+    from service.queue import AlreadyLabelledError
+
+    path = Path(args.import_file)
+    try:
+        rows, bad = read_label_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        return _usage(f"cannot import {path}: {error}")
+    store = LabelStore(settings.labels_dir, readonly=True)
+    labeller = args.labeller or f"import:{path.name}"
+    report = ImportReport(bad=list(bad))
+    labelled = queue.is_labelled([row.candid for row in rows]) if rows else []
+    posted: set[int] = set()  # rows later in the file may repeat a candid
+    for row, already in zip(rows, labelled, strict=True):
+        if store.has_label(row.candid, row.label, row.timestamp):
+            report.duplicates += 1
+            continue
+        if already or row.candid in posted:
+            # Same label: submit_label posts nothing and returns the first event's id.
+            try:
+                queue.submit_label(
+                    row.candid, row.label, labeller, objectId=row.objectId, timestamp=row.timestamp
+                )
+            except AlreadyLabelledError as error:
+                report.bad.append((row.line_no, str(error)))
+                continue
+            report.duplicates += 1
+            continue
+        queue.submit_label(
+            row.candid, row.label, labeller, objectId=row.objectId, timestamp=row.timestamp
+        )
+        report.added += 1
+        posted.add(row.candid)
+    report.bad.sort()
+    print(f"{path}: added {report.added}, duplicates {report.duplicates}, bad {len(report.bad)}")
+    for line_no, reason in report.bad:
+        print(f"  line {line_no}: {reason}")
+    return 1 if report.bad else 0
+
+
+def _run_interactive(args: argparse.Namespace) -> int:
+    return _usage(
+        "give --candid C --label L, --candid C --undo, or --import labeled.csv "
+        "(the interactive labelling screen is not available yet)"
+    )
