@@ -99,8 +99,9 @@ def _check(sfd_dir: str | None) -> int:
     dec = np.array([p[1] for p in REFERENCE_POINTS])
     values = provider.ebv(ra, dec)
     for (r, d, reference), value in zip(REFERENCE_POINTS, values, strict=True):
+        change = round(100 * (value - reference) / reference, 1) + 0.0  # no "-0.0%"
         print(
             f"(ra, dec) = ({r:g}, {d:g}): E(B-V) = {value:.4f}  "
-            f"(full SFD map: {reference:.4f}, {100 * (value - reference) / reference:+.1f}%)"
+            f"(full SFD map: {reference:.4f}, {change:+.1f}%)"
         )
     return 0

