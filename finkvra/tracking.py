@@ -1,0 +1,438 @@
+"""MLflow bookkeeping of active-learning rounds, and the model registry.
+
+One MLflow experiment per model (``finkvra-gal``, ``finkvra-real``), one run
+per training round, and one registered model per model name whose integer
+version is what the service publishes. This module logs what the trainer has
+already computed (metrics, importance, class balance); it computes nothing.
+
+Everything goes through an `mlflow.MlflowClient` bound to one tracking URI:
+the library never calls ``mlflow.set_tracking_uri`` nor starts fluent runs,
+so several stores can be used in one process and the caller's MLflow state is
+left alone. The model is logged with MLflow 3's client calls for logged
+models (create, upload, finalise), the same steps ``mlflow.pyfunc.log_model``
+takes through the global state.
+
+By default (`Tracker.for_data_dir`) the store is a SQLite file in the data
+directory with artifacts beside it: no server, no network.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from finkvra.learners.base import Learner
+
+#: Name of the model inside each run (and of its logged-model entity).
+MODEL_ARTIFACT = "model"
+
+
+def tracking_uri_for(data_dir: str | Path) -> str:
+    """The default tracking store of a data directory: ``sqlite:///<abs dir>/mlflow.db``."""
+    return f"sqlite:///{Path(data_dir).expanduser().resolve() / 'mlflow.db'}"
+
+
+def artifact_root_for(data_dir: str | Path) -> Path:
+    """Where the default store keeps artifacts: ``<abs dir>/mlartifacts``."""
+    return Path(data_dir).expanduser().resolve() / "mlartifacts"
+
+
+def experiment_name(model_name: str) -> str:
+    """The MLflow experiment of a model's rounds: ``finkvra-<model>``."""
+    return f"finkvra-{model_name}"
+
+
+def registered_model_name(model_name: str) -> str:
+    """The registered model holding a model's versions: ``finkvra-<model>``."""
+    return f"finkvra-{model_name}"
+
+
+def run_name(round_number: int, strategy: str) -> str:
+    """``round_<N>_<strategy>``: the name of a round's run."""
+    return f"round_{int(round_number)}_{strategy}"
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """Where a logged round went: its run, registered version and model URI."""
+
+    run_id: str
+    version: int
+    model_uri: str
+    model_id: str
+
+
+class Tracker:
+    """Log rounds to, and load models from, one MLflow tracking store.
+
+    Parameters
+    ----------
+    tracking_uri
+        Any MLflow tracking URI (``sqlite:///...``, ``http://host:5000``, ...);
+        the model registry uses the same URI.
+    artifact_root
+        Directory or URI under which new experiments keep their artifacts
+        (``<root>/<experiment name>``). ``None``: beside the database for a
+        ``sqlite:`` URI (``<db dir>/mlartifacts``), the server's choice otherwise.
+    """
+
+    def __init__(self, tracking_uri: str, artifact_root: str | Path | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+        self._client: MlflowClient | None = None
+
+    @classmethod
+    def for_data_dir(cls, data_dir: str | Path) -> Tracker:
+        """The embedded default: SQLite store and artifacts in ``data_dir``."""
+        return cls(tracking_uri_for(data_dir), artifact_root_for(data_dir))
+
+    def __repr__(self) -> str:
+        return f"Tracker({self.tracking_uri!r}, artifact_root={self.artifact_root!r})"
+
+    @property
+    def client(self) -> MlflowClient:
+        """The MLflow client (created on first use; creates a SQLite file's directory)."""
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            database = _sqlite_path(self.tracking_uri)
+            if database is not None:
+                database.parent.mkdir(parents=True, exist_ok=True)
+            self._client = MlflowClient(
+                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+            )
+        return self._client
+
+    # -- experiments ----------------------------------------------------------
+
+    def _artifact_location(self, name: str) -> str | None:
+        root = self.artifact_root
+        if root is None:
+            database = _sqlite_path(self.tracking_uri)
+            if database is None:
+                return None
+            root = database.parent / "mlartifacts"
+        if isinstance(root, Path) or "://" not in str(root):
+            return Path(root).expanduser().resolve().joinpath(name).as_uri()
+        return f"{str(root).rstrip('/')}/{name}"
+
+    def experiment_id(self, model_name: str) -> str:
+        """The id of the model's experiment, created (with its artifact location) if new."""
+        from mlflow.exceptions import MlflowException
+
+        name = experiment_name(model_name)
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        try:
+            return self.client.create_experiment(
+                name,
+                artifact_location=self._artifact_location(name),
+                tags={"finkvra.model": model_name},
+            )
+        except MlflowException:
+            # Another process created it between our look-up and create.
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+    # -- logging a round ------------------------------------------------------
+
+    def log_round(
+        self,
+        model_name: str,
+        round_number: int,
+        strategy: str,
+        learner: Learner,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        training_ids: pd.DataFrame | None = None,
+        class_balance: Mapping[str, Any] | None = None,
+        importance: pd.DataFrame | None = None,
+        importance_png: str | Path | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> RoundRecord:
+        """Log one training round as run ``round_<N>_<strategy>`` and register its model.
+
+        Params: the learner's name and parameters (``learner.<param>``), strategy,
+        round, ``n_train``, feature version and names count, then ``params``
+        (batch sizes, providers, ...; these win on a name clash). Metrics: every
+        finite or NaN number in ``metrics`` and ``class_balance`` (nested keys
+        joined with ``/``; balance ones prefixed ``class_balance/``), at step
+        ``round_number``. Artifacts: ``metrics.json``, ``class_balance.json``,
+        ``training_ids.csv`` (``candid, round``, ...),
+        ``permutation_importance.csv`` and ``.png``, and ``meta.json``.
+        The model is registered as ``finkvra-<model_name>``; its version is returned.
+        On any error the run is marked FAILED and the error re-raised.
+        """
+        from mlflow.entities import Metric, Param
+
+        client = self.client
+        experiment = self.experiment_id(model_name)
+        learner_meta = learner.meta()
+        run = client.create_run(
+            experiment,
+            run_name=run_name(round_number, strategy),
+            tags={
+                "finkvra.model": model_name,
+                "finkvra.round": str(int(round_number)),
+                "finkvra.strategy": strategy,
+                "finkvra.learner": learner.name,
+            },
+        )
+        run_id = run.info.run_id
+        try:
+            all_params = self._round_params(
+                model_name, round_number, strategy, learner, learner_meta, params or {}
+            )
+            now = int(time.time() * 1000)
+            step = int(round_number)
+            numbers = {**_numbers(metrics or {}), **_numbers(class_balance or {}, "class_balance/")}
+            client.log_batch(
+                run_id,
+                metrics=[Metric(k, v, now, step) for k, v in numbers.items()],
+                params=[Param(k, _param_text(v)) for k, v in all_params.items()],
+            )
+            round_meta = {
+                "model_name": model_name,
+                "registered_model": registered_model_name(model_name),
+                "round": step,
+                "strategy": strategy,
+                "run_name": run_name(round_number, strategy),
+                "created_at": datetime.now(UTC).isoformat(),
+                "learner": learner_meta,
+                **dict(meta or {}),
+            }
+            with tempfile.TemporaryDirectory(prefix="finkvra-round-") as tmp:
+                folder = Path(tmp)
+                _write_json(folder / "metrics.json", metrics or {})
+                _write_json(folder / "class_balance.json", class_balance or {})
+                if training_ids is not None:
+                    if "candid" not in training_ids.columns:
+                        raise ValueError("training_ids needs a 'candid' column")
+                    training_ids.to_csv(folder / "training_ids.csv", index=False)
+                if importance is not None:
+                    importance.to_csv(folder / "permutation_importance.csv", index=False)
+                if importance_png is not None:
+                    shutil.copyfile(importance_png, folder / "permutation_importance.png")
+                model_id, version = self._log_model(
+                    model_name, experiment, run_id, step, strategy, learner, all_params
+                )
+                round_meta["model_version"] = version
+                round_meta["model_id"] = model_id
+                _write_json(folder / "meta.json", round_meta)
+                client.log_artifacts(run_id, str(folder))
+            client.set_tag(run_id, "finkvra.model_version", str(version))
+        except BaseException:
+            client.set_terminated(run_id, "FAILED")
+            raise
+        client.set_terminated(run_id, "FINISHED")
+        return RoundRecord(
+            run_id=run_id,
+            version=version,
+            model_uri=self.model_uri(model_name, version),
+            model_id=model_id,
+        )
+
+    def _round_params(
+        self,
+        model_name: str,
+        round_number: int,
+        strategy: str,
+        learner: Learner,
+        learner_meta: Mapping[str, Any],
+        params: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        derived: dict[str, Any] = {
+            "model": model_name,
+            "round": int(round_number),
+            "strategy": strategy,
+            "learner": learner.name,
+            **{f"learner.{k}": v for k, v in learner_meta["params"].items()},
+            "n_train": int(learner.n_labels_),
+            "feature_version": learner.feature_version_,
+            "n_features": len(learner.feature_names_),
+        }
+        return {**derived, **{str(k): v for k, v in params.items()}}
+
+    def _log_model(
+        self,
+        model_name: str,
+        experiment: str,
+        run_id: str,
+        step: int,
+        strategy: str,
+        learner: Learner,
+        params: Mapping[str, Any],
+    ) -> tuple[str, int]:
+        """Log the learner as an MLflow 3 logged model of the run, and register it."""
+        import mlflow.pyfunc
+        from mlflow.entities import LoggedModelOutput
+        from mlflow.exceptions import MlflowException
+        from mlflow.models import Model
+
+        from finkvra.learners.pyfunc import pyfunc_arguments, quiet_model_warnings
+
+        client = self.client
+        logged = client.create_logged_model(
+            experiment,
+            name=MODEL_ARTIFACT,
+            source_run_id=run_id,
+            params={k: _param_text(v) for k, v in params.items()},
+            tags={"finkvra.model": model_name, "finkvra.learner": learner.name},
+            model_type=learner.name,
+        )
+        try:
+            client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=step)])
+            with tempfile.TemporaryDirectory(prefix="finkvra-model-") as tmp:
+                local = Path(tmp) / MODEL_ARTIFACT
+                description = Model(
+                    artifact_path=logged.artifact_location,
+                    run_id=run_id,
+                    model_uuid=logged.model_id,
+                    model_id=logged.model_id,
+                )
+                with quiet_model_warnings():
+                    mlflow.pyfunc.save_model(  # loader-module pyfunc, see finkvra.learners.pyfunc
+                        str(local),
+                        mlflow_model=description,
+                        **pyfunc_arguments(learner, Path(tmp) / "source"),
+                    )
+                client.log_model_artifacts(logged.model_id, str(local))
+        except BaseException:
+            client.finalize_logged_model(logged.model_id, "FAILED")
+            raise
+        client.finalize_logged_model(logged.model_id, "READY")
+
+        registered = registered_model_name(model_name)
+        try:
+            client.create_registered_model(
+                registered, tags={"finkvra.model": model_name}, description=_REGISTRY_TEXT
+            )
+        except MlflowException as error:
+            if "RESOURCE_ALREADY_EXISTS" not in str(error.error_code):
+                raise
+        # The source is the logged model's artifact location, not models:/<id>: MLflow's
+        # SQL registry resolves models:/ URIs through the *global* tracking URI.
+        version = client.create_model_version(
+            registered,
+            source=logged.artifact_location,
+            run_id=run_id,
+            model_id=logged.model_id,
+            tags={
+                "finkvra.round": str(step),
+                "finkvra.strategy": strategy,
+                "finkvra.learner": learner.name,
+                "finkvra.feature_version": learner.feature_version_,
+                "finkvra.n_train": str(int(learner.n_labels_)),
+            },
+            description=(
+                f"round {step}, strategy {strategy}, {learner.name} "
+                f"on {int(learner.n_labels_)} labels"
+            ),
+        )
+        return logged.model_id, int(version.version)
+
+    # -- the registry ---------------------------------------------------------
+
+    def model_uri(self, model_name: str, version: int) -> str:
+        """``models:/finkvra-<model>/<version>``."""
+        return f"models:/{registered_model_name(model_name)}/{int(version)}"
+
+    def latest_version(self, model_name: str) -> int | None:
+        """The highest registered version of the model, or None before the first."""
+        versions = self.client.search_model_versions(
+            f"name = '{registered_model_name(model_name)}'",
+            max_results=1,
+            order_by=["version_number DESC"],
+        )
+        return int(versions[0].version) if versions else None
+
+    def load_version(self, model_name: str, version: int | None = None) -> tuple[Learner, int]:
+        """The learner of a registered version (``None``: the latest) and its version.
+
+        Raises `LookupError` when the model has no version yet.
+        """
+        from finkvra.learners.pyfunc import load_learner_from_mlflow
+
+        if version is None:
+            version = self.latest_version(model_name)
+            if version is None:
+                raise LookupError(f"no registered version of {registered_model_name(model_name)}")
+        uri = self.model_uri(model_name, version)
+        return load_learner_from_mlflow(uri, tracking_uri=self.tracking_uri), int(version)
+
+
+_REGISTRY_TEXT = (
+    "finkvra active-learning model: one version per training round; "
+    "pyfunc predict returns P(class 1)."
+)
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for other stores or in-memory)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///") :]
+    if not path or path == ":memory:":
+        return None
+    return Path(path)
+
+
+def _numbers(values: Mapping[Any, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested mapping, keys joined with ``/`` (None/text skipped)."""
+    out: dict[str, float] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_numbers(value, f"{name}/"))
+        elif isinstance(value, bool):
+            out[name] = float(value)
+        elif isinstance(value, int | float) or hasattr(value, "__float__"):
+            try:
+                out[name] = float(value)
+            except (TypeError, ValueError):
+                continue
+    return {k: v for k, v in out.items() if not math.isinf(v)}
+
+
+def _param_text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(_jsonable(value))
+    return text[:6000]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):
+        try:
+            return value.item()
+        except (TypeError, ValueError):
+            pass
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else str(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(_jsonable(value), indent=2, sort_keys=True) + "\n")
