@@ -326,6 +326,7 @@ def test_hgb_defaults_are_the_prototypes() -> None:
         "class_weight": None,
         "min_samples_leaf": None,
         "seed": None,
+        "n_threads": 1,
         "feature_version": FEATURE_VERSION,
     }
     X, y = balanced(300, seed=22)
