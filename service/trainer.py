@@ -124,6 +124,7 @@ class _ModelState:
     n_predictions_at_round: int = 0
     prequential: Prequential = field(default_factory=Prequential)
     stale: bool = False  # the live version uses another FEATURE_VERSION: retrain at once
+    unpublished: bool = False  # logged to MLflow, not yet published (Redis failed)
 
 
 class Trainer:
@@ -221,12 +222,13 @@ class Trainer:
         if self._last_resolve is None or now - self._last_resolve >= self.resolve_interval_s:
             self._last_resolve = now
             report.resolved = self.resolve_missing()
+        self._publish_pending()
         if self._dirty:
-            self._dirty = False
             for model in self.models:
                 result = self._maybe_retrain(model)
                 if result is not None:
                     report.rounds.append(result)
+            self._dirty = False  # only now: a round that failed (MLflow down) is retried
         return report
 
     def stats(self) -> dict[str, Any]:
@@ -534,8 +536,9 @@ class Trainer:
         state.trained = {int(c) for c in candids[train]}
         state.n_predictions_at_round = n_predictions
         state.stale = False
+        state.unpublished = True
         self._save_state()
-        published = self.publisher.publish(model, state.version)
+        published = self._publish(model)
         self.retrains_total += 1
         if self.telemetry is not None:
             self.telemetry.retrains.labels(model=model).inc()
@@ -554,6 +557,18 @@ class Trainer:
             n_holdout=int(held.sum()),
             published=published,
         )
+
+    def _publish(self, model: str) -> bool:
+        state = self._state[model]
+        published = bool(self.publisher.publish(model, state.version))
+        state.unpublished = False
+        return published
+
+    def _publish_pending(self) -> None:
+        """Publish versions logged in a step whose publication failed."""
+        for model, state in self._state.items():
+            if state.unpublished:
+                self._publish(model)
 
     # ------------------------------------------------------------------ state
 
