@@ -196,12 +196,12 @@ class AlertGenerator:
     def alerts(self, n: int | None = None) -> Iterator[dict[str, Any]]:
         """The next ``n`` alerts (all of them, forever, when ``n`` is None) as dicts."""
         for obj, k, extra in self._stream(n):
-            yield self._alert_dict(obj, k, extra, with_history=True)
+            yield self._alert_dict(obj, k, extra, self._history_range(obj, k), with_history=True)
 
     def labelled(self, n: int | None = None) -> Iterator[tuple[dict[str, Any], str]]:
         """The next ``n`` alerts with their true label."""
         for obj, k, extra in self._stream(n):
-            yield self._alert_dict(obj, k, extra, with_history=True), obj.label
+            yield self._alert_dict(obj, k, extra, self._history_range(obj, k), with_history=True), obj.label
 
     def messages(self, n: int | None = None) -> Iterator[tuple[bytes, bytes]]:
         """The next ``n`` alerts as Kafka ``(key, value)`` in Fink's wire format.
@@ -212,9 +212,10 @@ class AlertGenerator:
         encoder = self._get_encoder()
         key = self._key
         for obj, k, extra in self._stream(n):
-            alert = self._alert_dict(obj, k, extra, with_history=False)
-            history = encoder.array_bytes("prv_candidates", self._history_bytes(obj, k))
-            yield key, encoder.encode(alert, {"prv_candidates": history})
+            history = self._history_range(obj, k)
+            alert = self._alert_dict(obj, k, extra, history, with_history=False)
+            prv = encoder.array_bytes("prv_candidates", self._history_bytes(obj, history))
+            yield key, encoder.encode(alert, {"prv_candidates": prv})
 
     def label_of(self, candid: int) -> str:
         """True label of a generated alert (``KeyError`` for a candid never generated)."""
@@ -391,13 +392,14 @@ class AlertGenerator:
         rcid = int(c[0] * 64)
         field = 245 + int(c[1] * 635)
         pid = nid * 10**9 + frac6 * 10**3 + rcid * 10 + 5
-        obj.pids = pid.tolist()
+        obj.pids = pids = pid.tolist()
+        nights = nid.tolist()
         candids: list[int | None] = [None] * n
+        counters = self._tblid
         for i in np.flatnonzero(obj.detected).tolist():
-            night = int(nid[i])
-            tblid = self._tblid.get(night, 0) + 1
-            self._tblid[night] = tblid
-            candids[i] = obj.pids[i] * 10**6 + 10_000 + tblid
+            # tblid counts detections per night: (pid, tblid), so candid, is unique
+            tblid = counters[nights[i]] = counters.get(nights[i], 0) + 1
+            candids[i] = pids[i] * 10**6 + 10_000 + tblid
         obj.candids = candids
 
         # per-visit measurement columns (values of upper limits are never used)
@@ -475,7 +477,7 @@ class AlertGenerator:
             "diffmaglim": obj.diffmaglim.tolist(),
             "jd": obj.jd.tolist(),
             "fid": obj.fid.tolist(),
-            "nid": nid.tolist(),
+            "nid": nights,
             "frac6": frac6.tolist(),
             "isdiffpos": [
                 ("1" if p else "0") if alt else ("t" if p else "f")
@@ -561,16 +563,23 @@ class AlertGenerator:
         lo = int(np.searchsorted(obj.jd, obj.jd[k] - HISTORY_DAYS, side="left"))
         return range(lo, k)
 
-    def _history_bytes(self, obj: SimObject, k: int) -> list[bytes]:
+    def _history_dicts(self, obj: SimObject, history: range) -> list[dict[str, Any]]:
+        """Copies of the history entries (callers may modify the alerts they get)."""
+        dicts = obj.prv_dicts
+        for i in history:
+            if dicts[i] is None:
+                self._prv_dict(obj, i)
+        return [d.copy() for d in dicts[history.start : history.stop]]
+
+    def _history_bytes(self, obj: SimObject, history: range) -> list[bytes]:
+        """Encoded history entries, each encoded once per object."""
         if self._item_encoder is None:
             self._item_encoder = self._get_encoder().item_encoder("prv_candidates")
-        out = []
-        for i in self._history_range(obj, k):
-            data = obj.prv_bytes[i]
-            if data is None:
-                data = obj.prv_bytes[i] = self._item_encoder(self._prv_dict(obj, i))
-            out.append(data)
-        return out
+        encoded = obj.prv_bytes
+        for i in history:
+            if encoded[i] is None:
+                encoded[i] = self._item_encoder(self._prv_dict(obj, i))
+        return encoded[history.start : history.stop]
 
     def _candidate(
         self, obj: SimObject, k: int, extra: list[float], history: range
@@ -723,10 +732,9 @@ class AlertGenerator:
         return self._cutouts
 
     def _alert_dict(
-        self, obj: SimObject, k: int, extra: list[float], *, with_history: bool
+        self, obj: SimObject, k: int, extra: list[float], history: range, *, with_history: bool
     ) -> dict[str, Any]:
         s = obj.scene
-        history = self._history_range(obj, k)
         candidate = self._candidate(obj, k, extra, history)
         candid = candidate["candid"]
         pid = candidate["pid"]
@@ -760,7 +768,7 @@ class AlertGenerator:
             "candidate": candidate,
         }
         if with_history:
-            alert["prv_candidates"] = [dict(self._prv_dict(obj, i)) for i in history]
+            alert["prv_candidates"] = self._history_dicts(obj, history)
         alert.update(
             {
                 "cutoutScience": {
