@@ -29,11 +29,13 @@ from service.replayer import Replayer
 AVRO_SAMPLE = "fink_ztf_2026-03_31alerts.avro"
 
 #: Consumer options that make groups form and rebalance quickly on the mock cluster
-#: (below ~2.5 s the mock's first, 3 s long, join outlives the session).
+#: (below ~2.5 s the mock's first, 3 s long, join outlives the session), and fetch new
+#: messages sooner (the mock answers a waiting fetch only when fetch.wait.max.ms is up).
 FAST_GROUP = {
     "session.timeout.ms": 3000,
     "heartbeat.interval.ms": 100,
     "topic.metadata.refresh.interval.ms": 500,
+    "fetch.wait.max.ms": 50,
 }
 
 #: A guard against hanging, never a performance expectation.
@@ -327,7 +329,7 @@ def test_revoked_partitions_lose_their_buffered_messages(cluster, fink_messages)
         deadline = time.monotonic() + GUARD_S
         while a.buffered == 0 and time.monotonic() < deadline:
             time.sleep(0.005)
-        joined.append(make_source(cluster, group, topic, batch_size=n, batch_timeout_s=1.0))
+        joined.append(make_source(cluster, group, topic, batch_size=n, batch_timeout_s=0.3))
 
     joiner = threading.Thread(target=join_once_a_has_buffered)
     joiner.start()
@@ -338,12 +340,12 @@ def test_revoked_partitions_lose_their_buffered_messages(cluster, fink_messages)
             batch = a.poll_batch()  # buffers A's messages, then the revocation drops them
             returned.append(batch)
             a.commit(batch)
+            a.batch_timeout_s = 0.3  # then short batches until the new assignment
             assert time.monotonic() - started < GUARD_S, "the group never rebalanced"
     finally:
         joiner.join()
     (b,) = joined
 
-    a.batch_timeout_s = 1.0
     while len(coordinates(returned)) < n:
         for source in (a, b):
             batch = source.poll_batch()
