@@ -86,33 +86,48 @@ class SchemaCache:
         self.maxsize = maxsize
         self.hits = 0
         self.misses = 0
-        self._schemas: OrderedDict[bytes, Any] = OrderedDict()
+        self._schemas: OrderedDict[bytes, tuple[dict[str, Any], Any]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._schemas)
 
     def parse(self, key: bytes) -> Any:
         """Return the parsed schema for a message key, parsing it on first sight."""
+        return self.lookup(key)[1]
+
+    def schema(self, key: bytes) -> dict[str, Any]:
+        """Return the schema of a message key as plain JSON data (what the archive writes with)."""
+        return self.lookup(key)[0]
+
+    def lookup(self, key: bytes) -> tuple[dict[str, Any], Any]:
+        """Return ``(schema as JSON data, parsed schema)`` for a message key."""
         digest = hashlib.blake2b(key, digest_size=16).digest()
-        parsed = self._schemas.get(digest)
-        if parsed is not None:
+        entry = self._schemas.get(digest)
+        if entry is not None:
             self.hits += 1
             self._schemas.move_to_end(digest)
-            return parsed
+            return entry
         self.misses += 1
-        parsed = parse_schema_key(key)
-        self._schemas[digest] = parsed
+        entry = (_schema_json(key), parse_schema_key(key))
+        self._schemas[digest] = entry
         if len(self._schemas) > self.maxsize:
             self._schemas.popitem(last=False)
-        return parsed
+        return entry
 
 
-def parse_schema_key(key: bytes | str) -> Any:
-    """Parse a Fink Kafka key (the Avro schema as JSON); raises ``ValueError`` if it is not one."""
+def _schema_json(key: bytes | str) -> dict[str, Any]:
     try:
         schema = json.loads(key)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"message key is not an Avro schema in JSON: {exc}") from exc
+    if not isinstance(schema, dict):
+        raise ValueError("message key is JSON but not an Avro record schema")
+    return schema
+
+
+def parse_schema_key(key: bytes | str) -> Any:
+    """Parse a Fink Kafka key (the Avro schema as JSON); raises ``ValueError`` if it is not one."""
+    schema = _schema_json(key)
     try:
         return fastavro.parse_schema(schema)
     except Exception as exc:  # fastavro raises several types for a bad schema
@@ -160,6 +175,8 @@ def decode_message(
     missing = [name for name in REQUIRED_FIELDS if record.get(name) is None]
     if missing or not isinstance(record.get("candidate"), dict):
         raise AlertDecodeError(f"alert lacks {', '.join(missing) or 'a candidate record'}", **where)
+    if record["candidate"].get("jd") is None:  # no time: no night to archive it under
+        raise AlertDecodeError("alert lacks candidate.jd", **where)
     return record  # fastavro already gives dicts and lists: nothing to normalise
 
 

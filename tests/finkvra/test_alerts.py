@@ -206,3 +206,18 @@ def test_schemaless_value_matches_fastavro(avro_alerts: list[dict], writer_schem
     buffer = io.BytesIO()
     fastavro.schemaless_writer(buffer, fastavro.parse_schema(writer_schema), avro_alerts[1])
     assert value == buffer.getvalue()
+
+
+def test_alert_without_time_is_rejected(avro_alerts: list[dict], writer_schema: dict) -> None:
+    alert = {**avro_alerts[0], "candidate": {**avro_alerts[0]["candidate"], "jd": None}}
+    key, value = encode_message(alert, writer_schema)
+    with pytest.raises(AlertDecodeError, match="candidate.jd"):
+        decode_message(key, value)
+
+
+def test_cache_keeps_the_schema_json_for_the_archive(writer_schema: dict) -> None:
+    cache = SchemaCache()
+    key = json.dumps(writer_schema).encode()
+    assert cache.schema(key) == writer_schema
+    assert cache.schema(key) is cache.schema(key)  # shared, not re-parsed
+    assert cache.misses == 1 and cache.hits == 2
