@@ -109,6 +109,16 @@ _SET = {
 }
 
 
+def _run_code(field_type: Any) -> str | None:
+    """``struct`` code of a ``[float|double, "null"]`` field (``None`` for any other type)."""
+    if not (isinstance(field_type, list) and len(field_type) == 2 and field_type[1] == "null"):
+        return None
+    inner = field_type[0]
+    if isinstance(inner, dict) and len(inner) == 1:
+        inner = inner.get("type")
+    return _RUN_CODES.get(inner) if isinstance(inner, str) else None
+
+
 class _Compiler:
     """Turns a schema into generated Python functions, one per record type."""
 
@@ -198,9 +208,12 @@ class _Compiler:
             "out += b'\\x00'",
         ]
 
-    def _groups(self, fields: Sequence[Mapping[str, Any]]) -> list[list[tuple[str, Any]]]:
+    def _groups(
+        self, fields: Sequence[Mapping[str, Any]], breaks: Sequence[str] = ()
+    ) -> list[list[tuple[str, Any]]]:
         """Fields in groups: a run of ``[float|double, "null"]`` fields is one group of
-        ``(name, struct code)``; any other field is a group of one ``(name, type)``."""
+        ``(name, struct code)``; any other field, or one named in ``breaks``, is a group of
+        one ``(name, type)``."""
         groups: list[list[tuple[str, Any]]] = []
         run: list[tuple[str, Any, Any]] = []  # (name, struct code, field type)
 
@@ -213,12 +226,7 @@ class _Compiler:
 
         for field in fields:
             name, field_type = field["name"], field["type"]
-            code = None
-            if isinstance(field_type, list) and len(field_type) == 2 and field_type[1] == "null":
-                inner = field_type[0]
-                if isinstance(inner, dict) and len(inner) == 1:
-                    inner = inner.get("type")
-                code = _RUN_CODES.get(inner) if isinstance(inner, str) else None
+            code = None if name in breaks else _run_code(field_type)
             if code is not None:
                 run.append((name, code, field_type))
                 continue
@@ -275,9 +283,12 @@ class _Compiler:
         space = schema.get("namespace")
         self.record(schema, None)  # registers every named type it defines
         lines = ["def _encode_top(d, out, overrides):", "    _get = d.get"]
-        for field in schema["fields"]:
-            name = field["name"]
-            body = [f"_v = _get({name!r})"] + self.value_lines(field["type"], "_v", space, 0)
+        for group in self._groups(schema["fields"], breaks=overridable):
+            if len(group) > 1:
+                lines.extend("    " + line for line in self._run_lines(group))
+                continue
+            name, field_type = group[0]
+            body = [f"_v = _get({name!r})"] + self.value_lines(field_type, "_v", space, 0)
             if name in overridable:
                 lines += [
                     f"    _o = overrides.get({name!r}) if overrides else None",

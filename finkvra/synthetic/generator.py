@@ -20,6 +20,7 @@ import heapq
 import json
 import math
 import os
+import struct
 from array import array
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from finkvra.synthetic.avro_encoder import SchemalessEncoder
+from finkvra.synthetic.avro_encoder import SchemalessEncoder, _set_long, _set_str
 from finkvra.synthetic.cutouts import cutout_triplet
 from finkvra.synthetic.lc_features import (
     LC_FEATURE_NAMES,
@@ -201,7 +202,10 @@ class AlertGenerator:
     def labelled(self, n: int | None = None) -> Iterator[tuple[dict[str, Any], str]]:
         """The next ``n`` alerts with their true label."""
         for obj, k, extra in self._stream(n):
-            yield self._alert_dict(obj, k, extra, self._history_range(obj, k), with_history=True), obj.label
+            yield (
+                self._alert_dict(obj, k, extra, self._history_range(obj, k), with_history=True),
+                obj.label,
+            )
 
     def messages(self, n: int | None = None) -> Iterator[tuple[bytes, bytes]]:
         """The next ``n`` alerts as Kafka ``(key, value)`` in Fink's wire format.
@@ -422,8 +426,15 @@ class AlertGenerator:
         aimage = fwhm * (0.25 + 0.1 * u[:, 2])
         bimage = aimage / elong
         magzp = np.where(g, 26.3, 26.1) + 0.6 * (u[:, 3] - 0.5)
+        off = s["distnr_px"] * 1.012 / 3600  # the reference source's position
+        angle = 2 * math.pi * c[6]
+        s["ranr"] = (obj.ra + off * math.cos(angle) / cosd) % 360.0
+        s["decnr"] = max(-90.0, min(90.0, obj.dec + off * math.sin(angle)))
+        s["chinr"] = float(np.float32(0.5 + 2.0 * c[7] if not bogus else 0.5 + 8.0 * c[7]))
+        s["sharpnr"] = float(np.float32(0.1 * (c[8] - 0.5) if not bogus else c[8] - 0.5))
+        constant = np.ones(n)
         detection = np.column_stack(
-            [
+            [  # in the order of _DETECTION_COLUMNS (the schema's)
                 xpos,
                 ypos,
                 ra,
@@ -436,6 +447,8 @@ class AlertGenerator:
                 distnr,
                 magnr,
                 sigmagnr,
+                s["chinr"] * constant,
+                s["sharpnr"] * constant,
                 3.0 * (u[:, 5] - 0.5),  # sky
                 magap - obj.magpsf,  # magdiff
                 fwhm,
@@ -452,6 +465,8 @@ class AlertGenerator:
                 0.4 + 0.6 * u[:, 9] if bogus else 0.9 + 0.1 * u[:, 9],  # sumrat
                 magap + 0.1 * (u[:, 10] - 0.5),  # magapbig
                 sigmagap * 1.2,  # sigmagapbig
+                s["ranr"] * constant,
+                s["decnr"] * constant,
                 obj.snr * (0.9 + 0.2 * u[:, 11]),  # scorr
             ]
         )
@@ -479,6 +494,7 @@ class AlertGenerator:
             "fid": obj.fid.tolist(),
             "nid": nights,
             "frac6": frac6.tolist(),
+            "day": np.floor(obj.jd - 0.5).astype(np.int64).tolist(),  # UT day (JD - 0.5)
             "isdiffpos": [
                 ("1" if p else "0") if alt else ("t" if p else "f")
                 for p, alt in zip(obj.positive.tolist(), notation.tolist(), strict=True)
@@ -487,14 +503,12 @@ class AlertGenerator:
         obj.columns = cols
 
         # per-object constants of the reference source and the catalogues
-        off = s["distnr_px"] * 1.012 / 3600
-        angle = 2 * math.pi * c[6]
-        s["ranr"] = (obj.ra + off * math.cos(angle) / cosd) % 360.0
-        s["decnr"] = max(-90.0, min(90.0, obj.dec + off * math.sin(angle)))
         s["rcid"], s["field"] = rcid, field
         s["ccd"], s["quadrant"] = rcid // 4 + 1, rcid % 4 + 1
-        s["chinr"] = float(np.float32(0.5 + 2.0 * c[7] if not bogus else 0.5 + 8.0 * c[7]))
-        s["sharpnr"] = float(np.float32(0.1 * (c[8] - 0.5) if not bogus else c[8] - 0.5))
+        s["name_tail"] = {
+            fid: f"_{field:06d}_{band}_c{s['ccd']:02d}_o_q{s['quadrant']}_scimrefdiffimg.fits"
+            for fid, band in ((1, "zg"), (2, "zr"))
+        }
         s["rfid"] = field * 10**6 + 120_000 + rcid * 10 + 6
         s["jdstartref"] = 2458150.0 + 100 * c[9]
         s["jdendref"] = s["jdstartref"] + 80 + 200 * c[10]
@@ -518,11 +532,10 @@ class AlertGenerator:
 
     def _filename(self, obj: SimObject, i: int) -> tuple[str, str]:
         """(difference image name, its archive path) of visit ``i``, as ZTF names them."""
-        cols, s = obj.columns, obj.scene
-        year, mmdd, ymd = self._ut_day(int(math.floor(cols["jd"][i] - 0.5)))
+        cols = obj.columns
+        year, mmdd, ymd = self._ut_day(cols["day"][i])
         frac = cols["frac6"][i]
-        band = "zg" if cols["fid"][i] == 1 else "zr"
-        name = f"ztf_{ymd}{frac:06d}_{s['field']:06d}_{band}_c{s['ccd']:02d}_o_q{s['quadrant']}_scimrefdiffimg.fits"
+        name = f"ztf_{ymd}{frac:06d}{obj.scene['name_tail'][cols['fid'][i]]}"
         return name, f"/ztf/archive/sci/{year}/{mmdd}/{frac:06d}/{name}.fz"
 
     def _prv_dict(self, obj: SimObject, i: int) -> dict[str, Any]:
@@ -550,10 +563,6 @@ class AlertGenerator:
             record.update(zip(_DETECTION_COLUMNS, cols["detection_rows"][i], strict=True))
             record["nneg"] = cols["nneg"][i]
             record["nbad"] = 0
-            record["ranr"] = s["ranr"]
-            record["decnr"] = s["decnr"]
-            record["chinr"] = s["chinr"]
-            record["sharpnr"] = s["sharpnr"]
         record.update(zip(_CALIBRATION_COLUMNS, cols["calibration_rows"][i], strict=True))
         record["rbversion"] = "t17_f5_c3"
         obj.prv_dicts[i] = record
@@ -574,12 +583,65 @@ class AlertGenerator:
     def _history_bytes(self, obj: SimObject, history: range) -> list[bytes]:
         """Encoded history entries, each encoded once per object."""
         if self._item_encoder is None:
-            self._item_encoder = self._get_encoder().item_encoder("prv_candidates")
+            if _prv_layout(self._schema) == _PRV_LAYOUT:
+                self._item_encoder = self._encode_history_item
+            else:  # a schema of another shape: the generic (slower) way, through dicts
+                generic = self._get_encoder().item_encoder("prv_candidates")
+                self._item_encoder = lambda obj, i: generic(self._prv_dict(obj, i))
         encoded = obj.prv_bytes
         for i in history:
             if encoded[i] is None:
-                encoded[i] = self._item_encoder(self._prv_dict(obj, i))
+                encoded[i] = self._item_encoder(obj, i)
         return encoded[history.start : history.stop]
+
+    def _encode_history_item(self, obj: SimObject, i: int) -> bytes:
+        """Avro bytes of the ``prv_candidates`` item of visit ``i``, straight from the columns.
+
+        Same bytes as encoding :meth:`_prv_dict` (the tests compare with fastavro), without
+        building the dict: only valid for the field layout ``_PRV_LAYOUT``.
+        """
+        cols, s = obj.columns, obj.scene
+        head = (
+            _SET_DOUBLE(cols["jd"][i])
+            + _set_long(cols["fid"][i])
+            + _set_long(obj.pids[i])
+            + _SET_FLOAT(cols["diffmaglim"][i])
+            + _set_str(self._filename(obj, i)[1])
+            + _PROGRAM
+        )
+        site = _set_long(cols["nid"][i]) + _set_long(s["rcid"]) + _set_long(s["field"])
+        calibration = cols["calibration_rows"][i]
+        if not obj.detected[i]:
+            return b"".join(
+                (
+                    b"\x00",
+                    head,
+                    b"\x02" * 3,
+                    site,
+                    _NULL_VISIT,
+                    _CALIBRATION(*calibration),
+                    _RBVERSION,
+                )
+            )
+        candid = obj.candids[i]
+        row = cols["detection_rows"][i]
+        return b"".join(
+            (
+                b"\x00",
+                head,
+                _set_long(candid),
+                _set_str(cols["isdiffpos"][i]),
+                _set_long(candid % 1000),
+                site,
+                _MEASUREMENTS(*row[:26]),
+                _set_long(cols["nneg"][i]),
+                b"\x00\x00",  # nbad = 0
+                _SET_FLOAT(row[26]),  # rb
+                b"\x02\x02\x02",  # ssdistnr, ssmagnr, ssnamenr: null
+                _APERTURES(*row[27:33], *calibration),
+                _RBVERSION,
+            )
+        )
 
     def _candidate(
         self, obj: SimObject, k: int, extra: list[float], history: range
@@ -848,16 +910,68 @@ class AlertGenerator:
         return self._encoder
 
 
-#: Visit columns a detection carries (null in an upper limit), in ``detection_rows`` order.
+#: Visit columns a detection carries (null in an upper limit), in ``detection_rows`` order:
+#: the schema's, so that runs of them can be packed at once (see ``_HistoryEncoder``).
 _DETECTION_COLUMNS = (
     "xpos", "ypos", "ra", "dec", "magpsf", "sigmapsf", "chipsf", "magap", "sigmagap",
-    "distnr", "magnr", "sigmagnr", "sky", "magdiff", "fwhm", "classtar", "mindtoedge",
-    "magfromlim", "seeratio", "aimage", "bimage", "aimagerat", "bimagerat", "elong",
-    "rb", "sumrat", "magapbig", "sigmagapbig", "scorr",
+    "distnr", "magnr", "sigmagnr", "chinr", "sharpnr", "sky", "magdiff", "fwhm", "classtar",
+    "mindtoedge", "magfromlim", "seeratio", "aimage", "bimage", "aimagerat", "bimagerat",
+    "elong", "rb", "sumrat", "magapbig", "sigmagapbig", "ranr", "decnr", "scorr",
 )  # fmt: skip
-#: Those of Avro type float (the others, ra, dec and scorr, are doubles).
+#: Those of Avro type float (the others are doubles).
 _FLOAT32_DETECTION = [
-    i for i, name in enumerate(_DETECTION_COLUMNS) if name not in ("ra", "dec", "scorr")
+    i
+    for i, name in enumerate(_DETECTION_COLUMNS)
+    if name not in ("ra", "dec", "ranr", "decnr", "scorr")
 ]
 #: Calibration columns every visit carries, in ``calibration_rows`` order.
 _CALIBRATION_COLUMNS = ("magzpsci", "magzpsciunc", "magzpscirms", "clrcoeff", "clrcounc")
+
+#: ``prv_candidates`` fields (name, type of the non-null branch) that the direct history
+#: encoder writes; any other layout falls back to the generic encoder.
+_PRV_LAYOUT: tuple[tuple[str, str], ...] = (
+    ("jd", "double"), ("fid", "int"), ("pid", "long"), ("diffmaglim", "float"),
+    ("pdiffimfilename", "string"), ("programpi", "string"), ("programid", "int"),
+    ("candid", "long"), ("isdiffpos", "string"), ("tblid", "long"), ("nid", "int"),
+    ("rcid", "int"), ("field", "int"),
+    *((name, "double" if name in ("ra", "dec") else "float") for name in _DETECTION_COLUMNS[:26]),
+    ("nneg", "int"), ("nbad", "int"), ("rb", "float"), ("ssdistnr", "float"),
+    ("ssmagnr", "float"), ("ssnamenr", "string"),
+    *((name, "double" if name in ("ranr", "decnr", "scorr") else "float") for name in _DETECTION_COLUMNS[27:]),
+    *((name, "float") for name in _CALIBRATION_COLUMNS),
+    ("rbversion", "string"),
+)  # fmt: skip
+
+
+def _prv_layout(schema: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """(name, type) of the ``prv_candidates`` fields, if all are ``[T, "null"]``."""
+    by_name = {f["name"]: f["type"] for f in schema["fields"]}
+    try:
+        items = by_name["prv_candidates"][0]["items"]
+        fields = items[0]["fields"] if items[1] == "null" else ()
+    except (KeyError, IndexError, TypeError):
+        return ()
+    layout = []
+    for field in fields:
+        kind = field["type"]
+        if not (isinstance(kind, list) and len(kind) == 2 and kind[1] == "null"):
+            return ()
+        layout.append((field["name"], kind[0]))
+    return tuple(layout)
+
+
+def _packer(names: tuple[str, ...], doubles: tuple[str, ...]) -> Any:
+    """``struct`` packer of non-null ``[float|double, "null"]`` fields (index 0 = pad byte)."""
+    return struct.Struct("<" + "".join("xd" if n in doubles else "xf" for n in names)).pack
+
+
+_SET_DOUBLE = struct.Struct("<xd").pack
+_SET_FLOAT = struct.Struct("<xf").pack
+_MEASUREMENTS = _packer(_DETECTION_COLUMNS[:26], ("ra", "dec"))
+_APERTURES = _packer(_DETECTION_COLUMNS[27:] + _CALIBRATION_COLUMNS, ("ranr", "decnr", "scorr"))
+_CALIBRATION = _packer(_CALIBRATION_COLUMNS, ())
+_PROGRAM = _set_str("Kulkarni") + _set_long(1)  # programpi, programid
+_RBVERSION = _set_str("t17_f5_c3")
+#: An upper limit's nulls from xpos to scorr: 26 measurements, nneg, nbad, rb, ssdistnr,
+#: ssmagnr, ssnamenr, sumrat, magapbig, sigmagapbig, ranr, decnr, scorr.
+_NULL_VISIT = b"\x02" * 38

@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 import re
+import struct
 import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -151,6 +152,13 @@ def test_encoder_handles_every_construct_fastavro_does():
     encoder = SchemalessEncoder(schema)
     for record in records:
         assert encoder.encode(record) == fastavro_bytes(schema, record)
+    # A pre-encoded field in the middle of a run of floats keeps its place.
+    overriding = SchemalessEncoder(schema, overridable=("d",))
+    for record in records:
+        d_bytes = b"\x02" if record["d"] is None else b"\x00" + struct.pack("<f", record["d"])
+        without_d = {k: v for k, v in record.items() if k != "d"}
+        assert overriding.encode(record) == fastavro_bytes(schema, record)
+        assert overriding.encode(without_d, {"d": d_bytes}) == fastavro_bytes(schema, record)
 
 
 def test_encode_long_matches_avro_zigzag_varints():
