@@ -79,6 +79,8 @@ class Record:
     partition: int
     offset: int
     timestamp: int | None
+    #: The Avro schema of the message's key, shared by every record with the same key.
+    schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +348,8 @@ class KafkaSource:
                 continue
             kind, stamp = message.timestamp()
             timestamp = None if kind == TIMESTAMP_NOT_AVAILABLE else stamp
-            batch.alerts.append(Record(alert, topic, partition, offset, timestamp))
+            schema = self.cache.schema(key)  # cached by the decode above
+            batch.alerts.append(Record(alert, topic, partition, offset, timestamp, schema))
         self.consumed += len(batch)
         self.dead += len(batch.dead)
         return batch

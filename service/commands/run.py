@@ -1,0 +1,68 @@
+"""``finkvra run``: the always-on service (consumer, trainer or both)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run the service: consume fink_vra_ztf, queue alerts for labelling, retrain",
+        description=(
+            "Run the always-on service. Settings come from --config (TOML), then FINKVRA_* "
+            "environment variables; see `finkvra config show`."
+        ),
+    )
+    parser.add_argument("--config", help="TOML settings file")
+    parser.add_argument(
+        "--role",
+        choices=("all", "consumer", "trainer"),
+        default="all",
+        help="consumer replicas scale out in one Kafka group; run one trainer (default: all)",
+    )
+    parser.set_defaults(func=run)
+
+
+def secrets_of(settings) -> list[str]:  # noqa: ANN001 (Settings, imported lazily)
+    """Every secret value in the settings, for the log redaction filter."""
+    values = []
+    for name in ("kafka_password", "redis_url", "lasair_token"):
+        value = getattr(settings, name, None)
+        if value is not None:
+            text = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+            values.append(text)
+            if "://" in text and "@" in text:  # the password inside a URL
+                userinfo = text.split("://", 1)[1].split("@", 1)[0]
+                values.append(userinfo.split(":", 1)[-1])
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    from service.config import ConfigError, load_settings
+    from service.daemon import Service, StartupError, signals_stop
+    from service.http_server import HealthServer
+    from service.logs import setup_logging
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"finkvra: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, settings.log_format, secrets_of(settings))
+    service = Service(settings, role=args.role)
+    try:
+        service.start()
+    except StartupError as exc:
+        print(f"finkvra: cannot start: {exc}", file=sys.stderr)
+        return 2
+    server = None
+    if settings.http_port:
+        server = HealthServer(service.telemetry, port=settings.http_port).start()
+    try:
+        with signals_stop(service):
+            return service.run()
+    finally:
+        if server is not None:
+            server.stop()

