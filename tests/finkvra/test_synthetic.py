@@ -253,7 +253,7 @@ def test_alerts_look_like_the_vra_topic(stream):
     assert all(a["candidate"]["candid"] == a["candid"] for a in alerts)
     assert all(re.fullmatch(r"ZTF\d{2}[a-z]{7}", a["objectId"]) for a in alerts)
     cands = [a["candidate"] for a in alerts]
-    assert all(c["magpsf"] > 19.5 and c["magpsf"] < c["diffmaglim"] for c in cands)
+    assert all(19.5 < c["magpsf"] <= c["diffmaglim"] for c in cands)
     assert {c["fid"] for c in cands} == {1, 2}
     assert {c["isdiffpos"] for c in cands} <= {"t", "f", "1", "0"}
     assert {"t", "f"} <= {c["isdiffpos"] for c in cands}
