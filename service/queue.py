@@ -102,7 +102,10 @@ def _jsonable(value: Any) -> Any:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(_jsonable(value), separators=(",", ":"), allow_nan=False)
+    try:  # the hot path: plain Python values, no NaN (the pipeline sends None for those)
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):  # numpy scalars or arrays, NaN, inf
+        return json.dumps(_jsonable(value), separators=(",", ":"), allow_nan=False)
 
 
 def _text(value: Any) -> str:
