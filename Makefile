@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/finkvra demo
+	$(BIN)/finkvra demo --auto-label
 
 test: $(STAMP)
 	@$(BIN)/python -m pytest; status=$$?; \
