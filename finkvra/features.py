@@ -299,6 +299,7 @@ def make_features(
     meta.index = index
     if n == 0:
         empty = pd.DataFrame({c: pd.Series(dtype=np.float64) for c in FEATURE_COLUMNS}, index=index)
+        empty.attrs["feature_version"] = FEATURE_VERSION
         return empty, meta
 
     # The current detection.
@@ -343,6 +344,8 @@ def make_features(
         columns[f"{name}r_"] = lc_r[:, j]
     columns["ebv"] = ebv
     X = pd.DataFrame(columns, index=index, columns=list(FEATURE_COLUMNS), dtype=np.float64)
+    # Travels with the table so that a learner refuses features of another version.
+    X.attrs["feature_version"] = FEATURE_VERSION
     return X, meta
 
 

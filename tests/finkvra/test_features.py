@@ -480,3 +480,22 @@ def test_cli_usage_errors_exit_2(tmp_path: Path, capsys, monkeypatch) -> None:
     assert main(["features", alerts, "-o", out, "--dust", "sfd", "--sfd-dir", str(empty)]) == 2
     assert "dust fetch" in capsys.readouterr().err
     assert not Path(out).exists()
+
+
+def test_feature_table_carries_its_version_so_learners_can_refuse_others() -> None:
+    import numpy as np
+
+    from finkvra.features import FEATURE_VERSION, make_features
+    from finkvra.learners import FeatureVersionError, make_learner
+    from finkvra.synthetic import AlertGenerator
+
+    alerts, labels = zip(*AlertGenerator(seed=4).labelled(60), strict=True)
+    X, _ = make_features(list(alerts))
+    assert X.attrs["feature_version"] == FEATURE_VERSION
+    assert make_features([])[0].attrs["feature_version"] == FEATURE_VERSION
+    y = np.array([label == "varstar" for label in labels], dtype=float)
+    learner = make_learner("hgb", seed=0).fit(X, y)
+    learner.predict_proba(X)  # same version: accepted
+    X.attrs["feature_version"] = FEATURE_VERSION + "-other"
+    with pytest.raises(FeatureVersionError):
+        learner.predict_proba(X)
