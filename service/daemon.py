@@ -226,11 +226,13 @@ class Service:
         )
 
     def _report_lag(self) -> None:
+        """Consumer lag and queue size for /metrics (informative: never stops the loop)."""
         try:
             for partition, lag in self.source.lag().items():
                 self.telemetry.consumer_lag.labels(partition=str(partition)).set(lag)
-        except Exception as exc:  # lag is informative only: never stop the loop for it
-            log.debug("could not read consumer lag: %s", exc)
+            self.telemetry.queue_size.set(self.parts.queue.size())  # type: ignore[union-attr]
+        except Exception as exc:
+            log.debug("could not read consumer lag or queue size: %s", exc)
 
     def _refresh_models(self) -> None:
         """Hot-reload new model versions, and re-score the queue once per version (one replica)."""
