@@ -748,7 +748,8 @@ def labelled_data(
         if labels.shape[1] != 1:
             raise ValueError(
                 f"the labels table has {labels.shape[1]} columns besides the id "
-                f"({', '.join(map(str, labels.columns))}): say which with --label-column"
+                f"({', '.join(map(str, labels.columns))}): name the label column "
+                "(label_column, --label-column on the command line)"
             )
         label_column = labels.columns[0]
     elif label_column not in labels.columns:
