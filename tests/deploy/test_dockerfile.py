@@ -116,10 +116,14 @@ def test_dependencies_are_installed_before_the_source_is_copied(
     keywords = [i.keyword for i in instructions]
     copies = [(n, i.args.split()) for n, i in enumerate(instructions) if i.keyword == "COPY"]
     deps_run = next(
-        n for n, i in enumerate(instructions) if i.keyword == "RUN" and "-r /tmp/requirements.txt" in i.args
+        n
+        for n, i in enumerate(instructions)
+        if i.keyword == "RUN" and "-r /tmp/requirements.txt" in i.args
     )
     before = [args for n, args in copies if n < deps_run]
-    assert before == [["pyproject.toml", "./"]], "only pyproject.toml may enter before the deps layer"
+    assert before == [["pyproject.toml", "./"]], (
+        "only pyproject.toml may enter before the deps layer"
+    )
     package_copies = {args[0] for n, args in copies if n > deps_run}
     include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
         "packages"
