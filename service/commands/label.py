@@ -1,9 +1,13 @@
-"""``finkvra label``: post labels to the labels stream (one, an undo, or a whole CSV).
+"""``finkvra label``: the labelling screen, or labels posted from scripts and files.
 
 The labels go through the Redis queue (`LabelQueue.submit_label`) whether or not the
 alert is queued, so the trainer stores them, finds their features and learns from them
 like any other label. Forms:
 
+``finkvra label [--model gal] [--labeller NAME] [--open] [--wait]``
+    the interactive screen (`service.labelling`): the most informative item, one key
+    per answer (r x g a b v label, s skip, u undo, ? help, q quit); with ``--wait`` an
+    empty queue is waited on, ``--open`` opens each object's Lasair page;
 ``finkvra label --candid C --label L [--labeller NAME] [--objectId O] [--correction]``
     one label (``L`` a label name or its key: r x g a b v);
 ``finkvra label --candid C --undo``
@@ -27,9 +31,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``finkvra label``."""
     parser = subparsers.add_parser(
         "label",
-        help="post a label (or import a labeled.csv) to the labels stream",
-        description="Post labels for the trainer: one with --candid/--label, an undo with "
-        "--candid/--undo, or a prototype labeled.csv with --import.",
+        help="label alerts: the one-key screen, or --candid/--label, --undo, --import",
+        description="Without --candid or --import: the labelling screen (most informative "
+        "alert first; keys r x g a b v label, s skip, u undo, ? help, q quit). With them: "
+        "post one label, withdraw one (--undo), or import a prototype labeled.csv.",
     )
     parser.add_argument("--config", metavar="FILE", help="TOML settings file")
     parser.add_argument("--candid", type=int, help="candid of the alert to label")
@@ -52,7 +57,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--model",
         action="append",
         metavar="NAME",
-        help="report the class the label gives this model (repeatable; default: the configured models)",
+        help="models whose probabilities and classes to show first (repeatable; "
+        "default: the configured models)",
+    )
+    parser.add_argument(
+        "--open", action="store_true", help="open each alert's Lasair page in the web browser"
+    )
+    parser.add_argument(
+        "--wait", action="store_true", help="when the queue is empty, wait for alerts"
     )
     parser.add_argument(
         "--import",
@@ -71,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         return _usage("--import cannot be combined with --candid, --label or --undo")
     if args.import_file is None and args.candid is None:
         return _run_interactive(args)
+    if args.open or args.wait:
+        return _usage("--open and --wait belong to the labelling screen (no --candid/--import)")
     if args.candid is not None and not args.undo and not args.label:
         return _usage("--candid needs --label L (or --undo)")
     if args.undo and args.label:
@@ -222,7 +236,105 @@ def _run_import(args: argparse.Namespace, settings: Any, queue: Any) -> int:
 
 
 def _run_interactive(args: argparse.Namespace) -> int:
-    return _usage(
-        "give --candid C --label L, --candid C --undo, or --import labeled.csv "
-        "(the interactive labelling screen is not available yet)"
+    """The labelling screen over the service's queue (see `service.labelling.session`)."""
+    from finkvra.labels import LABEL_MAPS
+
+    if args.label or args.undo or args.correction or args.object_id:
+        return _usage("--label, --undo, --correction and --objectId need --candid C")
+    unknown = [m for m in args.model or () if m not in LABEL_MAPS]
+    if unknown:
+        return _usage(f"unknown model(s) {', '.join(unknown)}: use {', '.join(LABEL_MAPS)}")
+    parts = _connect(args)
+    if isinstance(parts, int):
+        return parts
+    settings, queue = parts
+    from service.labelling.cutouts import ArchiveCutouts
+
+    code, _result = run_screen(
+        queue,
+        args.labeller or _user(),
+        cutouts=ArchiveCutouts(settings.archive_dir),
+        models=list(args.model or settings.models),
+        open_browser=args.open,
+        wait=args.wait,
     )
+    return code
+
+
+def run_screen(
+    queue: Any,
+    labeller: str,
+    *,
+    cutouts: Any = None,
+    models: list[str] | None = None,
+    open_browser: bool = False,
+    wait: bool = False,
+    title: str = "finkvra label",
+    keys: Any = None,
+    console: Any = None,
+) -> tuple[int, Any]:
+    """Run a labelling session and say how it ended: ``(exit code, SessionResult)``.
+
+    Shared by ``finkvra label`` and ``finkvra round`` (on its private queue).
+    """
+    from rich.console import Console
+
+    from service.labelling.session import LabellingSession
+
+    console = console or Console()
+    open_url = None
+    if open_browser:
+        open_url, problem = _browser()
+        if problem:
+            print(f"finkvra label: {problem}", file=sys.stderr)
+    session = LabellingSession(
+        queue,
+        labeller,
+        cutouts=cutouts,
+        keys=keys,
+        console=console,
+        models=models or (),
+        open_url=open_url,
+        wait=wait,
+        title=title,
+    )
+    result = session.run()
+    if result.reason == "redis":
+        print(
+            f"finkvra label: lost the connection to Redis ({result.error}); the labels "
+            "posted so far are safe, the item in hand returns to the queue when its lease "
+            f"expires ({queue.lease_seconds:.0f} s)",
+            file=sys.stderr,
+        )
+        print(result.summary(labeller))
+        return 1, result
+    if result.reason == "empty" and not result.events and not result.skipped:
+        print("the queue is empty: nothing to label (--wait waits for alerts)")
+        return 0, result
+    if result.reason == "empty":
+        print("the queue is empty: that was the last item")
+    print(result.summary(labeller))
+    return (130 if result.reason == "interrupted" else 0), result
+
+
+def _browser() -> tuple[Any, str]:
+    """``(open_url, problem)``: a function opening a URL in a graphical browser, or why not.
+
+    Over SSH there is no display, and Python's webbrowser would start a text browser in
+    the very terminal the screen is drawn on; the links are on screen anyway.
+    """
+    import os
+    import webbrowser
+
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        return None, "--open: no graphical display here (over SSH?); follow the links on screen"
+
+    def open_url(url: str) -> None:
+        try:
+            webbrowser.open(url, new=2, autoraise=False)
+        except webbrowser.Error:
+            pass
+
+    return open_url, ""

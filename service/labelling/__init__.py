@@ -1,0 +1,7 @@
+"""The labelling screen: one alert, one key (``finkvra label``, ``finkvra round``).
+
+Modules, each with one job: `keys` reads one key from a terminal (or a line from a pipe),
+`cutouts` turns the FITS stamps into terminal pictures and fetches them from the archive,
+`plots` draws the light curve in characters, `screen` lays one item out with rich, and
+`session` is the loop (lease, show, read a key, act) with its tally and undo.
+"""

@@ -1,0 +1,466 @@
+"""The three image stamps of an alert, fetched, decoded and drawn in a terminal.
+
+Queue items do not carry cutouts (they are most of an alert's 50 KB); the labelling
+screen fetches them from the parquet archive by candid. Finding a candid in the archive
+means reading the ``candid`` column of its files, so `ArchiveCutouts` looks only in the
+night the alert was observed (known from the item's light curve), remembers which file
+holds which candid, and fetches in a background thread: the screen shows an item at
+once, and the stamps of the items about to come are usually ready before they are asked
+for.
+
+Drawing: each stamp is decoded from its gzipped FITS, stretched with IRAF's zscale (the
+display every astronomer knows from ds9), shown with north (the last FITS row) up, and
+drawn with the upper-half-block character: one terminal cell holds two pixels, the top
+one as the foreground colour and the bottom one as the background, so pixels are square.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import math
+import posixpath
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CUTOUT_FIELDS",
+    "ArchiveCutouts",
+    "CutoutImage",
+    "Cutouts",
+    "MemoryCutouts",
+    "cutouts_from_alert",
+    "decode_stamp",
+    "nights_for",
+    "zscale",
+]
+
+#: Alert fields holding the stamps, in display order, with their titles.
+CUTOUT_FIELDS: dict[str, str] = {
+    "cutoutScience": "science",
+    "cutoutTemplate": "template",
+    "cutoutDifference": "difference",
+}
+
+_UNIX_EPOCH_JD = 2440587.5
+_HALF_BLOCK = "▀"
+_RAMP = " .:-=+*#%@"  # without colours (a pipe, a log file): one character per cell
+_LEVELS = 64  # grey levels drawn: enough for the eye, few enough to cache every style
+_NAN_RGB = (48, 16, 64)  # masked pixels (chip edges): dark purple, never mistaken for sky
+
+
+@dataclass
+class Cutouts:
+    """The stamps of one alert, stretched to [0, 1] (NaN where masked), ready to draw.
+
+    ``images`` maps ``science``/``template``/``difference`` to an array or None, and
+    ``notes`` says why one is missing (not archived, undecodable, ...).
+    """
+
+    candid: int
+    images: dict[str, np.ndarray | None] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def missing(cls, candid: int, reason: str) -> Cutouts:
+        """No stamps at all, for one reason."""
+        return cls(
+            candid=int(candid),
+            images=dict.fromkeys(CUTOUT_FIELDS.values()),
+            notes=dict.fromkeys(CUTOUT_FIELDS.values(), reason),
+        )
+
+    @property
+    def any(self) -> bool:
+        return any(image is not None for image in self.images.values())
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode_stamp(data: bytes | None) -> np.ndarray:
+    """The 2-D float image of a (gzipped) FITS stamp; ``ValueError`` when it is not one."""
+    if not data:
+        raise ValueError("empty stamp")
+    raw = bytes(data)
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as error:
+            raise ValueError(f"corrupt gzip stream: {error}") from None
+    if not raw.startswith(b"SIMPLE"):
+        raise ValueError("not a FITS file")
+    from astropy.io import fits
+
+    try:
+        with fits.open(io.BytesIO(raw), memmap=False) as hdus:
+            for hdu in hdus:
+                if hdu.data is not None and np.ndim(hdu.data) == 2:
+                    return np.asarray(hdu.data, dtype=np.float64)
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f"unreadable FITS: {error}") from None
+    raise ValueError("no 2-D image in the FITS file")
+
+
+def zscale(image: np.ndarray, contrast: float = 0.25) -> np.ndarray:
+    """``image`` mapped to [0, 1] by the zscale interval (NaN stays NaN).
+
+    Falls back to the 0.5-99.5 percentiles when zscale cannot fit the pixels, and to a
+    flat mid-grey for a constant image.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        return np.full(image.shape, np.nan)
+    try:
+        from astropy.visualization import ZScaleInterval
+
+        vmin, vmax = ZScaleInterval(contrast=contrast).get_limits(finite)
+    except (ValueError, IndexError, np.linalg.LinAlgError):
+        vmin, vmax = np.percentile(finite, [0.5, 99.5])
+    if not (math.isfinite(vmin) and math.isfinite(vmax)) or vmax <= vmin:
+        vmin, vmax = float(finite.min()), float(finite.max())
+    if vmax <= vmin:
+        out = np.full(image.shape, 0.5)
+        out[~np.isfinite(image)] = np.nan
+        return out
+    with np.errstate(invalid="ignore"):
+        return np.clip((image - vmin) / (vmax - vmin), 0.0, 1.0)
+
+
+def cutouts_from_alert(alert: Mapping[str, Any]) -> Cutouts:
+    """Decode and stretch the three stamps of an alert dict; missing ones get a note."""
+    result = Cutouts(candid=int(alert.get("candid") or 0))
+    for name, title in CUTOUT_FIELDS.items():
+        stamp = alert.get(name)
+        data = stamp.get("stampData") if isinstance(stamp, Mapping) else None
+        if not data:
+            result.images[title] = None
+            result.notes[title] = "no cutout"
+            continue
+        try:
+            result.images[title] = zscale(decode_stamp(data))
+        except ValueError as error:
+            result.images[title] = None
+            result.notes[title] = f"unreadable cutout ({error})"
+    return result
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def _resample(image: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Average ``image`` onto ``rows`` x ``cols`` cells (NaN only where a cell is all NaN)."""
+    h, w = image.shape
+    if (h, w) == (rows, cols):
+        return image
+    r_idx = np.minimum((np.arange(h) * rows) // h, rows - 1)
+    c_idx = np.minimum((np.arange(w) * cols) // w, cols - 1)
+    finite = np.isfinite(image)
+    sums = np.zeros((rows, cols))
+    counts = np.zeros((rows, cols))
+    np.add.at(sums, (r_idx[:, None], c_idx[None, :]), np.where(finite, image, 0.0))
+    np.add.at(counts, (r_idx[:, None], c_idx[None, :]), finite)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+class CutoutImage:
+    """A rich renderable: one stretched stamp drawn ``width`` cells wide.
+
+    Height is ``ceil(width * h / w / 2)`` lines (two pixels per cell, square pixels).
+    A missing image draws as a box of the same size with ``note`` in it.
+    """
+
+    _styles: dict[tuple[int, int], Any] = {}
+    _styles_lock = threading.Lock()
+
+    def __init__(self, image: np.ndarray | None, width: int, note: str = "no cutout") -> None:
+        self.image = image
+        self.width = max(4, int(width))
+        self.note = note
+
+    @property
+    def height(self) -> int:
+        if self.image is None:
+            return math.ceil(self.width / 2)
+        h, w = self.image.shape
+        return max(1, math.ceil(self.width * h / w / 2))
+
+    def pixels(self) -> np.ndarray:
+        """Grey levels 0.._LEVELS-1 (-1 masked), ``2*height`` x ``width``, north up."""
+        assert self.image is not None
+        grid = _resample(np.flipud(self.image), 2 * self.height, self.width)
+        levels = np.full(grid.shape, -1, dtype=np.int16)
+        finite = np.isfinite(grid)
+        levels[finite] = np.clip(np.rint(grid[finite] * (_LEVELS - 1)), 0, _LEVELS - 1)
+        return levels
+
+    @classmethod
+    def _style(cls, top: int, bottom: int) -> Any:
+        key = (int(top), int(bottom))
+        style = cls._styles.get(key)
+        if style is None:
+            from rich.color import Color
+            from rich.style import Style
+
+            def colour(level: int) -> Any:
+                if level < 0:
+                    return Color.from_rgb(*_NAN_RGB)
+                grey = round(level * 255 / (_LEVELS - 1))
+                return Color.from_rgb(grey, grey, grey)
+
+            style = Style(color=colour(top), bgcolor=colour(bottom))
+            with cls._styles_lock:
+                cls._styles[key] = style
+        return style
+
+    def __rich_console__(self, console: Any, options: Any) -> Iterator[Any]:
+        from rich.segment import Segment
+        from rich.style import Style
+
+        if self.image is None:
+            dim = Style(dim=True)
+            text = self.note[: self.width - 2].center(self.width - 2)
+            middle = self.height // 2
+            for row in range(self.height):
+                inner = text if row == middle else " " * (self.width - 2)
+                yield Segment("·" + inner + "·", dim)
+                yield Segment.line()
+            return
+        levels = self.pixels()
+        if console.color_system is None:
+            for row in range(self.height):
+                pair = levels[2 * row : 2 * row + 2]
+                mean = np.where((pair < 0).any(axis=0), -1, pair.mean(axis=0))
+                yield Segment(
+                    "".join(
+                        " " if v < 0 else _RAMP[int(v * len(_RAMP) / _LEVELS)]
+                        for v in mean.tolist()
+                    )
+                )
+                yield Segment.line()
+            return
+        style = self._style
+        for row in range(self.height):
+            top, bottom = levels[2 * row], levels[2 * row + 1]
+            for t, b in zip(top.tolist(), bottom.tolist(), strict=True):
+                yield Segment(_HALF_BLOCK, style(t, b))
+            yield Segment.line()
+
+    def __rich_measure__(self, console: Any, options: Any) -> Any:
+        from rich.measure import Measurement
+
+        return Measurement(self.width, self.width)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def nights_for(lightcurve: Mapping[str, Any] | None, enqueued_at: str = "") -> list[str]:
+    """Archive nights (``YYYYMMDD``) where an item's alert may be, most likely first.
+
+    The alert is filed under the UTC date of its own detection, the latest one of its
+    light curve; without a light curve, the day it was queued and the day before.
+    """
+    jds = []
+    detections = (lightcurve or {}).get("detections") or {}
+    for jd in detections.get("jd") or []:
+        if jd is not None and math.isfinite(float(jd)):
+            jds.append(float(jd))
+    days: list[datetime] = []
+    if jds:
+        seconds = (max(jds) - _UNIX_EPOCH_JD) * 86400.0
+        day = datetime.fromtimestamp(seconds, tz=UTC)
+        days = [day, day - timedelta(days=1), day + timedelta(days=1)]
+    elif enqueued_at:
+        try:
+            day = datetime.fromisoformat(enqueued_at.replace("Z", "+00:00"))
+        except ValueError:
+            day = None
+        if day is not None:
+            day = day if day.tzinfo else day.replace(tzinfo=UTC)
+            days = [day, day - timedelta(days=1)]
+    return list(dict.fromkeys(d.astimezone(UTC).strftime("%Y%m%d") for d in days))
+
+
+def _filesystem(root: str | Path) -> Any:
+    """The ``pyarrow.fs`` filesystem of an archive root (as `ParquetArchive` opens it)."""
+    import pyarrow.fs as pafs
+
+    if isinstance(root, Path) or "://" not in str(root):
+        return pafs.LocalFileSystem()
+    return pafs.FileSystem.from_uri(str(root))[0]
+
+
+class _CutoutSource:
+    """Shared machinery: a result cache and one background worker."""
+
+    def __init__(self, cache_size: int = 64) -> None:
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[int, Cutouts] = OrderedDict()
+        self._pending: dict[int, Future] = {}
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _load(self, candid: int, hints: Sequence[str]) -> Cutouts:
+        raise NotImplementedError
+
+    def _worker(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cutouts")
+        return self._pool
+
+    def _run(self, candid: int, hints: Sequence[str]) -> Cutouts:
+        try:
+            result = self._load(candid, hints)
+        except Exception as error:  # a bad file must not take the screen down
+            result = Cutouts.missing(
+                candid, f"cutouts unavailable ({type(error).__name__}: {error})"
+            )
+        with self._lock:
+            self._cache[candid] = result
+            self._cache.move_to_end(candid)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+            self._pending.pop(candid, None)
+        return result
+
+    def request(self, candid: int, hints: Sequence[str] = ()) -> Future:
+        """Start fetching (if not cached or under way); a future of the `Cutouts`."""
+        candid = int(candid)
+        with self._lock:
+            if candid in self._cache:
+                done: Future = Future()
+                done.set_result(self._cache[candid])
+                return done
+            future = self._pending.get(candid)
+            if future is None:
+                future = self._worker().submit(self._run, candid, tuple(hints))
+                self._pending[candid] = future
+            return future
+
+    def prefetch(self, items: Iterable[Any]) -> None:
+        """Start fetching the stamps of queue items (``candid``, ``lightcurve``...)."""
+        for item in items:
+            self.request(item.candid, nights_for(item.lightcurve, item.enqueued_at))
+
+    def get(self, item: Any, timeout: float | None = None) -> Cutouts | None:
+        """The stamps of a queue item; None if not fetched within ``timeout`` seconds."""
+        future = self.request(item.candid, nights_for(item.lightcurve, item.enqueued_at))
+        try:
+            return future.result(timeout=timeout)
+        except TimeoutError:
+            return None
+
+    def cached(self, candid: int) -> Cutouts | None:
+        with self._lock:
+            return self._cache.get(int(candid))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+class MemoryCutouts(_CutoutSource):
+    """Stamps of alerts already in memory (``finkvra round`` reads them with the alerts)."""
+
+    def __init__(self, alerts: Iterable[Mapping[str, Any]], cache_size: int = 64) -> None:
+        super().__init__(cache_size)
+        self._alerts: dict[int, dict[str, Any]] = {}
+        for alert in alerts:
+            candid = alert.get("candid")
+            if candid is None:
+                continue
+            self._alerts[int(candid)] = {name: alert.get(name) for name in CUTOUT_FIELDS} | {
+                "candid": int(candid)
+            }
+
+    def _load(self, candid: int, hints: Sequence[str]) -> Cutouts:
+        alert = self._alerts.get(candid)
+        if alert is None:
+            return Cutouts.missing(candid, "no cutout: alert not loaded")
+        return cutouts_from_alert(alert)
+
+
+class ArchiveCutouts(_CutoutSource):
+    """Stamps from the service's parquet archive (`service.archive.ParquetArchive` layout).
+
+    Parameters
+    ----------
+    root
+        The archive directory (``Settings.archive_dir``) or a ``pyarrow.fs`` URI.
+    search_all
+        When the candid is not in the hinted nights, scan every night (slow on a big
+        archive: off by default, the screen then says the alert is not archived).
+    """
+
+    def __init__(self, root: str | Path, *, search_all: bool = False, cache_size: int = 64):
+        super().__init__(cache_size)
+        from service.archive import ParquetArchive
+
+        self.archive = ParquetArchive(root)
+        self.search_all = search_all
+        self._fs = _filesystem(root)
+        self._where: dict[int, str] = {}  # candid -> file
+        self._scanned: set[str] = set()  # files whose candids are in _where
+        self._index_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ArchiveCutouts({str(self.archive.root)!r})"
+
+    def _scan(self, nights: Iterable[str | None]) -> None:
+        import pyarrow.parquet as pq
+
+        for night in nights:
+            for path in self.archive.files(night):
+                if path in self._scanned:
+                    continue
+                with self._fs.open_input_file(path) as handle:
+                    column = pq.read_table(handle, columns=["candid"]).column("candid")
+                with self._index_lock:
+                    for candid in column.to_numpy().tolist():
+                        self._where.setdefault(int(candid), path)
+                    self._scanned.add(path)
+
+    def locate(self, candid: int, hints: Sequence[str] = ()) -> str | None:
+        """The archive file holding ``candid`` (scanning the hinted nights), or None."""
+        candid = int(candid)
+        if candid not in self._where and hints:
+            self._scan(hints)
+        if candid not in self._where and self.search_all:
+            self._scan([None])
+        return self._where.get(candid)
+
+    def _load(self, candid: int, hints: Sequence[str]) -> Cutouts:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        path = self.locate(candid, hints)
+        if path is None:
+            where = f"nights {', '.join(hints)}" if hints else "the archive"
+            return Cutouts.missing(candid, f"no cutout: not in {where}")
+        with self._fs.open_input_file(path) as handle:
+            schema = pq.read_schema(handle)
+            columns = ["candid"] + [c for c in CUTOUT_FIELDS if c in schema.names]
+            handle.seek(0)
+            table = pq.read_table(handle, columns=columns)
+        rows = table.filter(
+            pc.equal(table.column("candid"), pa.scalar(candid, table.column("candid").type))
+        )
+        if rows.num_rows == 0:  # the file was replaced (a replayed batch): look again
+            with self._index_lock:
+                self._where.pop(candid, None)
+                self._scanned.discard(path)
+            return Cutouts.missing(candid, f"no cutout: not in {posixpath.basename(path)}")
+        return cutouts_from_alert(rows.slice(0, 1).to_pylist()[0])

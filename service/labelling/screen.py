@@ -1,0 +1,292 @@
+"""One queue item on one screen: what a labeller needs to decide, and nothing to scroll.
+
+Top to bottom: the object (objectId, candid, priority, the models' probabilities and
+versions, the Lasair and Fink links), the three cutouts, the light curve beside the key
+features, the session's tally, the keys, and a line for what just happened. Sizes follow
+the terminal: the cutouts shrink on small screens before anything is left out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from finkvra.labels import COMMAND_KEYS, LABEL_KEYS, LABEL_MAPS
+from service.labelling.cutouts import CUTOUT_FIELDS, CutoutImage, Cutouts
+from service.labelling.plots import lightcurve_plot
+
+__all__ = ["PROMPT", "ScreenState", "help_panel", "render_item", "render_to_text"]
+
+#: The last thing on a screen: the labeller's turn (tests wait for it).
+PROMPT = "key ›"
+
+#: Features shown once (name, label, format).
+_SINGLE_FEATURES: tuple[tuple[str, str, str], ...] = (
+    ("ndets", "detections", "{:.0f}"),
+    ("nnondets", "upper limits", "{:.0f}"),
+    ("dets_median", "median mag", "{:.2f}"),
+    ("dets_std", "std mag", "{:.2f}"),
+    ("drb", "drb", "{:.3f}"),
+    ("sep_arcsec", 'host sep (")', "{:.2f}"),
+    ("ebv", "E(B-V)", "{:.3f}"),
+    ("ra", "ra", "{:.5f}"),
+    ("dec", "dec", "{:+.5f}"),
+)
+#: Light-curve features per band: (label, g column, r column, format).
+_BAND_FEATURES: tuple[tuple[str, str, str, str], ...] = (
+    ("amplitude", "amplitude", "amplituder_", "{:.2f}"),
+    ("median", "median", "medianr_", "{:.2f}"),
+    ("MAD", "median_absolute_deviation", "median_absolute_deviationr_", "{:.3f}"),
+    ("slope", "linear_fit_slope", "linear_fit_sloper_", "{:+.3f}"),
+    ("slope σ", "linear_fit_slope_sigma", "linear_fit_slope_sigmar_", "{:.3f}"),
+    ("red. χ²", "linear_fit_reduced_chi2", "linear_fit_reduced_chi2r_", "{:.2f}"),
+)
+
+
+@dataclass
+class ScreenState:
+    """Everything the screen shows besides the item itself."""
+
+    tally: Mapping[str, int] = field(default_factory=dict)
+    skipped: int = 0
+    corrected: int = 0
+    message: str = ""
+    message_style: str = ""
+    correcting: str | None = None  # the label being corrected (after an undo)
+    show_help: bool = False
+    waiting: int | None = None  # items waiting in the queue
+    labeller: str = ""
+    models: Sequence[str] = ()  # models whose probabilities come first
+    title: str = "finkvra label"
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None:
+        return "—"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(number):
+        return "—"
+    return spec.format(number)
+
+
+def _bar(p: float, width: int = 10) -> str:
+    filled = round(max(0.0, min(1.0, p)) * width)
+    return "█" * filled + "░" * (width - filled)
+
+
+def _header(item: Any, state: ScreenState) -> Any:
+    from rich.table import Table
+    from rich.text import Text
+
+    line = Text()
+    line.append(f" {item.objectId} ", style="bold black on bright_cyan")
+    line.append(f"  candid {item.candid}", style="bold")
+    line.append(f"   priority {_fmt(item.priority, '{:.3f}')}", style="bold yellow")
+    versions = item.model_version or {}
+    if versions:
+        text = " · ".join(f"{m} v{v}" for m, v in sorted(versions.items()))
+        line.append(f"   model {text}", style="cyan")
+    else:
+        line.append("   no model yet (random order)", style="cyan dim")
+    if state.waiting is not None:
+        line.append(f"   {state.waiting} waiting", style="dim")
+
+    scores = dict(item.scores or {})
+    order = [m for m in state.models if m in scores] + sorted(
+        m for m in scores if m not in state.models
+    )
+    probabilities = Text()
+    for model in order:
+        p = scores[model]
+        if p is None or not math.isfinite(p):
+            probabilities.append(f"P({model}) —   ", style="dim")
+            continue
+        probabilities.append(f"P({model}) ", style="bold")
+        probabilities.append(f"{p:.2f} ", style="bold magenta")
+        probabilities.append(_bar(p), style="magenta")
+        probabilities.append("   ")
+    if not order:
+        probabilities.append("no model scores yet", style="dim")
+
+    links = Text()
+    for name, url in (item.links or {}).items():
+        links.append(f"{name.capitalize()} ", style="bold")
+        links.append(url, style=f"link {url} underline blue")
+        links.append("   ")
+    grid = Table.grid(padding=0)
+    grid.add_column(no_wrap=True, overflow="ellipsis")
+    grid.add_row(line)
+    grid.add_row(probabilities)
+    grid.add_row(links)
+    return grid
+
+
+def _cutout_row(cutouts: Cutouts | None, width: int) -> Any:
+    from rich.table import Table
+
+    table = Table.grid(padding=(0, 2))
+    titles = list(CUTOUT_FIELDS.values())
+    for _ in titles:
+        table.add_column(width=width, no_wrap=True)
+    table.add_row(*[f"[bold]{t}[/]" for t in titles])
+    images = []
+    for title in titles:
+        if cutouts is None:
+            images.append(CutoutImage(None, width, "loading…"))
+        else:
+            note = cutouts.notes.get(title, "no cutout")
+            images.append(CutoutImage(cutouts.images.get(title), width, note))
+    table.add_row(*images)
+    return table
+
+
+def _features(item: Any) -> Any:
+    from rich.table import Table
+
+    f = item.features or {}
+    table = Table(box=None, padding=(0, 1), show_header=True, header_style="bold")
+    table.add_column("feature", style="dim", no_wrap=True)
+    table.add_column("g", justify="right", no_wrap=True)
+    table.add_column("r", justify="right", no_wrap=True)
+    for label, g, r, spec in _BAND_FEATURES:
+        table.add_row(label, _fmt(f.get(g), spec), _fmt(f.get(r), spec))
+    table.add_row("", "", "")
+    for name, label, spec in _SINGLE_FEATURES:
+        table.add_row(label, _fmt(f.get(name), spec), "")
+    return table
+
+
+def _tally(state: ScreenState) -> Any:
+    from rich.text import Text
+
+    text = Text()
+    total = sum(state.tally.values())
+    text.append(f" {state.labeller or 'you'}: ", style="bold")
+    text.append(f"{total} labelled this session", style="bold green")
+    for label in LABEL_KEYS.values():
+        count = state.tally.get(label, 0)
+        text.append(f" · {label} {count}", style="" if count else "dim")
+    text.append(f" · skipped {state.skipped}", style="dim")
+    if state.corrected:
+        text.append(f" · corrected {state.corrected}", style="dim")
+    return text
+
+
+def _keys_line() -> Any:
+    from rich.text import Text
+
+    text = Text(" ")
+    for key, label in LABEL_KEYS.items():
+        text.append(f" {key} ", style="bold black on green")
+        text.append(f" {label}  ")
+    text.append(" ")
+    for key, command in COMMAND_KEYS.items():
+        text.append(f" {key} ", style="bold black on white")
+        text.append(f" {command}  ")
+    text.append(" ? ", style="bold black on white")
+    text.append(" help")
+    return text
+
+
+def help_panel() -> Any:
+    """What each key does, and the class each label gives each model."""
+    from rich.panel import Panel
+    from rich.table import Table
+
+    table = Table(box=None, padding=(0, 2), header_style="bold")
+    table.add_column("key")
+    table.add_column("does")
+    for model in LABEL_MAPS:
+        table.add_column(f"{model} model", justify="center")
+    for key, label in LABEL_KEYS.items():
+        classes = []
+        for mapping in LABEL_MAPS.values():
+            cls = mapping.get(label)
+            classes.append("excluded" if cls is None else f"class {cls}")
+        table.add_row(key, f"label {label}", *classes)
+    for key, what in (
+        ("s", "skip: the item goes back to the queue for someone else"),
+        ("u", "undo: show the previous item again and correct its label"),
+        ("?", "this help (any key closes it)"),
+        ("q", "quit: the item in hand goes back to the queue"),
+    ):
+        table.add_row(key, what, *[""] * len(LABEL_MAPS))
+    return Panel(table, title="keys", border_style="cyan")
+
+
+def _sizes(width: int, height: int | None) -> tuple[int, int, int]:
+    """(cutout width, light-curve width, light-curve height) for a terminal size."""
+    cutout = max(12, min(31, (width - 6) // 3))
+    if height is not None and height < 48:
+        cutout = min(cutout, 21)
+    if height is not None and height < 36:
+        cutout = min(cutout, 15)
+    plot_width = max(40, width - 40)
+    plot_height = 12 if height is None or height >= 44 else 9
+    return cutout, plot_width, plot_height
+
+
+def render_item(
+    item: Any,
+    cutouts: Cutouts | None,
+    state: ScreenState,
+    *,
+    width: int = 120,
+    height: int | None = None,
+    now: float | None = None,
+) -> Any:
+    """The whole screen for ``item`` as one rich renderable.
+
+    ``cutouts`` None draws placeholders ("loading…"); ``now`` is the Julian date the
+    light curve's time axis counts from.
+    """
+    from rich.console import Group
+    from rich.rule import Rule
+    from rich.table import Table
+    from rich.text import Text
+
+    cutout_width, plot_width, plot_height = _sizes(width, height)
+    middle = Table.grid(padding=(0, 2))
+    middle.add_column(width=plot_width, no_wrap=True)
+    middle.add_column(no_wrap=True)
+    middle.add_row(
+        lightcurve_plot(item.lightcurve, plot_width, plot_height, now=now), _features(item)
+    )
+    parts: list[Any] = [Rule(state.title, style="cyan"), _header(item, state)]
+    if state.correcting:
+        parts.append(
+            Text(
+                f" correcting: you labelled this {state.correcting!r}; press a label key to "
+                "change it, s to keep it",
+                style="bold black on yellow",
+            )
+        )
+    parts += [_cutout_row(cutouts, cutout_width), middle]
+    if state.show_help:
+        parts.append(help_panel())
+    parts += [Rule(style="cyan"), _tally(state), _keys_line()]
+    parts.append(Text(" " + state.message, style=state.message_style or "italic"))
+    parts.append(Text(PROMPT + " ", style="bold"))
+    return Group(*parts)
+
+
+def render_to_text(renderable: Any, width: int = 120, *, color: bool = False) -> str:
+    """A renderable as the text a terminal ``width`` columns wide would show."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(
+        file=io.StringIO(),
+        width=width,
+        force_terminal=color,
+        color_system="truecolor" if color else None,
+        legacy_windows=False,
+    )
+    console.print(renderable)
+    return console.file.getvalue()

@@ -1,0 +1,403 @@
+"""The labelling loop: lease an item, show it, read one key, act; until the labeller quits.
+
+What each key does to the queue (`service.queue.LabelQueue`):
+
+``r x g a b v``
+    ``submit_label`` (kind ``label``): the item leaves the queue, the label goes to the
+    trainer through the labels stream.
+``s``
+    ``release``: the item goes back to the queue (for another labeller, or later); this
+    session does not show it again.
+``u``
+    shows the item labelled last again (the item in hand goes back to the queue). A
+    label key then posts a ``correction``, which supersedes the first label: the trainer
+    never sees two labels for one alert. ``s`` on a shown-again item keeps its label,
+    and ``u`` goes one further back.
+``q`` (or Ctrl-D, end of input)
+    releases the item in hand and ends the session.
+
+Leases keep two labellers from ever getting the same item: `LabelQueue.lease` is one
+atomic ZPOPMAX. A labeller who vanishes loses the lease after ``lease_seconds`` and the
+item returns to the queue.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from finkvra.labels import LABEL_KEYS, LABEL_MAPS
+from service.labelling.keys import HELP_KEY, QUIT_KEY, KeyReader
+from service.labelling.screen import ScreenState, render_item
+
+__all__ = ["LabellingSession", "SessionResult"]
+
+#: Redis errors that end a session with a message rather than a traceback.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+)
+
+#: Items whose cutouts are fetched ahead, while the labeller looks at the current one.
+PREFETCH = 3
+#: Seconds the screen waits for cutouts before drawing placeholders (terminal only).
+CUTOUT_WAIT_S = 0.15
+
+
+@dataclass
+class SessionResult:
+    """What a session did, and why it ended (``quit``, ``empty``, ``interrupted``, ``redis``)."""
+
+    tally: Counter = field(default_factory=Counter)
+    skipped: int = 0
+    corrected: int = 0
+    kept: int = 0
+    events: list[tuple[int, str, str, str]] = field(default_factory=list)  # candid, label, kind, id
+    reason: str = "quit"
+    error: str = ""
+
+    @property
+    def labelled(self) -> int:
+        return sum(self.tally.values())
+
+    def summary(self, labeller: str = "") -> str:
+        """One line for the end of a session."""
+        parts = [f"{label} {n}" for label, n in self.tally.items() if n]
+        text = f"{labeller + ': ' if labeller else ''}{self.labelled} labelled"
+        if parts:
+            text += f" ({', '.join(parts)})"
+        return text + f", {self.corrected} corrected, {self.skipped} skipped"
+
+
+class LabellingSession:
+    """One labeller working through a `LabelQueue` (see the module docstring).
+
+    Parameters
+    ----------
+    queue
+        The `service.queue.LabelQueue` to lease from and post labels to.
+    labeller
+        Who labels (goes with every label and lease).
+    cutouts
+        A cutout source (`service.labelling.cutouts.ArchiveCutouts` or `MemoryCutouts`),
+        or None to show none.
+    keys
+        Where keys come from (default: a `KeyReader` on stdin).
+    console
+        The rich console drawn on (default: stdout). A terminal gets one screen
+        redrawn in place; anything else gets the screens one after the other.
+    models
+        Models whose probabilities are shown first, and whose classes the messages name.
+    open_url
+        Called with the Lasair URL of each new item (``--open``).
+    wait
+        When the queue is empty, wait for items (with a spinner) instead of ending.
+    poll_s
+        Seconds between two looks at an empty queue.
+    title
+        The screen's title line.
+    """
+
+    def __init__(
+        self,
+        queue: Any,
+        labeller: str,
+        *,
+        cutouts: Any = None,
+        keys: KeyReader | None = None,
+        console: Any = None,
+        models: Sequence[str] = (),
+        open_url: Callable[[str], Any] | None = None,
+        wait: bool = False,
+        poll_s: float = 1.0,
+        title: str = "finkvra label",
+    ) -> None:
+        from rich.console import Console
+
+        self.queue = queue
+        self.labeller = labeller
+        self.cutouts = cutouts
+        self.keys = keys or KeyReader()
+        self.console = console or Console()
+        self.models = tuple(models) or tuple(LABEL_MAPS)
+        self.open_url = open_url
+        self.wait = wait
+        self.poll_s = float(poll_s)
+        self.title = title
+        self.result = SessionResult()
+        self.state = ScreenState(
+            tally=self.result.tally, labeller=labeller, models=self.models, title=title
+        )
+        self._current: Any = None  # the item on screen
+        self._leased = False  # whether this session holds the current item's lease
+        self._history: list[tuple[Any, str]] = []  # (item, label) labelled this session
+        self._skipped: set[int] = set()
+
+    def __repr__(self) -> str:
+        return f"LabellingSession(labeller={self.labeller!r}, queue={self.queue.prefix!r})"
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> SessionResult:
+        """Label until the labeller quits or (without ``wait``) the queue is empty."""
+        terminal = self.console.is_terminal and self.keys.interactive
+        try:
+            with self.keys:
+                if terminal:
+                    self.console.set_alt_screen(True)
+                try:
+                    self._loop()
+                finally:
+                    if terminal:
+                        self.console.set_alt_screen(False)
+        except KeyboardInterrupt:
+            self.result.reason = "interrupted"
+            self._give_back()
+        except REDIS_ERRORS as error:
+            self.result.reason = "redis"
+            self.result.error = f"{type(error).__name__}: {error}"
+        finally:
+            if self.cutouts is not None:
+                self.cutouts.close()
+        return self.result
+
+    def _loop(self) -> None:
+        while True:
+            if self._current is None:
+                item = self._next()
+                if item is None and self.wait:
+                    item = self._wait_for_item()
+                    if item is None:  # the labeller quit while waiting
+                        return
+                if item is None:
+                    self.result.reason = "empty"
+                    return
+                self._show_new(item)
+            key = self._draw_and_read()
+            if not self._act(key):
+                return
+
+    def _show_new(self, item: Any) -> None:
+        self._current, self._leased = item, True
+        self.state.correcting = None
+        if self.open_url is not None:
+            url = (item.links or {}).get("lasair")
+            if url:
+                self.open_url(url)
+
+    def _act(self, key: str) -> bool:
+        """Do what ``key`` asks; False when the session ends."""
+        state = self.state
+        if key != HELP_KEY:
+            state.show_help = False
+        if key in LABEL_KEYS:
+            self._label(LABEL_KEYS[key])
+        elif key == "s":
+            self._skip()
+        elif key == "u":
+            self._undo()
+        elif key == HELP_KEY:
+            state.show_help = not state.show_help
+            self._say("")
+        elif key == QUIT_KEY:
+            self._give_back()
+            self.result.reason = "quit"
+            return False
+        else:
+            shown = repr(key) if key else "that key"
+            self._say(f"{shown} is not a key here: press ? for help", "bold red")
+        return True
+
+    # ------------------------------------------------------------------ keys
+
+    def _label(self, label: str) -> None:
+        from service.queue import AlreadyLabelledError
+
+        item, previous = self._current, self.state.correcting
+        if previous is not None:
+            if label == previous:
+                self.result.kept += 1
+                self._say(f"kept {item.objectId} as {label}", "green")
+            else:
+                stream_id = self.queue.submit_label(
+                    item.candid, label, self.labeller, objectId=item.objectId, kind="correction"
+                )
+                self.result.events.append((item.candid, label, "correction", stream_id))
+                self.result.tally[previous] -= 1
+                self.result.tally[label] += 1
+                self.result.corrected += 1
+                state_text = self._classes(label)
+                self._say(
+                    f"✓ corrected {item.objectId}: {previous} → {label} ({state_text})", "green"
+                )
+            self._history.append((item, label))
+        else:
+            try:
+                stream_id = self.queue.submit_label(
+                    item.candid, label, self.labeller, objectId=item.objectId
+                )
+            except AlreadyLabelledError as error:
+                # Our lease expired and someone else labelled it meanwhile.
+                self._say(f"not labelled: {error}", "bold red")
+            else:
+                self.result.events.append((item.candid, label, "label", stream_id))
+                self.result.tally[label] += 1
+                self._history.append((item, label))
+                self._say(f"✓ {item.objectId} labelled {label} ({self._classes(label)})", "green")
+        self._current, self._leased = None, False
+        self.state.correcting = None
+
+    def _skip(self) -> None:
+        item = self._current
+        if self.state.correcting is not None:
+            self.result.kept += 1
+            self._say(f"kept {item.objectId} as {self.state.correcting}", "green")
+            self._history.append((item, self.state.correcting))
+        else:
+            self.queue.release(item.candid, self.labeller)
+            self._skipped.add(item.candid)
+            self.result.skipped += 1
+            self._say(f"skipped {item.objectId}: back in the queue", "yellow")
+        self._current, self._leased = None, False
+        self.state.correcting = None
+
+    def _undo(self) -> None:
+        if not self._history:
+            self._say("nothing to undo in this session", "yellow")
+            return
+        if self.state.correcting is not None:
+            pass  # the item shown again keeps its label; go one further back
+        elif self._leased:
+            self.queue.release(self._current.candid, self.labeller)
+        previous_item, previous_label = self._history.pop()
+        self._current, self._leased = previous_item, False
+        self.state.correcting = previous_label
+        self._say(f"undo: {previous_item.objectId} again (labelled {previous_label})", "yellow")
+
+    def _give_back(self) -> None:
+        """Release the item in hand (quit, interrupt); never raises."""
+        if self._current is not None and self._leased:
+            try:
+                self.queue.release(self._current.candid, self.labeller)
+            except REDIS_ERRORS:
+                pass  # the lease expires on its own
+            self._leased = False
+
+    # ------------------------------------------------------------------ queue
+
+    def _next(self) -> Any:
+        """Lease the best item this session has not skipped; None when there is none.
+
+        Items skipped earlier may sit at the top of the queue: lease enough to get past
+        them, keep the first other one and give the skipped ones straight back.
+        """
+        chosen, held = None, []
+        try:
+            while chosen is None:
+                n = min(len(self._skipped) + 1, 50)
+                batch = self.queue.lease(self.labeller, n=n)
+                for item in batch:
+                    if chosen is None and item.candid not in self._skipped:
+                        chosen = item
+                    else:
+                        held.append(item)
+                if len(batch) < n:
+                    break
+        finally:
+            for item in held:
+                self.queue.release(item.candid, self.labeller)
+        if chosen is None and held:
+            self._say(f"only the {len(held)} item(s) you skipped are left in the queue", "yellow")
+        return chosen
+
+    def _wait_for_item(self) -> Any:
+        """Poll the queue until an item arrives; None when the labeller quits meanwhile."""
+        interactive = self.keys.interactive
+        status = None
+        said = f"{self.state.message} · " if self.state.message else ""
+        if self.console.is_terminal:
+            status = self.console.status(
+                f"{said}queue empty: waiting for alerts… (q to quit)", spinner="dots"
+            )
+            status.start()
+        else:
+            self.console.print(f"{said}queue empty: waiting for alerts…")
+        try:
+            while True:
+                if interactive:
+                    if self.keys.read_key(timeout=self.poll_s) == QUIT_KEY:
+                        self.result.reason = "quit"
+                        return None
+                else:
+                    time.sleep(self.poll_s)
+                item = self._next()
+                if item is not None:
+                    return item
+        finally:
+            if status is not None:
+                status.stop()
+
+    def _prefetch(self) -> None:
+        """Start fetching the cutouts of the items most likely to come next."""
+        if self.cutouts is None:
+            return
+        upcoming = [i for i in self.queue.items(PREFETCH) if i.candid not in self._skipped]
+        self.cutouts.prefetch(upcoming)
+
+    # ------------------------------------------------------------------ screen
+
+    def _say(self, message: str, style: str = "") -> None:
+        self.state.message, self.state.message_style = message, style
+
+    def _classes(self, label: str) -> str:
+        parts = []
+        for model in self.models:
+            cls = LABEL_MAPS.get(model, {}).get(label)
+            parts.append(f"{model}: {'excluded' if cls is None else f'class {cls}'}")
+        return ", ".join(parts)
+
+    def _draw_and_read(self) -> str:
+        """Draw the current item; return the labeller's key (redrawing as cutouts arrive)."""
+        item = self._current
+        interactive = self.console.is_terminal and self.keys.interactive
+        cutouts = None
+        if self.cutouts is not None:
+            cutouts = self.cutouts.get(item, timeout=CUTOUT_WAIT_S if interactive else None)
+        self.state.waiting = int(self.queue.client.zcard(self.queue.key("queue")))
+        self.draw(item, cutouts)
+        if not interactive:  # a blocking read: fetch ahead first
+            self._prefetch()
+            return self.keys.read_key()
+        prefetched = False
+        while True:
+            key = self.keys.read_key(timeout=0.05)
+            if key is not None:
+                return key
+            if not prefetched:
+                self._prefetch()
+                prefetched = True
+            if cutouts is None and self.cutouts is not None:
+                cutouts = self.cutouts.cached(item.candid)
+                if cutouts is not None:
+                    self.draw(item, cutouts)
+
+    def draw(self, item: Any, cutouts: Any) -> None:
+        """Draw one screen: in place on a terminal, appended elsewhere."""
+        console = self.console
+        width, height = console.size
+        if not console.is_terminal:
+            height = None  # screens follow each other: no height to fit
+        screen = render_item(item, cutouts, self.state, width=width, height=height)
+        if console.is_terminal:
+            with console:  # one write: no flicker
+                console.clear()
+                console.print(screen, end="")
+        else:
+            console.print(screen)
+            console.file.flush()
