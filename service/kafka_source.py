@@ -34,7 +34,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from finkvra.alerts import AlertDecodeError, SchemaCache, decode_message
+from finkvra.alerts import AlertDecodeError, SchemaCache, decode_with_schema
 
 __all__ = [
     "Batch",
@@ -340,7 +340,7 @@ class KafkaSource:
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             key, value = message.key(), message.value()
             try:
-                alert = decode_message(
+                alert, schema = decode_with_schema(
                     key, value, cache=self.cache, topic=topic, partition=partition, offset=offset
                 )
             except AlertDecodeError as exc:
@@ -348,7 +348,6 @@ class KafkaSource:
                 continue
             kind, stamp = message.timestamp()
             timestamp = None if kind == TIMESTAMP_NOT_AVAILABLE else stamp
-            schema = self.cache.schema(key)  # cached by the decode above
             batch.alerts.append(Record(alert, topic, partition, offset, timestamp, schema))
         self.consumed += len(batch)
         self.dead += len(batch.dead)

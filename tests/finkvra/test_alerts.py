@@ -221,3 +221,14 @@ def test_cache_keeps_the_schema_json_for_the_archive(writer_schema: dict) -> Non
     assert cache.schema(key) == writer_schema
     assert cache.schema(key) is cache.schema(key)  # shared, not re-parsed
     assert cache.misses == 1 and cache.hits == 2
+
+
+def test_decode_with_schema_looks_the_key_up_once(avro_alerts: list[dict], writer_schema: dict) -> None:
+    from finkvra.alerts import decode_with_schema
+
+    cache = SchemaCache()
+    key, value = encode_message(avro_alerts[0], writer_schema)
+    alert, schema = decode_with_schema(key, value, cache=cache)
+    assert same(alert, avro_alerts[0]) and schema == writer_schema
+    assert (cache.misses, cache.hits) == (1, 0)
+    assert decode_with_schema(key, value)[1] == writer_schema  # without a cache too
