@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "CUTOUT_FIELDS",
     "ArchiveCutouts",
     "CutoutImage",
+    "CutoutRow",
     "Cutouts",
     "MemoryCutouts",
     "cutouts_from_alert",
@@ -157,18 +159,24 @@ def cutouts_from_alert(alert: Mapping[str, Any]) -> Cutouts:
 # --------------------------------------------------------------------------- drawing
 
 
+@lru_cache(maxsize=32)
+def _bins(size: int, cells: int) -> np.ndarray:
+    """(cells, size) 0/1 matrix: which source pixels fall in each cell."""
+    index = np.minimum((np.arange(size) * cells) // size, cells - 1)
+    weights = np.zeros((cells, size))
+    weights[index, np.arange(size)] = 1.0
+    return weights
+
+
 def _resample(image: np.ndarray, rows: int, cols: int) -> np.ndarray:
     """Average ``image`` onto ``rows`` x ``cols`` cells (NaN only where a cell is all NaN)."""
     h, w = image.shape
     if (h, w) == (rows, cols):
         return image
-    r_idx = np.minimum((np.arange(h) * rows) // h, rows - 1)
-    c_idx = np.minimum((np.arange(w) * cols) // w, cols - 1)
+    r, c = _bins(h, rows), _bins(w, cols).T
     finite = np.isfinite(image)
-    sums = np.zeros((rows, cols))
-    counts = np.zeros((rows, cols))
-    np.add.at(sums, (r_idx[:, None], c_idx[None, :]), np.where(finite, image, 0.0))
-    np.add.at(counts, (r_idx[:, None], c_idx[None, :]), finite)
+    sums = r @ np.where(finite, image, 0.0) @ c
+    counts = r @ finite.astype(np.float64) @ c
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
@@ -180,8 +188,7 @@ class CutoutImage:
     A missing image draws as a box of the same size with ``note`` in it.
     """
 
-    _styles: dict[tuple[int, int], Any] = {}
-    _styles_lock = threading.Lock()
+    _styles: list[list[Any]] = [[None] * (_LEVELS + 1) for _ in range(_LEVELS + 1)]
 
     def __init__(self, image: np.ndarray | None, width: int, note: str = "no cutout") -> None:
         self.image = image
@@ -206,8 +213,8 @@ class CutoutImage:
 
     @classmethod
     def _style(cls, top: int, bottom: int) -> Any:
-        key = (int(top), int(bottom))
-        style = cls._styles.get(key)
+        """The style of a cell (top pixel as foreground, bottom as background); cached."""
+        style = cls._styles[top + 1][bottom + 1]  # level -1 (masked) is row/column 0
         if style is None:
             from rich.color import Color
             from rich.style import Style
@@ -219,47 +226,97 @@ class CutoutImage:
                 return Color.from_rgb(grey, grey, grey)
 
             style = Style(color=colour(top), bgcolor=colour(bottom))
-            with cls._styles_lock:
-                cls._styles[key] = style
+            cls._styles[top + 1][bottom + 1] = style  # a race only builds it twice
         return style
 
-    def __rich_console__(self, console: Any, options: Any) -> Iterator[Any]:
+    def lines(self, color: bool = True) -> list[list[Any]]:
+        """The picture as ``height`` lines of segments, each exactly ``width`` cells."""
         from rich.segment import Segment
         from rich.style import Style
 
         if self.image is None:
             dim = Style(dim=True)
             text = self.note[: self.width - 2].center(self.width - 2)
+            blank = " " * (self.width - 2)
             middle = self.height // 2
-            for row in range(self.height):
-                inner = text if row == middle else " " * (self.width - 2)
-                yield Segment("·" + inner + "·", dim)
-                yield Segment.line()
-            return
+            return [
+                [Segment("·" + (text if row == middle else blank) + "·", dim)]
+                for row in range(self.height)
+            ]
         levels = self.pixels()
-        if console.color_system is None:
+        if not color:
+            out = []
             for row in range(self.height):
                 pair = levels[2 * row : 2 * row + 2]
                 mean = np.where((pair < 0).any(axis=0), -1, pair.mean(axis=0))
-                yield Segment(
-                    "".join(
-                        " " if v < 0 else _RAMP[int(v * len(_RAMP) / _LEVELS)]
-                        for v in mean.tolist()
-                    )
+                chars = (
+                    " " if v < 0 else _RAMP[int(v * len(_RAMP) / _LEVELS)] for v in mean.tolist()
                 )
-                yield Segment.line()
-            return
+                out.append([Segment("".join(chars))])
+            return out
         style = self._style
-        for row in range(self.height):
-            top, bottom = levels[2 * row], levels[2 * row + 1]
-            for t, b in zip(top.tolist(), bottom.tolist(), strict=True):
-                yield Segment(_HALF_BLOCK, style(t, b))
+        return [
+            [
+                Segment(_HALF_BLOCK, style(t, b))
+                for t, b in zip(levels[2 * row].tolist(), levels[2 * row + 1].tolist(), strict=True)
+            ]
+            for row in range(self.height)
+        ]
+
+    def __rich_console__(self, console: Any, options: Any) -> Iterator[Any]:
+        from rich.segment import Segment
+
+        for line in self.lines(color=console.color_system is not None):
+            yield from line
             yield Segment.line()
 
     def __rich_measure__(self, console: Any, options: Any) -> Any:
         from rich.measure import Measurement
 
         return Measurement(self.width, self.width)
+
+
+class CutoutRow:
+    """Pictures side by side under their titles, drawn straight to segments.
+
+    Equivalent to a table of `CutoutImage` cells, at a fraction of the cost: a table
+    measures, splits and pads every one of the ~1,500 coloured cells of each frame.
+    """
+
+    def __init__(self, images: Sequence[CutoutImage], titles: Sequence[str], gap: int = 2):
+        self.images = list(images)
+        self.titles = list(titles)
+        self.gap = gap
+
+    def __rich_console__(self, console: Any, options: Any) -> Iterator[Any]:
+        from rich.segment import Segment
+        from rich.style import Style
+
+        color = console.color_system is not None
+        spacer = Segment(" " * self.gap)
+        bold = Style(bold=True)
+        for i, (image, title) in enumerate(zip(self.images, self.titles, strict=True)):
+            if i:
+                yield spacer
+            yield Segment(title[: image.width].ljust(image.width), bold)
+        yield Segment.line()
+        columns = [image.lines(color) for image in self.images]
+        height = max(len(lines) for lines in columns)
+        for row in range(height):
+            for i, (image, lines) in enumerate(zip(self.images, columns, strict=True)):
+                if i:
+                    yield spacer
+                if row < len(lines):
+                    yield from lines[row]
+                else:
+                    yield Segment(" " * image.width)
+            yield Segment.line()
+
+    def __rich_measure__(self, console: Any, options: Any) -> Any:
+        from rich.measure import Measurement
+
+        width = sum(image.width for image in self.images) + self.gap * (len(self.images) - 1)
+        return Measurement(width, width)
 
 
 # --------------------------------------------------------------------------- sources

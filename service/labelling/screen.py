@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from finkvra.labels import COMMAND_KEYS, LABEL_KEYS, LABEL_MAPS
-from service.labelling.cutouts import CUTOUT_FIELDS, CutoutImage, Cutouts
+from service.labelling.cutouts import CUTOUT_FIELDS, CutoutImage, CutoutRow, Cutouts
 from service.labelling.plots import lightcurve_plot
 
 __all__ = ["PROMPT", "ScreenState", "help_panel", "render_item", "render_to_text"]
@@ -80,7 +80,7 @@ def _bar(p: float, width: int = 10) -> str:
 
 
 def _header(item: Any, state: ScreenState) -> Any:
-    from rich.table import Table
+    from rich.console import Group
     from rich.text import Text
 
     line = Text()
@@ -118,22 +118,13 @@ def _header(item: Any, state: ScreenState) -> Any:
         links.append(f"{name.capitalize()} ", style="bold")
         links.append(url, style=f"link {url} underline blue")
         links.append("   ")
-    grid = Table.grid(padding=0)
-    grid.add_column(no_wrap=True, overflow="ellipsis")
-    grid.add_row(line)
-    grid.add_row(probabilities)
-    grid.add_row(links)
-    return grid
+    for text in (line, probabilities, links):
+        text.no_wrap, text.overflow = True, "ellipsis"
+    return Group(line, probabilities, links)
 
 
 def _cutout_row(cutouts: Cutouts | None, width: int) -> Any:
-    from rich.table import Table
-
-    table = Table.grid(padding=(0, 2))
     titles = list(CUTOUT_FIELDS.values())
-    for _ in titles:
-        table.add_column(width=width, no_wrap=True)
-    table.add_row(*[f"[bold]{t}[/]" for t in titles])
     images = []
     for title in titles:
         if cutouts is None:
@@ -141,24 +132,44 @@ def _cutout_row(cutouts: Cutouts | None, width: int) -> Any:
         else:
             note = cutouts.notes.get(title, "no cutout")
             images.append(CutoutImage(cutouts.images.get(title), width, note))
-    table.add_row(*images)
-    return table
+    return CutoutRow(images, titles)
 
 
 def _features(item: Any) -> Any:
-    from rich.table import Table
+    """The key features as aligned lines (a Text: a table costs more than the rest)."""
+    from rich.text import Text
 
     f = item.features or {}
-    table = Table(box=None, padding=(0, 1), show_header=True, header_style="bold")
-    table.add_column("feature", style="dim", no_wrap=True)
-    table.add_column("g", justify="right", no_wrap=True)
-    table.add_column("r", justify="right", no_wrap=True)
+    text = Text(no_wrap=True)
+    text.append(f"{'feature':<13}{'g':>8}{'r':>8}\n", style="bold")
     for label, g, r, spec in _BAND_FEATURES:
-        table.add_row(label, _fmt(f.get(g), spec), _fmt(f.get(r), spec))
-    table.add_row("", "", "")
+        text.append(f"{label:<13}", style="dim")
+        text.append(f"{_fmt(f.get(g), spec):>8}{_fmt(f.get(r), spec):>8}\n")
+    text.append("\n")
     for name, label, spec in _SINGLE_FEATURES:
-        table.add_row(label, _fmt(f.get(name), spec), "")
-    return table
+        text.append(f"{label:<13}", style="dim")
+        text.append(f"{_fmt(f.get(name), spec):>8}\n")
+    text.rstrip()
+    return text
+
+
+def _side_by_side(left: Any, left_width: int, right: Any, gap: int = 2) -> Any:
+    """Two Texts as columns: ``left`` padded or cut to ``left_width`` cells."""
+    from rich.text import Text
+
+    lefts = left.split("\n", allow_blank=True)
+    rights = right.split("\n", allow_blank=True)
+    out = Text(no_wrap=True, overflow="crop")
+    for row in range(max(len(lefts), len(rights))):
+        line = lefts[row].copy() if row < len(lefts) else Text()
+        line.set_length(left_width)
+        out.append_text(line)
+        if row < len(rights):
+            out.append(" " * gap)
+            out.append_text(rights[row])
+        out.append("\n")
+    out.rstrip()
+    return out
 
 
 def _tally(state: ScreenState) -> Any:
@@ -226,7 +237,7 @@ def _sizes(width: int, height: int | None) -> tuple[int, int, int]:
         cutout = min(cutout, 21)
     if height is not None and height < 36:
         cutout = min(cutout, 15)
-    plot_width = max(40, width - 40)
+    plot_width = max(40, width - 32)
     plot_height = 12 if height is None or height >= 44 else 9
     return cutout, plot_width, plot_height
 
@@ -247,16 +258,11 @@ def render_item(
     """
     from rich.console import Group
     from rich.rule import Rule
-    from rich.table import Table
     from rich.text import Text
 
     cutout_width, plot_width, plot_height = _sizes(width, height)
-    middle = Table.grid(padding=(0, 2))
-    middle.add_column(width=plot_width, no_wrap=True)
-    middle.add_column(no_wrap=True)
-    middle.add_row(
-        lightcurve_plot(item.lightcurve, plot_width, plot_height, now=now), _features(item)
-    )
+    plot = lightcurve_plot(item.lightcurve, plot_width, plot_height, now=now)
+    middle = _side_by_side(plot, plot_width, _features(item))
     parts: list[Any] = [Rule(state.title, style="cyan"), _header(item, state)]
     if state.correcting:
         parts.append(
