@@ -6,12 +6,16 @@ with only the fields a labeller reads. Plain lists, so it serialises to JSON as 
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from operator import itemgetter
 from typing import Any
 
 DETECTION_FIELDS = ("jd", "fid", "magpsf", "sigmapsf", "isdiffpos")
 UPPER_LIMIT_FIELDS = ("jd", "fid", "diffmaglim")
+
+_first = itemgetter(0)
 
 
 def _number(value: Any) -> float | None:
@@ -29,36 +33,56 @@ def compact_lightcurve(alert: Mapping[str, Any]) -> dict[str, dict[str, list]]:
 
     A point with a magnitude is a detection (negative differences included, with their
     ``isdiffpos``); a history point without one is an upper limit at ``diffmaglim``.
+    Called for every queued alert, so plain floats and ints (what Avro gives) take a
+    fast path; anything else goes through ``_number``.
     """
-    points = list(alert.get("prv_candidates") or [])
+    points: Iterable[Any] = alert.get("prv_candidates") or ()
     candidate = alert.get("candidate")
     if isinstance(candidate, Mapping):
-        points.append(candidate)
+        points = itertools.chain(points, (candidate,))
     detections: list[tuple] = []
     limits: list[tuple] = []
     for point in points:
-        if not isinstance(point, Mapping):
+        if type(point) is not dict and not isinstance(point, Mapping):
             continue
-        jd = _number(point.get("jd"))
-        if jd is None:
-            continue
-        fid = point.get("fid")
-        fid = int(fid) if _number(fid) is not None else None
-        mag = _number(point.get("magpsf"))
-        if mag is not None:
-            detections.append(
-                (jd, fid, mag, _number(point.get("sigmapsf")), point.get("isdiffpos"))
-            )
+        get = point.get
+        jd = get("jd")
+        if type(jd) is float:
+            if jd != jd:  # NaN
+                continue
         else:
-            limit = _number(point.get("diffmaglim"))
+            jd = _number(jd)
+            if jd is None:
+                continue
+        fid = get("fid")
+        if type(fid) is not int:
+            fid = int(fid) if _number(fid) is not None else None
+        mag = get("magpsf")
+        if type(mag) is not float or mag != mag:
+            mag = _number(mag)
+        if mag is not None:
+            sigma = get("sigmapsf")
+            if type(sigma) is not float or sigma != sigma:
+                sigma = _number(sigma)
+            detections.append((jd, fid, mag, sigma, get("isdiffpos")))
+        else:
+            limit = get("diffmaglim")
+            if type(limit) is not float or limit != limit:
+                limit = _number(limit)
             if limit is not None:
                 limits.append((jd, fid, limit))
-    detections.sort(key=lambda p: p[0])
-    limits.sort(key=lambda p: p[0])
+    detections.sort(key=_first)
+    limits.sort(key=_first)
     return {
-        "detections": {f: [p[i] for p in detections] for i, f in enumerate(DETECTION_FIELDS)},
-        "upper_limits": {f: [p[i] for p in limits] for i, f in enumerate(UPPER_LIMIT_FIELDS)},
+        "detections": _columns(detections, DETECTION_FIELDS),
+        "upper_limits": _columns(limits, UPPER_LIMIT_FIELDS),
     }
+
+
+def _columns(rows: list[tuple], names: tuple[str, ...]) -> dict[str, list]:
+    if not rows:
+        return {name: [] for name in names}
+    return {name: list(column) for name, column in zip(names, zip(*rows, strict=True), strict=True)}
 
 
 def lasair_url(object_id: str) -> str:

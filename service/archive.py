@@ -29,7 +29,9 @@ The night is the UTC date of ``candidate.jd``: ZTF observes from Palomar between
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
+import json
 import os
 import posixpath
 import re
@@ -44,12 +46,15 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from finkvra.alerts import alerts_to_table, normalise_alert
+from finkvra.alerts import alerts_to_table, arrow_schema_from_avro, normalise_alert
 
 __all__ = ["KAFKA_COLUMNS", "ParquetArchive", "night_of"]
 
 #: Columns added to every archived alert (its Kafka coordinates).
 KAFKA_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset")
+
+#: Arrow schemas kept per archive (one per Avro schema version seen; Fink has a handful).
+ARROW_SCHEMA_CACHE_SIZE = 16
 
 _UNIX_EPOCH_JD = 2440587.5
 _TOPIC_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -84,6 +89,9 @@ class ParquetArchive:
         else:
             self._fs, self._base = pafs.FileSystem.from_uri(str(root))
         self._local = isinstance(self._fs, pafs.LocalFileSystem)
+        # Avro schema JSON digest -> Arrow schema: translating Fink's ~15 KB schema costs
+        # about a millisecond, and every batch of a stream comes with the same one.
+        self._arrow_schemas: dict[bytes, pa.Schema] = {}
 
     def __repr__(self) -> str:
         return f"ParquetArchive({str(self.root)!r})"
@@ -116,13 +124,14 @@ class ParquetArchive:
             raise ValueError("offsets of a batch must increase strictly")
         nights = [self._night(alert, offset) for alert, offset in zip(alerts, offsets, strict=True)]
         schema = avro_schema if avro_schema is not None else self.avro_schema
+        arrow_schema = self._arrow_schema(schema) if schema is not None else None
 
         written = []
         index = 0
         for night, run in itertools.groupby(nights):
             size = len(list(run))
             rows = slice(index, index + size)
-            table = alerts_to_table(alerts[rows], schema)
+            table = alerts_to_table(alerts[rows], arrow_schema=arrow_schema)
             table = _with_kafka_columns(table, topic, int(partition), offsets[rows])
             name = f"part-{topic}-{int(partition)}-{offsets[index]}.parquet"
             path = posixpath.join(self._base, f"night={night}", name)
@@ -130,6 +139,19 @@ class ParquetArchive:
             written.append(path)
             index += size
         return written
+
+    def _arrow_schema(self, avro_schema: Mapping[str, Any]) -> pa.Schema:
+        """The Arrow schema of an Avro schema, cached by a digest of its JSON (not by
+        identity: a caller may build an equal schema anew, or change one in place)."""
+        text = json.dumps(avro_schema, sort_keys=True, separators=(",", ":"))
+        digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
+        schema = self._arrow_schemas.get(digest)
+        if schema is None:
+            schema = arrow_schema_from_avro(avro_schema)
+            if len(self._arrow_schemas) >= ARROW_SCHEMA_CACHE_SIZE:
+                self._arrow_schemas.pop(next(iter(self._arrow_schemas)))
+            self._arrow_schemas[digest] = schema
+        return schema
 
     @staticmethod
     def _night(alert: Mapping[str, Any], offset: int) -> str:
