@@ -64,7 +64,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--open", action="store_true", help="open each alert's Lasair page in the web browser"
     )
     parser.add_argument(
-        "--wait", action="store_true", help="when the queue is empty, wait for alerts"
+        "--wait",
+        action="store_true",
+        help="when the queue is empty, wait for alerts (q or Ctrl-C stops waiting)",
     )
     parser.add_argument(
         "--import",

@@ -175,7 +175,7 @@ def _side_by_side(left: Any, left_width: int, right: Any, gap: int = 2) -> Any:
 def _tally(state: ScreenState) -> Any:
     from rich.text import Text
 
-    text = Text()
+    text = Text(no_wrap=True, overflow="ellipsis")
     total = sum(state.tally.values())
     text.append(f" {state.labeller or 'you'}: ", style="bold")
     text.append(f"{total} labelled this session", style="bold green")
@@ -191,7 +191,7 @@ def _tally(state: ScreenState) -> Any:
 def _keys_line() -> Any:
     from rich.text import Text
 
-    text = Text(" ")
+    text = Text(" ", no_wrap=True, overflow="ellipsis")
     for key, label in LABEL_KEYS.items():
         text.append(f" {key} ", style="bold black on green")
         text.append(f" {label}  ")
@@ -223,23 +223,33 @@ def help_panel() -> Any:
     for key, what in (
         ("s", "skip: the item goes back to the queue for someone else"),
         ("u", "undo: show the previous item again and correct its label"),
-        ("?", "this help (any key closes it)"),
+        ("?", "show or hide this help"),
         ("q", "quit: the item in hand goes back to the queue"),
     ):
         table.add_row(key, what, *[""] * len(LABEL_MAPS))
     return Panel(table, title="keys", border_style="cyan")
 
 
-def _sizes(width: int, height: int | None) -> tuple[int, int, int]:
-    """(cutout width, light-curve width, light-curve height) for a terminal size."""
-    cutout = max(12, min(31, (width - 6) // 3))
-    if height is not None and height < 48:
-        cutout = min(cutout, 21)
-    if height is not None and height < 36:
-        cutout = min(cutout, 15)
+#: Lines of the features block (header, band features, a blank line, single features);
+#: the light curve beside it gets the same height.
+MIDDLE_LINES = 2 + len(_BAND_FEATURES) + len(_SINGLE_FEATURES)
+#: Lines around the cutouts and the middle block: title rule, 3 header lines, cutout
+#: titles, then rule, tally, keys, message and prompt.
+_FIXED_LINES = 1 + 3 + 1 + 5
+
+
+def _sizes(width: int, height: int | None, extra_lines: int = 0) -> tuple[int, int, int]:
+    """(cutout width, light-curve width, light-curve height) that fit the terminal.
+
+    The cutouts give way first: they shrink (to 10 columns at least) until the screen
+    fits ``height`` lines, so the object's name and the keys never scroll away.
+    """
+    cutout = max(10, min(31, (width - 6) // 3))
+    if height is not None:
+        rows = height - _FIXED_LINES - MIDDLE_LINES - extra_lines
+        cutout = max(10, min(cutout, 2 * rows))
     plot_width = max(40, width - 32)
-    plot_height = 12 if height is None or height >= 44 else 9
-    return cutout, plot_width, plot_height
+    return cutout, plot_width, MIDDLE_LINES
 
 
 def render_item(
@@ -260,9 +270,12 @@ def render_item(
     from rich.rule import Rule
     from rich.text import Text
 
-    cutout_width, plot_width, plot_height = _sizes(width, height)
-    plot = lightcurve_plot(item.lightcurve, plot_width, plot_height, now=now)
-    middle = _side_by_side(plot, plot_width, _features(item))
+    cutout_width, plot_width, plot_height = _sizes(width, height, 1 if state.correcting else 0)
+    if state.show_help:  # in place of the light curve: the screen keeps its height
+        middle = help_panel()
+    else:
+        plot = lightcurve_plot(item.lightcurve, plot_width, plot_height, now=now)
+        middle = _side_by_side(plot, plot_width, _features(item))
     parts: list[Any] = [Rule(state.title, style="cyan"), _header(item, state)]
     if state.correcting:
         parts.append(
@@ -270,14 +283,21 @@ def render_item(
                 f" correcting: you labelled this {state.correcting!r}; press a label key to "
                 "change it, s to keep it",
                 style="bold black on yellow",
+                no_wrap=True,
+                overflow="ellipsis",
             )
         )
     parts += [_cutout_row(cutouts, cutout_width), middle]
-    if state.show_help:
-        parts.append(help_panel())
     parts += [Rule(style="cyan"), _tally(state), _keys_line()]
-    parts.append(Text(" " + state.message, style=state.message_style or "italic"))
-    parts.append(Text(PROMPT + " ", style="bold"))
+    parts.append(
+        Text(
+            " " + state.message,
+            style=state.message_style or "italic",
+            no_wrap=True,
+            overflow="ellipsis",
+        )
+    )
+    parts.append(Text(PROMPT + " ", style="bold", end=""))  # the cursor waits here
     return Group(*parts)
 
 

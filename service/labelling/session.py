@@ -37,12 +37,9 @@ from service.labelling.screen import ScreenState, render_item
 
 __all__ = ["LabellingSession", "SessionResult"]
 
-#: Redis errors that end a session with a message rather than a traceback.
-REDIS_ERRORS: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-)
+#: Redis errors that end a session with a message rather than a traceback (a lost
+#: connection, a server out of memory or loading: nothing the labeller can fix here).
+REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError,)
 
 #: Items whose cutouts are fetched ahead, while the labeller looks at the current one.
 PREFETCH = 3
