@@ -144,7 +144,6 @@ def test_two_replicas_share_the_stream_the_queue_and_the_model_and_survive_a_kil
         queued = {name: r.metric("finkvra_alerts_queued_total") for name, r in (("a", a), ("b", b))}
         assert all(v and v > 0 for v in consumed.values()), consumed
         assert all(v and v > 0 for v in queued.values()), queued
-        assert (a.assignment(), b.assignment()) == split, "a rebalance during phase 1"
 
         # 3. One queue for both: one item per object, whichever replica queued it.
         queue = LabelQueue(redis_server.client(decode_responses=False), prefix=prefix)
