@@ -392,6 +392,18 @@ return 1
 """
 )
 
+# ARGV: prefix, candid, labeller, now ('' = server clock), lease seconds.
+_LUA_RENEW = (
+    _LUA_COMMON
+    + """
+local c = ARGV[2]
+if redis.call('GET', lease_key(c)) ~= ARGV[3] then return 0 end
+if not redis.call('ZSCORE', LEASES, c) then return 0 end
+redis.call('ZADD', LEASES, clock(ARGV[4]) + tonumber(ARGV[5]), c)
+return 1
+"""
+)
+
 # ARGV: prefix, candid, objectId ('' = from the item), label, labeller, timestamp, kind, done_ttl.
 _LUA_SUBMIT = (
     _LUA_COMMON
@@ -565,6 +577,7 @@ class LabelQueue:
         self._lease = client.register_script(_LUA_LEASE)
         self._requeue = client.register_script(_LUA_REQUEUE)
         self._release = client.register_script(_LUA_RELEASE)
+        self._renew = client.register_script(_LUA_RENEW)
         self._submit = client.register_script(_LUA_SUBMIT)
         self._undo = client.register_script(_LUA_UNDO)
         self._rescore = client.register_script(_LUA_RESCORE)
@@ -627,6 +640,15 @@ class LabelQueue:
     def release(self, candid: int, labeller: str) -> bool:
         """Give a leased item back (a skip); False when ``labeller`` does not hold it."""
         return bool(self._release(args=[self.prefix, int(candid), labeller]))
+
+    def renew(self, candid: int, labeller: str, *, now: float | None = None) -> bool:
+        """Extend a lease by ``lease_seconds`` from now, for a labeller still looking at it.
+
+        False when ``labeller`` no longer holds it (the lease expired and the item went back).
+        """
+        return bool(
+            self._renew(args=[self.prefix, int(candid), labeller, _now_arg(now), self.lease_seconds])
+        )
 
     def requeue_expired(self, now: float | None = None) -> int:
         """Return every expired lease to the queue; the number returned."""

@@ -372,10 +372,15 @@ class LabellingSession:
             self._prefetch()
             return self.keys.read_key()
         prefetched = False
+        renew_every = max(1.0, self.queue.lease_seconds / 3)
+        renewed_at = time.monotonic()
         while True:
             key = self.keys.read_key(timeout=0.05)
             if key is not None:
                 return key
+            if time.monotonic() - renewed_at > renew_every:  # still looking: keep the lease
+                self.queue.renew(item.candid, self.labeller)
+                renewed_at = time.monotonic()
             if not prefetched:
                 self._prefetch()
                 prefetched = True

@@ -289,6 +289,19 @@ def test_an_expired_lease_returns_to_the_queue(redis_client, queue_prefix):
     assert queue.stats()["expired"] == 3  # item 1 twice, item 2 once
 
 
+def test_a_renewed_lease_outlives_its_first_expiry(redis_client, queue_prefix):
+    queue = LabelQueue(redis_client, prefix=queue_prefix, lease_seconds=10)
+    queue.push([make_item(1, 0.9)])
+    queue.lease("alice", now=T0)
+    assert queue.renew(1, "alice", now=T0 + 8)
+    assert queue.requeue_expired(now=T0 + 12) == 0  # would have expired at T0 + 10
+    assert queue.leased()[0].expires_at == pytest.approx(T0 + 18)
+    assert not queue.renew(1, "bob", now=T0 + 12)  # not bob's to renew
+    assert queue.requeue_expired(now=T0 + 19) == 1
+    assert not queue.renew(1, "alice", now=T0 + 20)  # gone back: nothing to renew
+    assert [it.candid for it in queue.items()] == [1]
+
+
 def test_an_expired_lease_returns_on_the_server_clock(redis_client, queue_prefix):
     queue = LabelQueue(redis_client, prefix=queue_prefix, lease_seconds=0.3)
     queue.push([make_item(1, 0.9)])
