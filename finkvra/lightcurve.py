@@ -18,14 +18,15 @@ UPPER_LIMIT_FIELDS = ("jd", "fid", "diffmaglim")
 _first = itemgetter(0)
 
 
-def _number(value: Any) -> float | None:
+def finite_or_none(value: Any) -> float | None:
+    """A float, or None for null, NaN, infinity and anything that is not a number."""
     if value is None:
         return None
     try:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    return None if math.isnan(number) else number
+    return number if math.isfinite(number) else None
 
 
 def compact_lightcurve(alert: Mapping[str, Any]) -> dict[str, dict[str, list]]:
@@ -34,7 +35,7 @@ def compact_lightcurve(alert: Mapping[str, Any]) -> dict[str, dict[str, list]]:
     A point with a magnitude is a detection (negative differences included, with their
     ``isdiffpos``); a history point without one is an upper limit at ``diffmaglim``.
     Called for every queued alert, so plain floats and ints (what Avro gives) take a
-    fast path; anything else goes through ``_number``.
+    fast path; anything else goes through ``finite_or_none``.
     """
     points: Iterable[Any] = alert.get("prv_candidates") or ()
     candidate = alert.get("candidate")
@@ -51,24 +52,24 @@ def compact_lightcurve(alert: Mapping[str, Any]) -> dict[str, dict[str, list]]:
             if jd != jd:  # NaN
                 continue
         else:
-            jd = _number(jd)
+            jd = finite_or_none(jd)
             if jd is None:
                 continue
         fid = get("fid")
         if type(fid) is not int:
-            fid = int(fid) if _number(fid) is not None else None
+            fid = int(fid) if finite_or_none(fid) is not None else None
         mag = get("magpsf")
         if type(mag) is not float or mag != mag:
-            mag = _number(mag)
+            mag = finite_or_none(mag)
         if mag is not None:
             sigma = get("sigmapsf")
             if type(sigma) is not float or sigma != sigma:
-                sigma = _number(sigma)
+                sigma = finite_or_none(sigma)
             detections.append((jd, fid, mag, sigma, get("isdiffpos")))
         else:
             limit = get("diffmaglim")
             if type(limit) is not float or limit != limit:
-                limit = _number(limit)
+                limit = finite_or_none(limit)
             if limit is not None:
                 limits.append((jd, fid, limit))
     detections.sort(key=_first)

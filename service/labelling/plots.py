@@ -13,6 +13,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from finkvra.lightcurve import finite_or_none
+
 __all__ = ["BANDS", "jd_now", "lightcurve_plot", "lightcurve_points"]
 
 _UNIX_EPOCH_JD = 2440587.5
@@ -32,16 +34,6 @@ def jd_now() -> float:
     return time.time() / 86400.0 + _UNIX_EPOCH_JD
 
 
-def _finite(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def lightcurve_points(
     lightcurve: Mapping[str, Any] | None,
 ) -> tuple[list[tuple[float, int, float, float, bool]], list[tuple[float, int, float]]]:
@@ -54,19 +46,19 @@ def lightcurve_points(
     d = lightcurve.get("detections") or {}
     columns = [d.get(name) or [] for name in ("jd", "fid", "magpsf", "sigmapsf", "isdiffpos")]
     for jd, fid, mag, sigma, sign in zip(*columns, strict=False):
-        jd, mag = _finite(jd), _finite(mag)
+        jd, mag = finite_or_none(jd), finite_or_none(mag)
         if jd is None or mag is None:
             continue
         negative = str(sign).strip().lower() in ("f", "0")
-        detections.append((jd, int(_finite(fid) or 0), mag, _finite(sigma) or 0.0, negative))
+        detections.append((jd, int(finite_or_none(fid) or 0), mag, finite_or_none(sigma) or 0.0, negative))
     limits: list[tuple[float, int, float]] = []
     u = lightcurve.get("upper_limits") or {}
     for jd, fid, limit in zip(
         u.get("jd") or [], u.get("fid") or [], u.get("diffmaglim") or [], strict=False
     ):
-        jd, limit = _finite(jd), _finite(limit)
+        jd, limit = finite_or_none(jd), finite_or_none(limit)
         if jd is not None and limit is not None:
-            limits.append((jd, int(_finite(fid) or 0), limit))
+            limits.append((jd, int(finite_or_none(fid) or 0), limit))
     return detections, limits
 
 
