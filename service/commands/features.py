@@ -50,16 +50,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Featurise every input file; 2 for usage/configuration errors, 1 for unreadable input."""
-    from service.config import ConfigError, load_settings
+    from service.commands._common import settings_or_exit_code
 
     if args.chunk_size < 1:
         print("finkvra features: --chunk-size must be at least 1", file=sys.stderr)
         return 2
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"finkvra: invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
+    settings = settings_or_exit_code(args.config)
+    if isinstance(settings, int):
+        return settings
 
     import pandas as pd
     from tqdm import tqdm

