@@ -49,7 +49,7 @@ def compact_lightcurve(alert: Mapping[str, Any]) -> dict[str, dict[str, list]]:
         get = point.get
         jd = get("jd")
         if type(jd) is float:
-            if jd != jd:  # NaN
+            if jd - jd != 0.0:  # NaN or infinite (as finite_or_none says)
                 continue
         else:
             jd = finite_or_none(jd)
@@ -59,16 +59,16 @@ def compact_lightcurve(alert: Mapping[str, Any]) -> dict[str, dict[str, list]]:
         if type(fid) is not int:
             fid = int(fid) if finite_or_none(fid) is not None else None
         mag = get("magpsf")
-        if type(mag) is not float or mag != mag:
+        if type(mag) is not float or mag - mag != 0.0:
             mag = finite_or_none(mag)
         if mag is not None:
             sigma = get("sigmapsf")
-            if type(sigma) is not float or sigma != sigma:
+            if type(sigma) is not float or sigma - sigma != 0.0:
                 sigma = finite_or_none(sigma)
             detections.append((jd, fid, mag, sigma, get("isdiffpos")))
         else:
             limit = get("diffmaglim")
-            if type(limit) is not float or limit != limit:
+            if type(limit) is not float or limit - limit != 0.0:
                 limit = finite_or_none(limit)
             if limit is not None:
                 limits.append((jd, fid, limit))
