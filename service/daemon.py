@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.config import Settings
-from service.pipeline import REDIS_ERRORS, Pipeline, features_payload
+from service.pipeline import REDIS_ERRORS, Pipeline
 from service.retry import StopRequested, retry_until_stopped
 from service.scoring import QueuePolicy, Scorer
 from service.telemetry import Telemetry
@@ -343,4 +343,4 @@ def signals_stop(service: Service) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-__all__ = ["ROLES", "Service", "StartupError", "build_parts", "features_payload", "signals_stop"]
+__all__ = ["ROLES", "Service", "StartupError", "build_parts", "signals_stop"]

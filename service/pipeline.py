@@ -52,10 +52,10 @@ class BatchResult:
     cold: bool = True
 
 
-def features_payload(row: np.ndarray) -> dict[str, float | None]:
+def features_payload(row: Sequence[float] | np.ndarray) -> dict[str, float | None]:
     """The 21 features of one alert as JSON-friendly values (NaN → None)."""
     return {
-        name: (None if np.isnan(value) else float(value))
+        name: (None if value != value else float(value))  # NaN is the one value != itself
         for name, value in zip(FEATURE_COLUMNS, row, strict=True)
     }
 
@@ -176,20 +176,27 @@ class Pipeline:
         from service.queue import QueueItem
 
         now = datetime.now(UTC).isoformat()
-        values = X.to_numpy(dtype=float)
+        rows = np.flatnonzero(admitted)
+        # Whole columns to Python once: per-item pandas and numpy scalar access cost
+        # several times the rest of building an item.
+        values = X.to_numpy(dtype=float)[rows].tolist()
+        candids = X.index.to_numpy()[rows].tolist()
+        object_ids = meta["objectId"].to_numpy()[rows].tolist()
+        priorities = np.asarray(scores.priority, dtype=float)[rows].tolist()
+        p1 = {m: np.asarray(p, dtype=float)[rows].tolist() for m, p in scores.p1.items()}
+        versions = dict(scores.versions)
         items = []
-        for i in np.flatnonzero(admitted):
-            alert = alerts[i]
-            object_id = str(meta["objectId"].iloc[i])
+        for j, i in enumerate(rows.tolist()):
+            object_id = str(object_ids[j])
             items.append(
                 QueueItem(
-                    candid=int(X.index[i]),
+                    candid=int(candids[j]),
                     objectId=object_id,
-                    priority=float(scores.priority[i]),
-                    features=features_payload(values[i]),
-                    scores={m: float(p[i]) for m, p in scores.p1.items()},
-                    model_version=dict(scores.versions),
-                    lightcurve=compact_lightcurve(alert),
+                    priority=priorities[j],
+                    features=features_payload(values[j]),
+                    scores={m: p[j] for m, p in p1.items()},
+                    model_version=dict(versions),
+                    lightcurve=compact_lightcurve(alerts[i]),
                     links={"lasair": lasair_url(object_id), "fink": fink_url(object_id)},
                     enqueued_at=now,
                 )
