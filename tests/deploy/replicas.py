@@ -9,23 +9,21 @@ Kafka partitions it holds are read). Used by ``test_scale_out.py`` and
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import FAST_KAFKA, archive_counts, free_port, wait_for  # noqa: F401 (re-exported)
 
 __all__ = [
     "FAST_KAFKA",
@@ -38,26 +36,7 @@ __all__ = [
 
 REPO = Path(__file__).resolve().parents[2]
 #: librdkafka options that make the mock cluster's group rebalances take seconds, not 45 s.
-FAST_KAFKA = {"fetch.wait.max.ms": 50, "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
 _PARTITIONS = re.compile(r"\[(\d+)\]")
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.25) -> Any:
-    """Poll ``condition`` until it is truthy (returned) or ``timeout`` s pass (AssertionError)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def service_env(
@@ -186,9 +165,3 @@ class Replica:
         return int(self.process.returncode)
 
 
-def archive_counts(data_dir: Path) -> collections.Counter:
-    """How many times each candid is in the parquet archive under ``data_dir``."""
-    from service.archive import ParquetArchive
-
-    archive = ParquetArchive(data_dir / "archive")
-    return collections.Counter(int(c) for c in archive.candids())

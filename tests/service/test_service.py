@@ -6,14 +6,13 @@ subprocess and SIGKILLs it. Every check is against what the test itself produced
 
 from __future__ import annotations
 
-import collections
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ import pytest
 
 from finkvra.alerts import SchemaCache, decode_message
 from finkvra.synthetic import AlertGenerator
-from service.archive import ParquetArchive
 from service.cli import main as cli_main
 from service.config import load_settings
 from service.daemon import Service
@@ -29,20 +27,10 @@ from service.deadletter import DeadLetterStore
 from service.mock_cluster import MockCluster
 from service.queue import LabelQueue
 from service.replayer import Replayer
+from tests.helpers import FAST_KAFKA, archive_counts, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 TOPIC = "fink_vra_ztf"
-FAST_KAFKA = {"fetch.wait.max.ms": 50, "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @pytest.fixture
@@ -97,11 +85,6 @@ def replay(cluster: MockCluster, messages, group: str, n: int | None = None) -> 
     thread.start()
     replayer.thread = thread  # type: ignore[attr-defined]
     return replayer
-
-
-def archive_counts(data_dir: Path) -> collections.Counter:
-    archive = ParquetArchive(data_dir / "archive")
-    return collections.Counter(int(c) for c in archive.candids())
 
 
 def assert_queue_sound(queue: LabelQueue, archived: set[int]) -> list:

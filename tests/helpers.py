@@ -1,0 +1,39 @@
+"""Small helpers shared by the service and deployment tests."""
+
+from __future__ import annotations
+
+import collections
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+#: librdkafka options that make the mock cluster's fetches and rebalances quick.
+FAST_KAFKA = {"fetch.wait.max.ms": 50, "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago (servers started on it retry on a clash)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.25) -> Any:
+    """Poll ``condition`` until it is truthy (returned) or ``timeout`` s pass (AssertionError)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def archive_counts(data_dir: Path) -> collections.Counter:
+    """How many times each candid is in the parquet archive under ``data_dir``."""
+    from service.archive import ParquetArchive
+
+    archive = ParquetArchive(data_dir / "archive")
+    return collections.Counter(int(c) for c in archive.candids())
