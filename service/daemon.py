@@ -193,8 +193,10 @@ class Service:
         while not self.stop.is_set():
             health.beat()
             try:
-                self._refresh_models()
                 batch = self.source.poll_batch()
+                # After the poll, so that a version published while the batch filled up
+                # already scores it (a batch window sooner than before the poll).
+                self._refresh_models()
                 if batch.alerts or batch.dead:
                     result = self.pipeline.process(batch)  # type: ignore[union-attr]
                     self._commit(batch)
