@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from pathlib import Path
 
 import fastavro
@@ -26,19 +25,9 @@ from finkvra.alerts import (
     write_parquet,
 )
 from tests.conftest import SHARED_FILES
+from tests.helpers import same
 
 AVRO_SAMPLE = "fink_ztf_2026-03_31alerts.avro"
-
-
-def same(a, b) -> bool:
-    """Deep equality where NaN equals NaN (lc_features are full of them)."""
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
 
 
 @pytest.fixture(scope="module")

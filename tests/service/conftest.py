@@ -199,3 +199,14 @@ def redis_client(
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, redis_url: str, queue_prefix: str) -> Path:
+    """A TOML settings file for the CLI: the test's data dir, private Redis and key prefix."""
+    path = tmp_path / "finkvra.toml"
+    path.write_text(
+        f'data_dir = "{tmp_path}"\nredis_url = "{redis_url}"\n'
+        f'queue_prefix = "{queue_prefix}"\nfink_credentials = ""\n'
+    )
+    return path

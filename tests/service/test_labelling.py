@@ -364,14 +364,6 @@ def test_two_labellers_in_parallel_never_share_an_item(redis_url, redis_client, 
 # ------------------------------------------------------------------------------ the CLI
 
 
-@pytest.fixture
-def config_file(tmp_path, redis_url, queue_prefix) -> Path:
-    path = tmp_path / "finkvra.toml"
-    path.write_text(
-        f'data_dir = "{tmp_path}"\nredis_url = "{redis_url}"\n'
-        f'queue_prefix = "{queue_prefix}"\nfink_credentials = ""\n'
-    )
-    return path
 
 
 IMPORT_CSV = """candid,objectId,label,timestamp

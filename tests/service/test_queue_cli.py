@@ -18,16 +18,6 @@ from tests.service.conftest import free_port
 
 
 @pytest.fixture
-def config_file(tmp_path, redis_url, queue_prefix):
-    path = tmp_path / "finkvra.toml"
-    path.write_text(
-        f'data_dir = "{tmp_path}"\nredis_url = "{redis_url}"\n'
-        f'queue_prefix = "{queue_prefix}"\nfink_credentials = ""\n'
-    )
-    return path
-
-
-@pytest.fixture
 def queue(redis_client, queue_prefix):
     return LabelQueue(redis_client, prefix=queue_prefix)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-import math
 import os
 import signal
 import subprocess
@@ -27,6 +26,7 @@ from service.cli import main
 from service.kafka_source import KafkaSource, consumer_config
 from service.mock_cluster import MOCK_PARTITIONS, MockCluster
 from service.replayer import Replayer, ReplayError, file_schema_key, messages_from_files
+from tests.helpers import same
 from tests.service.test_kafka_source import (
     AVRO_SAMPLE,
     FAST_GROUP,
@@ -83,17 +83,6 @@ def watermarks_at(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
         }
     finally:
         reader.close()
-
-
-def same(a: Any, b: Any) -> bool:
-    """Deep equality in which NaN equals NaN."""
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
 
 
 # --------------------------------------------------------------------------- sending

@@ -428,14 +428,6 @@ def test_publisher_keeps_versions_monotonic_and_logs_events(redis_client, queue_
 # ------------------------------------------------------------------------------ CLI
 
 
-@pytest.fixture
-def config_file(tmp_path, redis_url, queue_prefix) -> Path:
-    path = tmp_path / "finkvra.toml"
-    path.write_text(
-        f'data_dir = "{tmp_path}"\nredis_url = "{redis_url}"\n'
-        f'queue_prefix = "{queue_prefix}"\nfink_credentials = ""\n'
-    )
-    return path
 
 
 def test_label_command_posts_one_label_and_refuses_unknown_ones(
