@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from service.config import Settings
@@ -47,7 +47,6 @@ class Parts:
     models: Any
     dust: Any
     context: Any
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def consumer_name() -> str:
@@ -55,7 +54,7 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def build_parts(settings: Settings, telemetry: Telemetry) -> Parts:
+def build_parts(settings: Settings) -> Parts:
     """Connect to Redis and MLflow and build the stores; raises StartupError with the fix."""
     from finkvra.context import make_context
     from finkvra.dust import make_dust
@@ -116,20 +115,18 @@ class Service:
         self.role = role
         self.telemetry = telemetry or Telemetry()
         self.stop = stop or threading.Event()
-        self.force_exit = False
         self.source_factory = source_factory or default_source
         self.parts: Parts | None = None
         self.source: Any = None
         self.pipeline: Pipeline | None = None
         self.trainer: Any = None
-        self._rescored: dict[str, int] = {}
 
     # ---------------------------------------------------------------- set-up
 
     def start(self) -> None:
         """Build every part (raises StartupError); no thread is started yet."""
         s = self.settings
-        self.parts = build_parts(s, self.telemetry)
+        self.parts = build_parts(s)
         if self.role in ("all", "consumer"):
             self.source = self.source_factory(s)
             self.pipeline = Pipeline(
