@@ -32,7 +32,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 __all__ = [
+    "DEFAULT_STRATEGY",
     "STRATEGIES",
+    "TIE_JITTER",
+    "Adaptive",
+    "Discovery",
     "Diverse",
     "Entropy",
     "Margin",
@@ -45,6 +49,10 @@ __all__ = [
     "combine_scores",
     "make_strategy",
 ]
+
+
+#: Largest amount :meth:`QueryStrategy.priority` adds to a score to break exact ties.
+TIE_JITTER = 1e-9
 
 
 def as_proba(proba: Any) -> np.ndarray:
@@ -81,9 +89,15 @@ class QueryStrategy:
     """Base class: score rows by informativeness, rank them, pick a batch.
 
     Subclasses implement :meth:`_score` on a validated (n, n_classes) array. The default
-    :meth:`select` takes the ``k`` best scores; ties are broken by a permutation drawn
-    from ``seed`` (the same for every call), never by row order, so that an alert's
-    position in a Kafka batch cannot bias what gets labelled.
+    :meth:`select` takes the ``k`` best scores. Ties are broken at random by the private
+    generator, afresh on every call, never by row order: with a saturated model many
+    alerts share a score, and a fixed order (arrival, or one permutation reused for
+    every batch) would always send the same position of a Kafka batch to the labeller.
+    :meth:`priority` does the same for the stream (see there).
+
+    :meth:`learn` is the feedback hook: the caller passes the labels of the rows
+    :meth:`select` returned last. Fixed strategies ignore it; :class:`Adaptive` learns
+    from it which strategy pays off.
     """
 
     #: Registry name of the strategy.
@@ -110,12 +124,27 @@ class QueryStrategy:
         return self._score(as_proba(proba))
 
     def priority(self, proba: Any) -> np.ndarray:
-        """Queue priority of each alert in the stream: the score itself."""
-        return self.score(proba)
+        """Queue priority of each alert in the stream: the score plus a seeded tie-breaker.
+
+        The queue (a Redis sorted set) orders equal priorities by member, i.e. by candid,
+        i.e. by order of arrival. Adding ``u * TIE_JITTER`` (``u`` uniform in [0, 1) from
+        the private generator) orders exact ties at random and cannot swap two scores
+        further apart than :data:`TIE_JITTER` (far below any meaningful difference).
+        """
+        scores = self.score(proba)
+        return scores + self._rng.random(scores.shape[0]) * TIE_JITTER
+
+    def learn(self, y: Any) -> QueryStrategy:
+        """Feedback: the classes of the rows the last :meth:`select` returned, in its order.
+
+        Fixed strategies learn nothing from it; the hook exists so that every caller can
+        feed every strategy the same way.
+        """
+        return self
 
     def _rank(self, scores: np.ndarray) -> np.ndarray:
-        """All row indices, best score first, ties in a seeded (call-independent) order."""
-        tiebreak = np.random.default_rng(self.seed).permutation(scores.shape[0])
+        """All row indices, best score first, ties in a random order drawn for this call."""
+        tiebreak = self._rng.permutation(scores.shape[0])
         return np.lexsort((tiebreak, -scores))
 
     @staticmethod
@@ -301,9 +330,285 @@ class Diverse(QueryStrategy):
         return order[:pool][chosen]
 
 
+class Discovery(QueryStrategy):
+    """Most likely positive first: ``P(class positive)`` (exploitation, not learning).
+
+    What an astronomer who wants the interesting alerts first does (the *discover*
+    queue, DESIGN §4, for one model); in experiments it is the baseline that shows what
+    chasing likely positives costs the model. For the two-model ATLAS-style rank see
+    :mod:`finkvra.discovery`.
+
+    Parameters
+    ----------
+    positive
+        Column of the class sought (1: class 1 of a binary model).
+    seed
+        Seed of the tie-breaking generator.
+    """
+
+    name = "discovery"
+
+    def __init__(self, positive: int = 1, seed: int = 0) -> None:
+        super().__init__(seed=seed)
+        self.positive = positive
+
+    def _params(self) -> dict[str, Any]:
+        return {"positive": self.positive, "seed": self.seed}
+
+    def _score(self, proba: np.ndarray) -> np.ndarray:
+        return proba[:, int(self.positive)].copy()
+
+
+#: The fixed strategies :class:`Adaptive` chooses among by default.
+ADAPTIVE_EXPERTS: tuple[str, ...] = ("uncertainty", "topk-random", "diverse", "random")
+
+
+class Adaptive(QueryStrategy):
+    """Learn online which strategy pays off on this task: "active learning by learning".
+
+    A bandit over fixed strategies (the *experts*) in the manner of EXP4.P, as in Hsu &
+    Lin (2015, "Active learning by learning", AAAI): no strategy wins on every task
+    (uncertainty sampling beat random on one real task of four and lost on another),
+    so the weights follow the evidence of this task instead of a prior choice.
+
+    One :meth:`select` of ``k`` rows: every expert proposes its ``k`` rows (random:
+    all rows); the mixture ``pi`` of the experts' normalised weights, with at least
+    ``explore`` given to uniform random sampling, draws ``k`` times an expert and takes
+    its best row not yet taken. ``q_i = sum_j pi_j a_j(i)`` is the probability of
+    row ``i`` under this mixture (``a_j`` = uniform over expert ``j``'s proposals),
+    and ``1 / (n q_i)`` its importance weight.
+
+    Reward (:meth:`learn`, given the labels of those rows): the importance-weighted
+    accuracy of the model that made the selection, on the rows it selected, which is
+    an unbiased estimate of that model's accuracy on the pool and honest (those rows
+    were not learnt yet). It rewards the experts whose proposals trained that model,
+    i.e. the previous batch's: ``r_hat_j = (r - baseline) * mean_i a_j(i) / q_i`` with
+    ``baseline`` the running mean reward (it removes the shared level of accuracy and
+    keeps the shares that did better), then ``log w_j += learning_rate * r_hat_j``.
+    Because random sampling keeps at least ``explore`` of every batch and the weights
+    move only on evidence, the mixture cannot collapse onto a strategy that hurts.
+
+    :meth:`score` (and the stream :meth:`priority`) is the ``pi``-weighted mean of the
+    experts' scores, so the stream follows the same mixture. In the stream the caller
+    passes labels that came back through :meth:`learn` the same way.
+
+    Parameters
+    ----------
+    experts
+        Names of the strategies to choose among (built with this seed plus their
+        position, so each draws its own stream).
+    explore
+        Share of every batch left to uniform random sampling, in (0, 1].
+    learning_rate
+        Step of the log-weights per unit of (centred, importance-weighted) reward.
+    seed
+        Seed of the private generator.
+
+    Attributes
+    ----------
+    weights_
+        ``{expert: share}``: the mixture ``pi`` the next selection uses.
+    choices_
+        The expert that proposed each row of the last selection, in its order.
+    history_
+        One dict per :meth:`learn`: round, reward, counts of the experts' picks and the
+        weights afterwards (what :func:`finkvra.tracking.log_adaptive` logs).
+    """
+
+    name = "adaptive"
+    needs_features = True
+
+    def __init__(
+        self,
+        experts: tuple[str, ...] | list[str] = ADAPTIVE_EXPERTS,
+        explore: float = 0.1,
+        learning_rate: float = 2.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(seed=seed)
+        self.experts = experts
+        self.explore = explore
+        self.learning_rate = learning_rate
+        self._experts: list[QueryStrategy] | None = None
+        self._log_weights = np.zeros(0)
+        self._pending: dict[str, Any] | None = None
+        self._trained_by: np.ndarray | None = None
+        self._rewards: list[float] = []
+        self.choices_: tuple[str, ...] = ()
+        self.history_: list[dict[str, Any]] = []
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "experts": tuple(self.experts),
+            "explore": self.explore,
+            "learning_rate": self.learning_rate,
+            "seed": self.seed,
+        }
+
+    def _built(self) -> list[QueryStrategy]:
+        if self._experts is None:
+            names = [str(name) for name in self.experts]
+            if not names:
+                raise ValueError("adaptive needs at least one expert strategy")
+            if not 0 < float(self.explore) <= 1:
+                raise ValueError(f"explore must lie in (0, 1], got {self.explore}")
+            built = []
+            for i, name in enumerate(names):
+                if make_strategy(name).name == self.name:
+                    raise ValueError("adaptive cannot be one of its own experts")
+                built.append(make_strategy(name, seed=int(self.seed) * 1009 + i + 1))
+            self._experts = built
+            self._log_weights = np.zeros(len(built))
+        return self._experts
+
+    @property
+    def expert_names_(self) -> tuple[str, ...]:
+        """The experts' canonical names, in order."""
+        return tuple(e.name for e in self._built())
+
+    def _mixture(self) -> np.ndarray:
+        """``pi``: the experts' shares, a uniform-random floor of ``explore`` included.
+
+        The floor goes to the ``random`` expert if there is one; otherwise it is an
+        extra, last component (uniform random rows).
+        """
+        experts = self._built()
+        shares = np.exp(self._log_weights - self._log_weights.max())
+        shares /= shares.sum()
+        explore = float(self.explore)
+        mixture = np.append((1.0 - explore) * shares, explore)
+        random_at = [i for i, e in enumerate(experts) if e.name == RandomStrategy.name]
+        if random_at:
+            mixture[random_at[0]] += mixture[-1]
+            mixture[-1] = 0.0
+        return mixture
+
+    @property
+    def weights_(self) -> dict[str, float]:
+        """``{expert: share}`` of the next selection (``explore`` folded into ``random``)."""
+        mixture = self._mixture()
+        shares = {name: float(w) for name, w in zip(self.expert_names_, mixture, strict=False)}
+        if mixture[-1] > 0:
+            shares["uniform"] = float(mixture[-1])
+        return shares
+
+    def _score(self, proba: np.ndarray) -> np.ndarray:
+        mixture = self._mixture()
+        total = mixture[-1] * self._rng.random(proba.shape[0])
+        for weight, expert in zip(mixture, self._built(), strict=False):
+            total = total + weight * expert._score(proba)
+        return np.clip(total, 0.0, 1.0)
+
+    def select(self, proba: Any, k: int, X: Any = None) -> np.ndarray:
+        """``k`` rows drawn from the experts' proposals by the mixture; best score first.
+
+        Experts that need features (``diverse``) fall back to their score ranking when
+        ``X`` is not given. Remembers what :meth:`learn` needs.
+        """
+        batch = self._check_k(k)
+        proba = as_proba(proba)
+        scores = self._score(proba)
+        n = proba.shape[0]
+        size = min(batch, n)
+        experts = self._built()
+        mixture = self._mixture()
+        proposals: list[np.ndarray] = []
+        advice = np.zeros((len(mixture), n))
+        for j, expert in enumerate(experts):
+            if expert.name == RandomStrategy.name:
+                proposals.append(np.empty(0, dtype=np.intp))
+                advice[j] = 1.0 / max(n, 1)
+                continue
+            if expert.needs_features and X is None:
+                picks = expert._rank(expert.score(proba))[:size]
+            else:
+                picks = expert.select(proba, size, X=X)
+            proposals.append(np.asarray(picks, dtype=np.intp))
+            if size:
+                advice[j, picks] = 1.0 / size
+        proposals.append(np.empty(0, dtype=np.intp))
+        advice[-1] = 1.0 / max(n, 1)
+        query = mixture @ advice  # q_i, sums to 1
+
+        names = (*self.expert_names_, "uniform")
+        taken = np.zeros(n, dtype=bool)
+        picks, chosen_by = [], []
+        cursor = [0] * len(mixture)
+        for _ in range(size):
+            j = int(self._rng.choice(len(mixture), p=mixture))
+            row = -1
+            own = proposals[j]
+            while cursor[j] < own.shape[0] and row < 0:
+                candidate = int(own[cursor[j]])
+                cursor[j] += 1
+                if not taken[candidate]:
+                    row = candidate
+            if row < 0:  # random, or an expert whose proposals are all taken
+                row = int(self._rng.choice(np.flatnonzero(~taken)))
+            taken[row] = True
+            picks.append(row)
+            chosen_by.append(names[j])
+        picks_arr = np.asarray(picks, dtype=np.intp)
+        order = np.argsort(-scores[picks_arr], kind="stable")
+        picks_arr = picks_arr[order]
+        self.choices_ = tuple(chosen_by[i] for i in order)
+        self._pending = {
+            "predicted": proba[picks_arr].argmax(axis=1),
+            "weight": 1.0 / (n * query[picks_arr]) if size else np.zeros(0),
+            "ratio": (advice[:, picks_arr] / query[picks_arr]) if size else advice[:, :0],
+            "mixture": mixture,
+        }
+        return picks_arr
+
+    def learn(self, y: Any) -> Adaptive:
+        """Reward the experts with the labels of the last selection (see the class doc)."""
+        if self._pending is None:
+            raise ValueError("adaptive.learn needs a select() first")
+        pending, self._pending = self._pending, None
+        labels = np.asarray(y).ravel()
+        if labels.shape[0] != pending["predicted"].shape[0]:
+            raise ValueError(
+                f"learn got {labels.shape[0]} labels for {pending['predicted'].shape[0]} picks"
+            )
+        record: dict[str, Any] = {"round": len(self.history_) + 1, "n": int(labels.shape[0])}
+        counts = {name: 0 for name in (*self.expert_names_, "uniform")}
+        for name in self.choices_:
+            counts[name] += 1
+        record["picks"] = counts
+        reward = float("nan")
+        if labels.shape[0]:
+            correct = (labels.astype(np.int64) == pending["predicted"]).astype(float)
+            weight = pending["weight"]
+            reward = float((weight * correct).sum() / weight.sum())
+            if self._trained_by is not None and self._rewards:
+                centred = reward - float(np.mean(self._rewards))
+                credit = centred * self._trained_by.mean(axis=1)
+                # The uniform floor is not an expert: its credit is dropped.
+                self._log_weights = self._log_weights + float(self.learning_rate) * credit[:-1]
+            self._rewards.append(reward)
+            self._trained_by = pending["ratio"]
+        record["reward"] = reward
+        record["weights"] = self.weights_
+        self.history_.append(record)
+        return self
+
+
 _REGISTRY: dict[str, type[QueryStrategy]] = {
-    cls.name: cls for cls in (RandomStrategy, Uncertainty, Entropy, Margin, TopKRandom, Diverse)
+    cls.name: cls
+    for cls in (
+        RandomStrategy,
+        Uncertainty,
+        Entropy,
+        Margin,
+        TopKRandom,
+        Diverse,
+        Discovery,
+        Adaptive,
+    )
 }
+
+#: The strategy the library uses when none is named (experiments).
+DEFAULT_STRATEGY = Adaptive.name
 
 #: Names accepted by :func:`make_strategy`.
 STRATEGIES: tuple[str, ...] = tuple(_REGISTRY)

@@ -16,6 +16,8 @@ import pytest
 from finkvra import strategies
 from finkvra.strategies import (
     STRATEGIES,
+    TIE_JITTER,
+    Adaptive,
     QueryStrategy,
     StreamBudget,
     combine_scores,
@@ -133,7 +135,8 @@ def test_uncertainty_is_exactly_the_service_formula(pool):
     expected = 1 - 2 * np.abs(p - 0.5)
     strategy = make_strategy("uncertainty")
     np.testing.assert_array_equal(strategy.score(proba), expected)
-    np.testing.assert_array_equal(strategy.priority(p), expected)
+    # The priority adds a random tie-breaker below TIE_JITTER (issue 14: ties at random).
+    np.testing.assert_allclose(strategy.priority(p), expected, rtol=0, atol=TIE_JITTER)
     top = np.argsort(-expected, kind="stable")[:K]
     assert set(strategy.select(proba, K).tolist()) == set(top.tolist())
 
@@ -175,6 +178,38 @@ def test_ties_are_broken_by_the_seed_not_by_row_order():
     proba = np.full((40, 2), 0.5)
     picks = {tuple(make_strategy("uncertainty", seed=s).select(proba, 5)) for s in range(6)}
     assert len(picks) > 1
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_priority_ties_are_broken_at_random_and_keep_distinct_scores(name):
+    """Equal scores must not queue in arrival order (Redis orders ties by candid)."""
+    proba = np.concatenate([np.full(200, 0.5), np.full(200, 0.9), np.full(200, 0.99)])
+    strategy = make_strategy(name, seed=4)
+    priority = strategy.priority(proba)
+    score = make_strategy(name, seed=4).score(proba)
+    assert len(np.unique(priority)) == priority.size  # every tie broken
+    np.testing.assert_allclose(priority, score, rtol=0, atol=TIE_JITTER)
+    if name != "random":  # the same score: the tie-breaker is uniform, not by position
+        first = priority[:200].argsort().argsort()
+        again = strategy.priority(proba)[:200].argsort().argsort()
+        assert abs(np.corrcoef(first, np.arange(200))[0, 1]) < 0.3
+        assert not np.array_equal(first, again)  # fresh for every batch
+
+
+@pytest.mark.parametrize("name", [n for n in STRATEGIES if n != "random"])
+def test_select_ties_change_from_call_to_call(name):
+    """A permutation reused for every batch would favour the same batch positions."""
+    proba = np.full((60, 2), 0.5)
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    strategy = make_strategy(name, seed=2)
+    picks = [tuple(sorted(strategy.select(proba, 5, X=X).tolist())) for _ in range(8)]
+    assert len(set(picks)) > 1
+    flat = np.zeros((60, 3))  # nothing but position tells the rows apart
+    first_positions = np.concatenate(
+        [make_strategy(name, seed=s).select(proba, 5, X=flat) for s in range(40)]
+    )
+    # Over seeds every position is equally likely (3.3 picks each): none wins the ties.
+    assert np.bincount(first_positions, minlength=60).max() <= 15
 
 
 def test_topk_random_stays_within_the_candidates(pool):
@@ -224,11 +259,97 @@ def test_diverse_needs_matching_features(pool):
     assert len(set(picks.tolist())) == K
 
 
+def test_discovery_ranks_the_likeliest_positive_first(pool):
+    proba, _ = pool
+    strategy = make_strategy("discovery")
+    np.testing.assert_array_equal(strategy.score(proba), proba[:, 1])
+    top = np.argsort(-proba[:, 1])[:K]
+    assert strategy.select(proba, K).tolist() == top.tolist()
+    assert make_strategy("discovery", positive=0).select(proba, 1)[0] == np.argmin(proba[:, 1])
+
+
+def _adaptive_round(strategy, proba, y, k, X=None):
+    picks = strategy.select(proba, k, X=X)
+    strategy.learn(y[picks])
+    return picks
+
+
+def test_adaptive_exposes_weights_and_choices(pool):
+    proba, X = pool
+    strategy = make_strategy("adaptive", seed=3)
+    assert isinstance(strategy, Adaptive)
+    weights = strategy.weights_
+    assert set(weights) == {"uncertainty", "topk-random", "diverse", "random"}
+    assert sum(weights.values()) == pytest.approx(1.0)
+    # Uniform at the start, the exploration floor folded into random.
+    assert weights["uncertainty"] == pytest.approx(0.9 / 4)
+    assert weights["random"] == pytest.approx(0.9 / 4 + 0.1)
+    picks = strategy.select(proba, K, X=X)
+    assert len(strategy.choices_) == K
+    assert set(strategy.choices_) <= set(weights)
+    strategy.learn((proba[picks, 1] > 0.5).astype(int))
+    record = strategy.history_[-1]
+    assert record["round"] == 1 and record["n"] == K
+    assert sum(record["picks"].values()) == K
+    assert record["reward"] == pytest.approx(1.0)  # the labels are the model's predictions
+    with pytest.raises(ValueError, match="select"):
+        strategy.learn([1])
+    strategy.select(proba, K, X=X)
+    with pytest.raises(ValueError, match="labels"):
+        strategy.learn([1, 0])
+    no_random = make_strategy("adaptive", experts=("uncertainty", "margin"), explore=0.2)
+    assert no_random.weights_ == pytest.approx({"uncertainty": 0.4, "margin": 0.4, "uniform": 0.2})
+    with pytest.raises(ValueError, match="own experts"):
+        make_strategy("adaptive", experts=("adaptive",)).score(proba)
+    with pytest.raises(ValueError, match="explore"):
+        make_strategy("adaptive", explore=0.0).score(proba)
+
+
+def _toy_bandit_run(seed: int, paying: str) -> dict[str, float]:
+    """40 rounds where the selecting model's accuracy is set by the previous batch.
+
+    The "model" is right on a share ``0.5 + 0.45 * s`` of the rows, ``s`` being the
+    share of the previous batch that the paying expert proposed: its labels teach.
+    """
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 2, 400)
+    confidence = rng.random(400)
+    strategy = make_strategy("adaptive", experts=("uncertainty", "random"), seed=seed)
+    share = 0.5
+    for _ in range(40):
+        right = rng.random(400) < 0.5 + 0.45 * share
+        predicted = np.where(right, truth, 1 - truth)
+        proba = np.where(predicted == 1, 0.5 + confidence / 2, 0.5 - confidence / 2)
+        picks = strategy.select(proba, 10)
+        strategy.learn(truth[picks])
+        share = strategy.choices_.count(paying) / 10
+    return strategy.weights_
+
+
+@pytest.mark.parametrize(
+    ("paying", "other"), [("uncertainty", "random"), ("random", "uncertainty")]
+)
+def test_adaptive_moves_weight_to_the_expert_whose_labels_pay(paying, other):
+    runs = [_toy_bandit_run(seed, paying) for seed in range(10)]
+    assert np.mean([w[paying] for w in runs]) > 0.6
+    assert np.mean([w[other] for w in runs]) < 0.4
+    assert min(w["random"] for w in runs) >= 0.1  # exploration never goes
+
+
 # ---------------------------------------------------------------- registry
 
 
 def test_registry_names_and_errors():
-    assert STRATEGIES == ("random", "uncertainty", "entropy", "margin", "topk-random", "diverse")
+    assert STRATEGIES == (
+        "random",
+        "uncertainty",
+        "entropy",
+        "margin",
+        "topk-random",
+        "diverse",
+        "discovery",
+        "adaptive",
+    )
     for name in STRATEGIES:
         strategy = make_strategy(name, seed=3)
         assert isinstance(strategy, QueryStrategy)
