@@ -10,7 +10,9 @@ a separate *test* set, never on rows it learnt from, which gives one learning cu
 
 - :func:`simulate` runs one curve; :func:`run_grid` runs many (:func:`expand_grid`
   builds every combination of the values to compare, each for every seed);
-- :func:`summarise` gives the mean and std over seeds, :func:`plot_curves` draws them,
+- :func:`summarise` gives the mean, std and standard error over seeds,
+  :func:`paired_differences` each strategy minus a baseline on the same seeds (same
+  first batch), with its standard error; :func:`plot_curves` draws the curves,
   :func:`log_experiment` records one MLflow run per configuration;
 - :func:`load_table`, :func:`labelled_data` and :func:`split_pool_test` turn feature
   and label files into pool and test sets.
@@ -56,6 +58,7 @@ __all__ = [
     "labelled_data",
     "load_table",
     "log_experiment",
+    "paired_differences",
     "plot_curves",
     "results_document",
     "run_grid",
@@ -97,7 +100,7 @@ class ExperimentConfig:
     """
 
     learner: str = "hgb"
-    strategy: str = "uncertainty"
+    strategy: str = "adaptive"
     initial: int = 30
     step: int = 10
     max_labels: int = 200
@@ -334,6 +337,7 @@ def simulate(
             k = min(config.step, config.max_labels - curve[-1].n_labels, candidates.shape[0])
             proba = learner.predict_proba(pool.iloc[candidates])
             chosen = candidates[strategy.select(proba, k, X=values[candidates])]
+            strategy.learn(y[chosen])
             learner.update(pool.iloc[chosen], y[chosen])
             record(chosen)
     return curve
@@ -427,17 +431,20 @@ def write_results(results: Iterable[RunResult | Mapping[str, Any]], path: str | 
 
 
 def summarise(results: Iterable[RunResult | Mapping[str, Any]]) -> pd.DataFrame:
-    """Mean and std over seeds of each metric, per configuration and number of labels.
+    """Mean, std and standard error over seeds of each metric, per configuration and
+    number of labels.
 
-    Columns: :data:`CONFIG_KEYS`, ``n_labels``, ``n_seeds``, then ``<metric>_mean`` and
-    ``<metric>_std`` for each of :data:`METRICS`. The std is the sample std (ddof=1;
-    NaN for one seed). A metric undefined in some seeds (NaN) is averaged over the
-    others. Configurations keep their first-seen order, ``n_labels`` ascending.
+    Columns: :data:`CONFIG_KEYS`, ``n_labels``, ``n_seeds``, then ``<metric>_mean``,
+    ``<metric>_std`` and ``<metric>_se`` for each of :data:`METRICS`. The std is the
+    sample std (ddof=1; NaN for one seed), the standard error of the mean is
+    ``std / sqrt(seeds with a value)``: the ± to compare strategies by. A metric
+    undefined in some seeds (NaN) is averaged over the others. Configurations keep
+    their first-seen order, ``n_labels`` ascending.
     """
     runs = _runs(results)
     columns = [*CONFIG_KEYS, "n_labels", "n_seeds"]
     for metric in METRICS:
-        columns += [f"{metric}_mean", f"{metric}_std"]
+        columns += [f"{metric}_mean", f"{metric}_std", f"{metric}_se"]
     records = [
         {
             **{k: run[k] for k in CONFIG_KEYS},
@@ -464,10 +471,88 @@ def summarise(results: Iterable[RunResult | Mapping[str, Any]]) -> pd.DataFrame:
         for metric in METRICS:
             row[f"{metric}_mean"] = float(group[metric].mean())
             row[f"{metric}_std"] = float(group[metric].std(ddof=1))
+            row[f"{metric}_se"] = row[f"{metric}_std"] / math.sqrt(
+                max(int(group[metric].notna().sum()), 1)
+            )
         row["_order"] = order[config]
         rows.append(row)
     summary = pd.DataFrame(rows).sort_values(["_order", "n_labels"], kind="stable")
     return summary.drop(columns="_order").reset_index(drop=True)[columns]
+
+
+def paired_differences(
+    results: Iterable[RunResult | Mapping[str, Any]],
+    baseline: str = "random",
+    metric: str = "f1",
+) -> pd.DataFrame:
+    """Each strategy minus ``baseline`` on the same seeds: mean difference and its SE.
+
+    Runs are paired when everything but the strategy is equal (learner, batch sizes,
+    learner parameters, seed): they share the first batch and the learner seed, so the
+    difference removes most of the seed-to-seed spread and its standard error
+    (``std(ddof=1) / sqrt(pairs)``) is what says whether a strategy is ahead.
+
+    Columns: :data:`CONFIG_KEYS` (of the strategy compared), ``baseline``,
+    ``n_labels``, ``n_pairs``, ``difference_mean``, ``difference_se``,
+    ``difference_t`` (mean / SE; NaN with fewer than two pairs).
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    runs = _runs(results)
+    columns = [
+        *CONFIG_KEYS,
+        "baseline",
+        "n_labels",
+        "n_pairs",
+        "difference_mean",
+        "difference_se",
+        "difference_t",
+    ]
+    others = [k for k in CONFIG_KEYS if k != "strategy"]
+    values: dict[tuple, dict[int, float]] = {}
+    for run in runs:
+        key = (repr(tuple(run[k] for k in others)), run["strategy"], run["seed"])
+        values[key] = {
+            int(p["n_labels"]): float("nan") if p[metric] is None else float(p[metric])
+            for p in run["curve"]
+        }
+    rows = []
+    seen: dict[tuple, dict[str, Any]] = {}
+    for run in runs:
+        if run["strategy"] == baseline:
+            continue
+        config = {k: run[k] for k in CONFIG_KEYS}
+        seen.setdefault(tuple(repr(v) for v in config.values()), config)
+    for config in seen.values():
+        rest = repr(tuple(config[k] for k in others))
+        seeds = [key[2] for key in values if key[0] == rest and key[1] == config["strategy"]]
+        pairs = [
+            (values[(rest, config["strategy"], s)], values.get((rest, baseline, s))) for s in seeds
+        ]
+        pairs = [(a, b) for a, b in pairs if b is not None]
+        points = sorted({n for a, b in pairs for n in a if n in b})
+        for n_labels in points:
+            d = np.array(
+                [a[n_labels] - b[n_labels] for a, b in pairs if n_labels in a and n_labels in b]
+            )
+            d = d[np.isfinite(d)]
+            mean = float(d.mean()) if d.size else float("nan")
+            se = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else float("nan")
+            t = float("nan")
+            if d.size > 1:
+                t = mean / se if se > 0 else (0.0 if mean == 0 else math.copysign(math.inf, mean))
+            rows.append(
+                {
+                    **config,
+                    "baseline": baseline,
+                    "n_labels": n_labels,
+                    "n_pairs": int(d.size),
+                    "difference_mean": mean,
+                    "difference_se": se,
+                    "difference_t": t,
+                }
+            )
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _config_labels(summary: pd.DataFrame) -> dict[tuple, str]:
