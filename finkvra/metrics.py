@@ -218,6 +218,7 @@ def permutation_importance_table(
     n_repeats: int = 5,
     seed: int = 0,
     scoring: str = "roc_auc",
+    max_rows: int = 1_000_000,
 ) -> pd.DataFrame:
     """Drop in score when one feature's values are shuffled, per feature.
 
@@ -227,6 +228,13 @@ def permutation_importance_table(
     only the values of one column are permuted at a time, with a private generator
     seeded by ``seed``. Compute it on held-out rows: on training rows it measures what
     the model memorised.
+
+    One ``predict_proba`` call per repeat, not per feature: the shuffled copies of
+    every feature are stacked into one table of ``n * n_features`` rows (block ``j``
+    has feature ``j`` shuffled; a DataFrame keeps ``X``'s index, repeated per block),
+    because a model's per-call overhead (validation, threads, MLflow's pyfunc) is
+    most of the cost at held-out sizes. Tables beyond ``max_rows`` rows are cut into
+    a few calls. The numbers are those of the one-call-per-feature loop.
 
     Returns a DataFrame ``feature, importance_mean, importance_std`` (std over repeats,
     ddof=0), most important first.
@@ -251,19 +259,23 @@ def permutation_importance_table(
 
     rng = np.random.default_rng(seed)
     baseline = _score_predictions(y_arr, _as_p1(predict_proba(X), n), scoring)
-    drops = np.empty((len(names), int(n_repeats)))
-    for j in range(len(names)):
-        for r in range(int(n_repeats)):
-            perm = rng.permutation(n)
-            if frame is not None:
-                shuffled = frame.copy()
-                column = frame.columns[j]
-                shuffled[column] = frame[column].to_numpy()[perm]
-            else:
-                shuffled = values.copy()
-                shuffled[:, j] = values[perm, j]
-            p1 = _as_p1(predict_proba(shuffled), n)
-            drops[j, r] = baseline - _score_predictions(y_arr, p1, scoring)
+    n_features, repeats = len(names), int(n_repeats)
+    # Drawn in the order of the per-feature loop (feature by feature, repeat by repeat),
+    # so the numbers do not depend on how the predictions are batched.
+    perms = np.empty((n_features, repeats, n), dtype=np.intp)
+    for j in range(n_features):
+        for r in range(repeats):
+            perms[j, r] = rng.permutation(n)
+    drops = np.empty((n_features, repeats))
+    blocks = max(1, min(n_features, int(max_rows) // max(n, 1)))
+    for r in range(repeats):
+        for start in range(0, n_features, blocks):
+            features = range(start, min(start + blocks, n_features))
+            p1 = _as_p1(
+                predict_proba(_stacked(frame, values, perms, r, features)), n * len(features)
+            )
+            for i, j in enumerate(features):
+                drops[j, r] = baseline - _score_predictions(y_arr, p1[i * n : (i + 1) * n], scoring)
     table = pd.DataFrame(
         {
             "feature": names,
@@ -274,6 +286,39 @@ def permutation_importance_table(
     return table.sort_values(
         "importance_mean", ascending=False, kind="stable", na_position="last"
     ).reset_index(drop=True)
+
+
+def _stacked(
+    frame: pd.DataFrame | None,
+    values: np.ndarray | None,
+    perms: np.ndarray,
+    repeat: int,
+    features: range,
+) -> pd.DataFrame | np.ndarray:
+    """``len(features)`` copies of X, copy ``i`` with feature ``features[i]`` shuffled."""
+    matrix = values if frame is None else None
+    if matrix is None:
+        columns = {c: frame[c].to_numpy() for c in frame.columns}
+        blocks = []
+        for j in features:
+            block = dict(columns)
+            name = frame.columns[j]
+            block[name] = columns[name][perms[j, repeat]]
+            blocks.append(block)
+        stacked = {c: np.concatenate([b[c] for b in blocks]) for c in frame.columns}
+        index = (
+            frame.index.repeat(1)
+            if len(features) == 1
+            else frame.index.append([frame.index] * (len(features) - 1))
+        )
+        out = pd.DataFrame(stacked, index=index, columns=frame.columns)
+        out.attrs = dict(frame.attrs)
+        return out
+    stacked = np.tile(matrix, (len(features), 1))
+    n = matrix.shape[0]
+    for i, j in enumerate(features):
+        stacked[i * n : (i + 1) * n, j] = matrix[perms[j, repeat], j]
+    return stacked
 
 
 def write_importance(

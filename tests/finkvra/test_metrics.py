@@ -190,9 +190,66 @@ def test_importance_of_a_feature_the_model_ignores_is_zero(importance_data):
     unused = table.set_index("feature").loc["unused"]
     assert unused["importance_mean"] == 0.0 and unused["importance_std"] == 0.0
     assert table["importance_mean"].iloc[0] > 0.2
-    assert all(index.equals(X.index) for index in seen_index)  # the index travels intact
+    # The index travels intact: the baseline call sees X's index, each stacked call
+    # (one per repeat, issue 14) X's index once per feature block.
+    assert seen_index[0].equals(X.index)
+    assert len(seen_index) == 1 + 4
+    stacked_index = X.index.append([X.index] * (X.shape[1] - 1))
+    assert all(index.equals(stacked_index) for index in seen_index[1:])
     again = permutation_importance_table(predict_proba, X, y, n_repeats=4, seed=1)
     pd.testing.assert_frame_equal(table, again)
+
+
+def test_stacked_rows_stay_aligned_to_their_index(importance_data):
+    """Block j of a stacked call: feature j shuffled, every other column row-aligned with X."""
+    X, y = importance_data
+    frames = []
+
+    def predict_proba(frame):
+        frames.append(frame.copy())
+        return _sigmoid(3 * frame["strong"] + 0.7 * frame["weak"]).to_numpy()
+
+    permutation_importance_table(predict_proba, X, y, n_repeats=2, seed=3)
+    n = len(X)
+    for stacked in frames[1:]:
+        for j, name in enumerate(X.columns):
+            block = stacked.iloc[j * n : (j + 1) * n]
+            assert block.index.equals(X.index)
+            for other in X.columns:
+                same = np.array_equal(block[other].to_numpy(), X[other].to_numpy())
+                assert same == (other != name), (j, name, other)
+            # The shuffled column holds X's values, permuted.
+            np.testing.assert_array_equal(np.sort(block[name]), np.sort(X[name]))
+
+
+def test_stacked_importance_equals_the_per_feature_loop(importance_data):
+    """Independent reference: one call per feature and repeat, same permutations."""
+    X, y = importance_data
+    model = LogisticRegression().fit(X, y)
+    ours = permutation_importance_table(model.predict_proba, X, y, n_repeats=3, seed=5)
+    rng = np.random.default_rng(5)
+    base = skm.roc_auc_score(y, model.predict_proba(X)[:, 1])
+    expected = {}
+    for name in X.columns:
+        drops = []
+        for _ in range(3):
+            shuffled = X.copy()
+            shuffled[name] = X[name].to_numpy()[rng.permutation(len(X))]
+            drops.append(base - skm.roc_auc_score(y, model.predict_proba(shuffled)[:, 1]))
+        expected[name] = (np.mean(drops), np.std(drops))
+    for _, row in ours.iterrows():
+        assert row["importance_mean"] == pytest.approx(expected[row["feature"]][0], abs=1e-12)
+        assert row["importance_std"] == pytest.approx(expected[row["feature"]][1], abs=1e-12)
+    # Cut into several calls when the stacked table would be too large: same numbers.
+    calls = []
+
+    def counted(frame):
+        calls.append(len(frame))
+        return model.predict_proba(frame)
+
+    cut = permutation_importance_table(counted, X, y, n_repeats=3, seed=5, max_rows=len(X))
+    pd.testing.assert_frame_equal(cut, ours)
+    assert calls == [len(X)] * (1 + 3 * X.shape[1])
 
 
 def test_importance_agrees_with_sklearn(importance_data):
