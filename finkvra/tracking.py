@@ -383,6 +383,45 @@ _REGISTRY_TEXT = (
 )
 
 
+def log_adaptive(client: MlflowClient, run_id: str, strategy: Any) -> int:
+    """Log an adaptive strategy's choices and weights to an MLflow run; returns the count.
+
+    ``strategy`` is a :class:`finkvra.strategies.Adaptive` (anything with
+    ``history_`` records of ``round``, ``reward``, ``picks`` and ``weights``). One
+    metric per quantity and round, stepped by the round: ``adaptive.weight.<expert>``
+    (the mixture after the round), ``adaptive.picks.<expert>`` (rows that expert
+    proposed in the round), ``adaptive.reward`` (its importance-weighted accuracy);
+    params ``adaptive.experts``, ``adaptive.explore``, ``adaptive.learning_rate``.
+    Rewards that are NaN (an empty batch) are left out. The caller owns the run
+    (the trainer's round, or an experiment's run).
+    """
+    from mlflow.entities import Metric, Param
+
+    now = int(time.time() * 1000)
+    metrics: list[Metric] = []
+    for record in strategy.history_:
+        step = int(record["round"])
+        for name, value in record["weights"].items():
+            metrics.append(Metric(f"adaptive.weight.{name}", float(value), now, step))
+        for name, value in record["picks"].items():
+            metrics.append(Metric(f"adaptive.picks.{name}", float(value), now, step))
+        reward = float(record["reward"])
+        if math.isfinite(reward):
+            metrics.append(Metric("adaptive.reward", reward, now, step))
+    params = [
+        Param("adaptive.experts", ",".join(map(str, strategy.experts))),
+        Param("adaptive.explore", str(strategy.explore)),
+        Param("adaptive.learning_rate", str(strategy.learning_rate)),
+    ]
+    existing = client.get_run(run_id).data.params
+    params = [p for p in params if p.key not in existing]
+    for start in range(0, max(len(metrics), 1), 1000):
+        client.log_batch(
+            run_id, metrics=metrics[start : start + 1000], params=params if start == 0 else []
+        )
+    return len(metrics)
+
+
 def _sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI (None for other stores or in-memory)."""
     if not uri.startswith("sqlite:///"):

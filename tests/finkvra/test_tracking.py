@@ -274,3 +274,54 @@ def test_log_learner_in_a_fluent_run(rounds: Round, tmp_path: Path) -> None:
     finally:
         mlflow.set_tracking_uri(previous)
     np.testing.assert_array_equal(loaded.predict_proba(X), learner.predict_proba(X))
+
+
+def test_log_adaptive_records_choices_and_weights_per_round(tmp_path):
+    """The adaptive strategy's bandit state, read back from a real SQLite store."""
+    from mlflow import MlflowClient
+
+    from finkvra.strategies import make_strategy
+    from finkvra.tracking import log_adaptive
+
+    rng = np.random.default_rng(0)
+    strategy = make_strategy("adaptive", seed=2)
+    X = rng.normal(size=(300, 3))
+    truth = (X[:, 0] > 0).astype(int)
+    for _ in range(4):
+        p1 = np.clip(0.5 + 0.4 * X[:, 0] + 0.1 * rng.normal(size=300), 0, 1)
+        picks = strategy.select(p1, 10, X=X)
+        strategy.learn(truth[picks])
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("adaptive", artifact_location=(tmp_path / "a").as_uri())
+    run_id = client.create_run(experiment).info.run_id
+    n = log_adaptive(client, run_id, strategy)
+    names = [*strategy.expert_names_]
+    assert n == 4 * (len(names) + len(names) + 1 + 1)  # weights, picks (+ uniform), reward
+    run = client.get_run(run_id)
+    assert run.data.params["adaptive.experts"] == "uncertainty,topk-random,diverse,random"
+    assert run.data.params["adaptive.explore"] == "0.1"
+    for name in names:
+        history = sorted(
+            client.get_metric_history(run_id, f"adaptive.weight.{name}"), key=lambda m: m.step
+        )
+        assert [m.step for m in history] == [1, 2, 3, 4]
+        assert [m.value for m in history] == pytest.approx(
+            [record["weights"][name] for record in strategy.history_]
+        )
+        picks = client.get_metric_history(run_id, f"adaptive.picks.{name}")
+        assert sorted((m.step, m.value) for m in picks) == [
+            (r["round"], r["picks"][name]) for r in strategy.history_
+        ]
+    rewards = sorted(client.get_metric_history(run_id, "adaptive.reward"), key=lambda m: m.step)
+    assert [m.value for m in rewards] == pytest.approx([r["reward"] for r in strategy.history_])
+    total = {
+        step: sum(
+            m.value
+            for name in [*names, "uniform"]
+            for m in client.get_metric_history(run_id, f"adaptive.picks.{name}")
+            if m.step == step
+        )
+        for step in (1, 2, 3, 4)
+    }
+    assert total == {1: 10, 2: 10, 3: 10, 4: 10}
+    log_adaptive(client, run_id, strategy)  # again: params already there are not re-logged
