@@ -176,7 +176,7 @@ def _learner_parameters(cls: type) -> set[str]:
 def expand_grid(
     *,
     learners: Iterable[str] = ("hgb",),
-    strategies: Iterable[str] = ("uncertainty", "random"),
+    strategies: Iterable[str] = ("adaptive", "uncertainty", "random"),
     initials: Iterable[int] = (30,),
     steps: Iterable[int] = (10,),
     max_labels: int = 200,
@@ -216,8 +216,10 @@ def expand_grid(
 class CurvePoint:
     """Test-set metrics after ``n_labels`` labels.
 
-    ``added`` holds the pool ids labelled in this round (the initial batch for the first
-    point): the selection, kept for inspection but not written to ``results.json``.
+    ``n_positive`` counts the class-1 labels among them: what a labeller chasing class 1
+    (the ``discovery`` ranking) found, beside what the model learnt. ``added`` holds
+    the pool ids labelled in this round (the initial batch for the first point): the
+    selection, kept for inspection but not written to ``results.json``.
     """
 
     n_labels: int
@@ -226,11 +228,17 @@ class CurvePoint:
     recall: float
     f1: float
     roc_auc: float
+    n_positive: int = 0
     added: tuple[Hashable, ...] = field(default=(), repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        """``n_labels`` and the metrics (NaN stays NaN; :func:`write_results` makes it null)."""
-        return {"n_labels": self.n_labels, **{m: getattr(self, m) for m in METRICS}}
+        """``n_labels``, ``n_positive`` and the metrics (NaN stays NaN; :func:`write_results`
+        makes it null)."""
+        return {
+            "n_labels": self.n_labels,
+            "n_positive": self.n_positive,
+            **{m: getattr(self, m) for m in METRICS},
+        }
 
 
 @dataclass(frozen=True)
@@ -324,6 +332,7 @@ def simulate(
             CurvePoint(
                 n_labels=int(labelled.sum()),
                 **_evaluate(learner, test, y_true),
+                n_positive=int(y[labelled].sum()),
                 added=tuple(pool.index[rows].tolist()),
             )
         )
@@ -434,7 +443,8 @@ def summarise(results: Iterable[RunResult | Mapping[str, Any]]) -> pd.DataFrame:
     """Mean, std and standard error over seeds of each metric, per configuration and
     number of labels.
 
-    Columns: :data:`CONFIG_KEYS`, ``n_labels``, ``n_seeds``, then ``<metric>_mean``,
+    Columns: :data:`CONFIG_KEYS`, ``n_labels``, ``n_seeds``, ``n_positive_mean`` (class-1
+    labels found), then ``<metric>_mean``,
     ``<metric>_std`` and ``<metric>_se`` for each of :data:`METRICS`. The std is the
     sample std (ddof=1; NaN for one seed), the standard error of the mean is
     ``std / sqrt(seeds with a value)``: the ± to compare strategies by. A metric
@@ -442,7 +452,7 @@ def summarise(results: Iterable[RunResult | Mapping[str, Any]]) -> pd.DataFrame:
     their first-seen order, ``n_labels`` ascending.
     """
     runs = _runs(results)
-    columns = [*CONFIG_KEYS, "n_labels", "n_seeds"]
+    columns = [*CONFIG_KEYS, "n_labels", "n_seeds", "n_positive_mean"]
     for metric in METRICS:
         columns += [f"{metric}_mean", f"{metric}_std", f"{metric}_se"]
     records = [
@@ -450,6 +460,7 @@ def summarise(results: Iterable[RunResult | Mapping[str, Any]]) -> pd.DataFrame:
             **{k: run[k] for k in CONFIG_KEYS},
             "seed": run["seed"],
             "n_labels": int(point["n_labels"]),
+            "n_positive": point.get("n_positive", math.nan),
             **{m: point[m] for m in METRICS},
         }
         for run in runs
@@ -468,6 +479,7 @@ def summarise(results: Iterable[RunResult | Mapping[str, Any]]) -> pd.DataFrame:
         row: dict[str, Any] = {k: group[k].iloc[0] for k in CONFIG_KEYS}
         row["n_labels"] = int(n_labels)
         row["n_seeds"] = int(group["seed"].nunique())
+        row["n_positive_mean"] = float(pd.to_numeric(group["n_positive"], errors="coerce").mean())
         for metric in METRICS:
             row[f"{metric}_mean"] = float(group[metric].mean())
             row[f"{metric}_std"] = float(group[metric].std(ddof=1))
@@ -815,6 +827,7 @@ def labelled_data(
     labels: pd.DataFrame,
     label_map_spec: str | Mapping[str, int],
     label_column: str | None = None,
+    label_keys: pd.Series | None = None,
 ) -> tuple[pd.DataFrame, pd.Series, DataReport]:
     """Features and classes of the ids present in both tables, in the features' order.
 
@@ -823,6 +836,10 @@ def labelled_data(
     ``label_column`` or the labels table's only column. Labels the map does not cover
     are dropped. Boolean and integer feature columns become floats; other non-numeric
     columns (``objectId``) are dropped and listed in the report.
+
+    ``label_keys`` (a Series on the features' index, e.g. the ``objectId`` column)
+    matches the labels by those values instead of the row ids: one label per object
+    for a table with a row per object and day.
 
     Returns ``X`` (float64), ``y`` (int 0/1 Series on ``X``'s index) and a
     :class:`DataReport`. Raises ``ValueError`` on a missing label column, a bad map, no
@@ -859,12 +876,17 @@ def labelled_data(
         raise ValueError("the features table has no numeric column")
     X_all = pd.DataFrame(columns, index=features.index)
 
-    feature_keys = pd.Index(features.index.astype(str))
-    label_keys = pd.Index(classes.index.astype(str))
+    if label_keys is None:
+        feature_keys = pd.Index(features.index.astype(str))
+    else:
+        if not label_keys.index.equals(features.index):
+            raise ValueError("label_keys must be a Series on the features' index")
+        feature_keys = pd.Index(label_keys.astype(str).to_numpy())
+    mapped_keys = pd.Index(classes.index.astype(str))
     all_label_keys = pd.Index(labels.index.astype(str))
-    in_labels = feature_keys.isin(label_keys)
+    in_labels = feature_keys.isin(mapped_keys)
     X = X_all[in_labels]
-    by_key = pd.Series(classes.to_numpy(), index=label_keys)
+    by_key = pd.Series(classes.to_numpy(), index=mapped_keys)
     y = pd.Series(by_key.loc[feature_keys[in_labels]].to_numpy().astype(np.int64), index=X.index)
     if len(X) == 0:
         raise ValueError("no id has both features and a label the map covers")

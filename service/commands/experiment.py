@@ -2,8 +2,15 @@
 
 Every combination of the listed learners, strategies, batch sizes and learner
 parameters is run for every seed (see :mod:`finkvra.experiments`); the learning curves
-are scored on a test set only. Writes ``results.json``, ``summary.csv`` and
-``learning_curves.png`` into ``--out`` and one MLflow run per configuration.
+are scored on a test set only. By default it compares the adaptive strategy (the
+library's default) with uncertainty and random sampling and with the discovery ranking
+(likeliest class 1 first), and prints each against random, paired over seeds, with its
+standard error. Writes ``results.json``, ``summary.csv`` and ``learning_curves.png``
+into ``--out`` and one MLflow run per configuration.
+
+A table may hold several rows per object (one per night): ``--id-column`` names the
+row id, ``--group-column`` the object, the split keeps each object on one side, and
+``--labels-by-group`` reads one label per object.
 """
 
 from __future__ import annotations
@@ -43,7 +50,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--labels",
         required=True,
         metavar="Y",
-        help="labels table (.csv or .parquet); first column = id, then one label column",
+        help="labels table (.csv or .parquet); first column = id (the row id, or the group "
+        "with --labels-by-group), then one label column",
+    )
+    data.add_argument(
+        "--id-column",
+        metavar="COL",
+        help="row id column of the features tables (default: the first column); must be "
+        "unique, e.g. candid when objects repeat on several nights",
     )
     data.add_argument(
         "--label-column", metavar="COL", help="label column when the labels table has several"
@@ -76,14 +90,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "as a feature)",
     )
     data.add_argument(
+        "--labels-by-group",
+        action="store_true",
+        help="the labels table gives one label per group (its ids are --group-column values)",
+    )
+    data.add_argument(
         "--split-seed", type=int, default=0, metavar="N", help="seed of the split (default 0)"
     )
     grid = parser.add_argument_group("what to compare (comma-separated lists)")
     grid.add_argument("--learner", default="hgb", help="learners (default hgb; or river-arf)")
     grid.add_argument(
         "--strategy",
-        default="uncertainty,random",
-        help="query strategies (default uncertainty,random)",
+        default="adaptive,uncertainty,random,discovery",
+        help="query strategies (default adaptive,uncertainty,random,discovery)",
     )
     grid.add_argument("--initial", default="30", help="random labels before the first model (30)")
     grid.add_argument("--step", default="10", help="labels added per round (10)")
@@ -188,7 +207,14 @@ def _load(args: argparse.Namespace, label_map: dict[str, int]) -> dict[str, Any]
     """Pool and test sets from the files, as the arguments say."""
     from finkvra.experiments import labelled_data, load_table, split_pool_test
 
-    features = load_table(args.features)
+    if args.labels_by_group and args.group_column is None:
+        raise _UsageError("--labels-by-group needs --group-column")
+    if args.id_column is not None and args.id_column == args.group_column:
+        raise _UsageError(
+            f"--id-column and --group-column are both {args.id_column!r}: the row id must "
+            "be unique per row and the group shared by an object's rows"
+        )
+    features = load_table(args.features, args.id_column)
     labels = load_table(args.labels)
     groups = None
     if args.group_column is not None:
@@ -199,7 +225,8 @@ def _load(args: argparse.Namespace, label_map: dict[str, int]) -> dict[str, Any]
             )
         groups = features[args.group_column]
         features = features.drop(columns=args.group_column)
-    X, y, report = labelled_data(features, labels, label_map, args.label_column)
+    keys = groups.astype(str) if args.labels_by_group else None
+    X, y, report = labelled_data(features, labels, label_map, args.label_column, label_keys=keys)
     _report(str(args.features), report)
     if args.test_features is None:
         group_values = None if groups is None else groups.loc[X.index].to_numpy()
@@ -210,11 +237,20 @@ def _load(args: argparse.Namespace, label_map: dict[str, int]) -> dict[str, Any]
             f", group={args.group_column}" if groups is not None else ""
         )
     else:
-        test_features = load_table(args.test_features)
+        test_features = load_table(args.test_features, args.id_column)
+        test_keys = None
         if groups is not None and args.group_column in test_features.columns:
+            if args.labels_by_group:
+                test_keys = test_features[args.group_column].astype(str)
             test_features = test_features.drop(columns=args.group_column)
+        elif args.labels_by_group:
+            raise _UsageError(f"{args.test_features} has no group column {args.group_column!r}")
         X_test, y_test, test_report = labelled_data(
-            test_features, load_table(args.test_labels), label_map, args.label_column
+            test_features,
+            load_table(args.test_labels),
+            label_map,
+            args.label_column,
+            label_keys=test_keys,
         )
         _report(str(args.test_features), test_report)
         missing = [c for c in X.columns if c not in X_test.columns]
@@ -310,17 +346,44 @@ def run(args: argparse.Namespace) -> int:
         )
         _say(f"logged {len(run_ids)} MLflow run(s) to experiment {name!r} at {uri}")
 
-    final = summary.loc[summary.groupby(_config_text(summary), sort=False)["n_labels"].idxmax()]
-    print(f"final test metrics (mean ± std over {args.seeds} seed(s)):")
-    for _, row in final.iterrows():
-        print(
-            f"  {row['learner']} {row['strategy']} initial={row['initial']} step={row['step']} "
-            f"lr={row['learning_rate']} cw={row['class_weight']} @ {row['n_labels']} labels: "
-            f"f1 {row['f1_mean']:.3f} ± {row['f1_std']:.3f}, "
-            f"roc_auc {row['roc_auc_mean']:.3f} ± {row['roc_auc_std']:.3f}"
-        )
+    _print_final(summary, results, args.seeds)
     print(f"wrote {results_path}, {summary_path}, {png_path}")
     return 0
+
+
+def _print_final(summary: Any, results: list[Any], seeds: int) -> None:
+    """The last point of each configuration (± = standard error) and each against random."""
+    from finkvra.experiments import paired_differences
+
+    final = summary.loc[summary.groupby(_config_text(summary), sort=False)["n_labels"].idxmax()]
+    print(f"final test metrics (mean ± standard error over {seeds} seed(s)):")
+    for _, row in final.iterrows():
+        print(
+            f"  {_config_name(row)} @ {row['n_labels']} labels: "
+            f"f1 {row['f1_mean']:.3f} ± {row['f1_se']:.3f}, "
+            f"roc_auc {row['roc_auc_mean']:.3f} ± {row['roc_auc_se']:.3f}, "
+            f"class 1 found {row['n_positive_mean']:.1f}"
+        )
+    differences = paired_differences(results, baseline="random", metric="f1")
+    if differences.empty or seeds < 2:
+        return
+    last = differences.loc[
+        differences.groupby(_config_text(differences), sort=False)["n_labels"].idxmax()
+    ]
+    print("against random on the same seeds (f1 difference ± standard error, paired):")
+    for _, row in last.iterrows():
+        print(
+            f"  {_config_name(row)} @ {row['n_labels']} labels: "
+            f"{row['difference_mean']:+.3f} ± {row['difference_se']:.3f} "
+            f"({row['n_pairs']} pairs)"
+        )
+
+
+def _config_name(row: Any) -> str:
+    return (
+        f"{row['learner']} {row['strategy']} initial={row['initial']} step={row['step']} "
+        f"lr={row['learning_rate']} cw={row['class_weight']}"
+    )
 
 
 def _config_text(summary: Any) -> Any:

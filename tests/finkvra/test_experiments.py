@@ -26,6 +26,7 @@ from finkvra.experiments import (
     expand_grid,
     labelled_data,
     load_table,
+    paired_differences,
     plot_curves,
     run_grid,
     simulate,
@@ -320,6 +321,25 @@ def test_summarise_and_results_file(tmp_path):
     assert first["recall_mean"] == pytest.approx(0.05)
     assert math.isnan(first["precision_mean"])  # undefined in every seed
     assert math.isnan(summary.iloc[2]["f1_std"])  # one seed: no spread
+    assert first["f1_se"] == pytest.approx(np.std([0.6, 0.9], ddof=1) / np.sqrt(2))
+    assert first["recall_se"] == pytest.approx(np.std([0.0, 0.1], ddof=1) / np.sqrt(2))
+
+    differences = paired_differences(runs, baseline="random", metric="f1")
+    # Only seed 0 has both strategies: one pair per point, no standard error.
+    assert differences["n_pairs"].tolist() == [1, 1]
+    assert differences["difference_mean"].tolist() == pytest.approx([0.1, 0.2])
+    assert differences["difference_se"].isna().all()
+    runs.append(run("random", 1, [0.5, 0.6]))
+    differences = paired_differences(runs, baseline="random", metric="f1")
+    d40 = np.array([0.6 - 0.4, 0.9 - 0.6])
+    last = differences.iloc[-1]
+    assert (last["strategy"], last["n_labels"], last["n_pairs"]) == ("uncertainty", 40, 2)
+    assert last["difference_mean"] == pytest.approx(d40.mean())
+    assert last["difference_se"] == pytest.approx(d40.std(ddof=1) / np.sqrt(2))
+    assert last["difference_t"] == pytest.approx(d40.mean() / (d40.std(ddof=1) / np.sqrt(2)))
+    with pytest.raises(ValueError, match="metric"):
+        paired_differences(runs, metric="brier")
+    runs.pop()
 
     path = write_results(runs, tmp_path / "results.json")
     loaded = json.loads(path.read_text())
@@ -458,7 +478,8 @@ def test_cli_end_to_end(cli_files, tmp_path, capsys):
         assert (run["learning_rate"], run["class_weight"]) == (0.1, "none")
         assert [p["n_labels"] for p in run["curve"]] == [30, 40, 50]
         for point in run["curve"]:
-            assert set(point) == {"n_labels", *METRICS}
+            assert set(point) == {"n_labels", "n_positive", *METRICS}
+            assert 0 <= point["n_positive"] <= point["n_labels"]
     assert [(r["strategy"], r["seed"]) for r in document["runs"]] == [
         ("uncertainty", 0), ("uncertainty", 1), ("random", 0), ("random", 1)
     ]  # fmt: skip
@@ -594,3 +615,92 @@ def test_cli_missing_file_and_half_test_set(cli_files, tmp_path, capsys):
     ]
     assert _main([*argv, "--test-features", str(folder / "features.csv")]) == 2
     assert "--test-features and --test-labels go together" in capsys.readouterr().err
+
+
+def test_cli_rows_repeat_an_object_on_several_nights(tmp_path, capsys):
+    """Three rows per object (one a night), a row id apart from the object, one label per
+    object: the split keeps each object's nights together, and the report gives the
+    adaptive strategy and the discovery ranking beside the others, ± the standard error."""
+    from mlflow import MlflowClient
+
+    rng = np.random.default_rng(0)
+    n_objects, nights = 90, 3
+    objects = [f"ZTF26obj{i:04d}" for i in range(n_objects)]
+    classes = rng.integers(0, 2, n_objects)
+    rows = []
+    for i, obj in enumerate(objects):
+        for night in range(nights):
+            rows.append(
+                {
+                    "objectId": obj,  # first column: NOT the row id
+                    "candid": 10**12 + 10 * i + night,
+                    "night": night,
+                    "signal": classes[i] + 0.3 * rng.normal(),
+                    "noise": rng.normal(),
+                }
+            )
+    pd.DataFrame(rows).to_csv(tmp_path / "features.csv", index=False)
+    labels = pd.DataFrame({"objectId": objects, "label": np.where(classes == 1, "varstar", "agn")})
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    out = tmp_path / "out"
+    base = [
+        "experiment",
+        "--features", str(tmp_path / "features.csv"), "--labels", str(tmp_path / "labels.csv"),
+        "--label-map", "gal", "--initial", "12", "--step", "6", "--max-labels", "30",
+        "--seeds", "3", "--out", str(out),
+    ]  # fmt: skip
+    # Without a row id the objectId (first column) repeats: refused, with the reason.
+    assert _main(base) == 2
+    assert "duplicate id" in capsys.readouterr().err
+    assert _main([*base, "--id-column", "objectId", "--group-column", "objectId"]) == 2
+    assert "both 'objectId'" in capsys.readouterr().err
+    assert _main([*base, "--id-column", "candid", "--labels-by-group"]) == 2
+    assert "--labels-by-group needs --group-column" in capsys.readouterr().err
+
+    code = _main(
+        [*base, "--id-column", "candid", "--group-column", "objectId", "--labels-by-group"]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert {r["strategy"] for r in runs} == {"adaptive", "uncertainty", "random", "discovery"}
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("experiment-gal")
+    params = client.search_runs([experiment.experiment_id])[0].data.params
+    n_pool, n_test = int(params["n_pool"]), int(params["n_test"])
+    assert n_pool + n_test == n_objects * nights
+    assert n_pool % nights == 0 and n_test % nights == 0  # whole objects on each side
+    assert "group=objectId" in params["split"]
+    # ± is the standard error of the mean over seeds, recomputed here from results.json.
+    assert "mean ± standard error over 3 seed(s)" in captured.out
+    for strategy in ("adaptive", "uncertainty", "random", "discovery"):
+        f1s = [r["curve"][-1]["f1"] for r in runs if r["strategy"] == strategy]
+        se = np.std(f1s, ddof=1) / np.sqrt(len(f1s))
+        line = next(x for x in captured.out.splitlines() if f" {strategy} " in x and "found" in x)
+        assert f"f1 {np.mean(f1s):.3f} ± {se:.3f}" in line
+        found = np.mean([r["curve"][-1]["n_positive"] for r in runs if r["strategy"] == strategy])
+        assert f"class 1 found {found:.1f}" in line
+    paired = captured.out.split("against random on the same seeds")[1]
+    for strategy in ("adaptive", "uncertainty", "discovery"):
+        d = [
+            a["curve"][-1]["f1"] - b["curve"][-1]["f1"]
+            for a in runs
+            if a["strategy"] == strategy
+            for b in runs
+            if b["strategy"] == "random" and b["seed"] == a["seed"]
+        ]
+        expected = f"{np.mean(d):+.3f} ± {np.std(d, ddof=1) / np.sqrt(3):.3f} (3 pairs)"
+        assert expected in paired, (strategy, expected, paired)
+
+
+def test_labelled_data_by_group_keys():
+    features = pd.DataFrame(
+        {"x": [1.0, 2.0, 3.0, 4.0]}, index=pd.Index([11, 12, 21, 31], name="candid")
+    )
+    objects = pd.Series(["a", "a", "b", "c"], index=features.index)
+    labels = pd.DataFrame({"label": ["varstar", "agn", "bogus"]}, index=["a", "b", "z"])
+    X, y, report = labelled_data(features, labels, "gal", label_keys=objects)
+    assert X.index.tolist() == [11, 12, 21] and y.tolist() == [1, 1, 0]
+    assert report.n_features_only == 1 and report.n_labels_only == 1  # c and z
+    with pytest.raises(ValueError, match="features' index"):
+        labelled_data(features, labels, "gal", label_keys=objects.reset_index(drop=True))
