@@ -1,8 +1,12 @@
-"""Experiment runner speed: seconds per active-learning run, in one process and in workers.
+"""Experiment runner speed: seconds per active-learning run, in one process and in workers,
+and per query strategy (the adaptive default next to the fixed ones).
 
 Prints one JSON object. Data: 21 standard-normal features, labels from a noisy rule on
 two of them (5% NaN), a pool and a test set; each run is one learning curve
-(initial 30, step 10, up to ``--max-labels``), uncertainty sampling.
+(initial 30, step 10, up to ``--max-labels``), uncertainty sampling for the serial and
+parallel timings. ``strategy_seconds_per_run`` times ``--runs`` serial runs of each
+strategy in ``--strategies`` on the same seeds; ``ratios.adaptive_over_uncertainty``
+is what the adaptive default costs over plain uncertainty sampling.
 
     .venv/bin/python bench/bench_experiment.py [--runs 4] [--pool 2000] [--jobs 2]
 """
@@ -42,6 +46,11 @@ def main() -> int:
         "--jobs", type=int, default=2, help="worker processes for the parallel timing"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--strategies",
+        nargs="+",
+        default=["adaptive", "uncertainty", "random", "topk-random", "diverse", "discovery"],
+    )
     args = parser.parse_args()
 
     X_pool, y_pool = table(args.pool, args.seed)
@@ -49,7 +58,8 @@ def main() -> int:
     configs = expand_grid(
         strategies=["uncertainty"], seeds=range(args.runs), max_labels=args.max_labels
     )
-    simulate(X_pool, y_pool, X_test, y_test, expand_grid(seeds=[0], max_labels=40)[0])  # warm-up
+    warm_up = expand_grid(strategies=["uncertainty"], seeds=[0], max_labels=40)[0]
+    simulate(X_pool, y_pool, X_test, y_test, warm_up)
 
     start = time.perf_counter()
     serial = run_grid(X_pool, y_pool, X_test, y_test, configs)
@@ -67,6 +77,15 @@ def main() -> int:
     start = time.perf_counter()
     run_grid(X_pool, y_pool, X_test, y_test, river)
     river_seconds = time.perf_counter() - start
+
+    per_strategy = {}
+    for strategy in args.strategies:
+        runs = expand_grid(
+            strategies=[strategy], seeds=range(args.runs), max_labels=args.max_labels
+        )
+        start = time.perf_counter()
+        run_grid(X_pool, y_pool, X_test, y_test, runs)
+        per_strategy[strategy] = round((time.perf_counter() - start) / args.runs, 3)
 
     fits = len(serial[0].curve)
     print(
@@ -94,7 +113,19 @@ def main() -> int:
                     "hgb_seconds_per_round": round(serial_seconds / args.runs / fits, 4),
                     "runs_per_second_parallel": round(args.runs / parallel_seconds, 3),
                 },
-                "ratios": {"parallel_speedup": round(serial_seconds / parallel_seconds, 2)},
+                "strategy_seconds_per_run": per_strategy,
+                "ratios": {
+                    "parallel_speedup": round(serial_seconds / parallel_seconds, 2),
+                    **(
+                        {
+                            "adaptive_over_uncertainty": round(
+                                per_strategy["adaptive"] / per_strategy["uncertainty"], 2
+                            )
+                        }
+                        if {"adaptive", "uncertainty"} <= set(per_strategy)
+                        else {}
+                    ),
+                },
                 "parallel_results_identical": same,
             }
         )

@@ -218,7 +218,7 @@ def permutation_importance_table(
     n_repeats: int = 5,
     seed: int = 0,
     scoring: str = "roc_auc",
-    max_rows: int = 1_000_000,
+    max_rows: int = 250_000,
 ) -> pd.DataFrame:
     """Drop in score when one feature's values are shuffled, per feature.
 
