@@ -45,6 +45,7 @@ import pandas as pd
 
 from finkvra.labels import apply_label_map, label_map
 from finkvra.metrics import classification_metrics
+from finkvra.strategies import DEFAULT_STRATEGY
 
 __all__ = [
     "CONFIG_KEYS",
@@ -100,7 +101,7 @@ class ExperimentConfig:
     """
 
     learner: str = "hgb"
-    strategy: str = "adaptive"
+    strategy: str = DEFAULT_STRATEGY
     initial: int = 30
     step: int = 10
     max_labels: int = 200

@@ -175,7 +175,8 @@ def test_uncertainty_picks_the_most_uncertain_unlabelled_rows(small_split):
     from finkvra.learners import make_learner
 
     X_pool, y_pool, X_test, y_test = small_split
-    curve = simulate(X_pool, y_pool, X_test, y_test, ExperimentConfig(max_labels=40, seed=2))
+    config = ExperimentConfig(strategy="uncertainty", max_labels=40, seed=2)
+    curve = simulate(X_pool, y_pool, X_test, y_test, config)
     first = list(curve[0].added)
     learner = make_learner("hgb", seed=2).fit(X_pool.loc[first], y_pool.loc[first])
     rest = X_pool.drop(index=first)
@@ -195,7 +196,8 @@ def test_seeded_runs_repeat_and_strategies_share_the_first_batch(small_split):
     assert [p.added for p in a] == [p.added for p in b]
     assert _metrics(a) == _metrics(b)
 
-    u = simulate(X_pool, y_pool, X_test, y_test, ExperimentConfig(max_labels=50, seed=7))
+    uncertainty = ExperimentConfig(strategy="uncertainty", max_labels=50, seed=7)
+    u = simulate(X_pool, y_pool, X_test, y_test, uncertainty)
     assert u[0].added == a[0].added and _metrics(u)[0] == _metrics(a)[0]
     assert set(u[1].added) != set(a[1].added)
     other_seed = simulate(X_pool, y_pool, X_test, y_test, ExperimentConfig(max_labels=50, seed=8))
@@ -704,3 +706,11 @@ def test_labelled_data_by_group_keys():
     assert report.n_features_only == 1 and report.n_labels_only == 1  # c and z
     with pytest.raises(ValueError, match="features' index"):
         labelled_data(features, labels, "gal", label_keys=objects.reset_index(drop=True))
+
+
+def test_the_library_default_strategy_is_adaptive():
+    from finkvra.strategies import DEFAULT_STRATEGY
+
+    assert DEFAULT_STRATEGY == "adaptive"
+    assert ExperimentConfig().strategy == DEFAULT_STRATEGY
+    assert {c.strategy for c in expand_grid(seeds=[0])} == {"adaptive", "uncertainty", "random"}
