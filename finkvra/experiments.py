@@ -590,7 +590,8 @@ def _config_labels(summary: pd.DataFrame) -> dict[tuple, str]:
 
 def plot_curves(summary: pd.DataFrame, path: str | Path, metrics: Sequence[str] = METRICS) -> Path:
     """Learning curves as a PNG: one panel per metric, a line per configuration with a
-    band of one std over seeds.
+    band of one standard error of the mean over seeds (the ± that says whether two
+    curves differ).
 
     Draws on a private ``Figure`` with the Agg canvas, never through ``pyplot``, so it
     changes no global matplotlib state of the caller.
@@ -616,15 +617,15 @@ def plot_curves(summary: pd.DataFrame, path: str | Path, metrics: Sequence[str] 
             rows = summary[[key == config for key in keys]]
             x = rows["n_labels"].to_numpy(dtype=float)
             mean = rows[f"{metric}_mean"].to_numpy(dtype=float)
-            std = np.nan_to_num(rows[f"{metric}_std"].to_numpy(dtype=float))
+            se = np.nan_to_num(rows[f"{metric}_se"].to_numpy(dtype=float))
             (line,) = axes.plot(x, mean, label=label, linewidth=1.5)
-            axes.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+            axes.fill_between(x, mean - se, mean + se, color=line.get_color(), alpha=0.2)
         axes.set_xlabel("labels")
         axes.set_ylabel(f"{metric} (test set)")
         axes.grid(alpha=0.3)
         if j == 0:
             axes.legend(fontsize="small")
-    figure.suptitle("Active-learning curves: mean ± std over seeds")
+    figure.suptitle("Active-learning curves: mean ± standard error over seeds")
     figure.tight_layout()
     figure.savefig(path, format="png", dpi=100)
     return path
@@ -649,8 +650,8 @@ def log_experiment(
 
     Params: the configuration, ``max_labels`` (the last ``n_labels``), ``n_seeds`` and
     ``params`` (data sizes, label map, ...). Metrics: each metric's mean curve (``f1``
-    at step ``n_labels``), its mean and std over seeds at the last point
-    (``final_f1_mean``, ``final_f1_std``) and its mean over the curve (``curve_f1_mean``,
+    at step ``n_labels``), its mean, std and standard error over seeds at the last point
+    (``final_f1_mean``, ``final_f1_std``, ``final_f1_se``) and its mean over the curve (``curve_f1_mean``,
     the normalised area under the learning curve). Artifacts: the files in ``artifacts``.
 
     Goes through an ``MlflowClient`` bound to ``tracking_uri``, never the global MLflow
@@ -715,6 +716,7 @@ def log_experiment(
                     Metric(f"final_{metric}_mean", float(last[f"{metric}_mean"]), now, 0)
                 )
                 metrics.append(Metric(f"final_{metric}_std", float(last[f"{metric}_std"]), now, 0))
+                metrics.append(Metric(f"final_{metric}_se", float(last[f"{metric}_se"]), now, 0))
                 curve_mean = float(np.nanmean(rows[f"{metric}_mean"].to_numpy(dtype=float)))
                 metrics.append(Metric(f"curve_{metric}_mean", curve_mean, now, 0))
             param_list = [Param(k, v) for k, v in run_params.items()]

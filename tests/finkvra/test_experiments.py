@@ -522,6 +522,8 @@ def test_cli_end_to_end(cli_files, tmp_path, capsys):
         assert params["n_test"] == str(n_test)
         last = summary[(summary["strategy"] == params["strategy"]) & (summary["n_labels"] == 50)]
         assert run.data.metrics["final_f1_mean"] == pytest.approx(last["f1_mean"].item())
+        assert run.data.metrics["final_f1_se"] == pytest.approx(last["f1_se"].item())
+        assert last["f1_se"].item() == pytest.approx(last["f1_std"].item() / np.sqrt(2))
         history = client.get_metric_history(run.info.run_id, "f1")
         assert sorted(m.step for m in history) == [30, 40, 50]
         names = {a.path for a in client.list_artifacts(run.info.run_id)}
