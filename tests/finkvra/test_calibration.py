@@ -191,3 +191,17 @@ def test_learning_goes_to_the_base_learner(miscalibrated):
 def test_docstring_examples_run():
     result = doctest.testmod(calibration, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_the_new_modules_load_nothing_heavy_at_import():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, finkvra.calibration, finkvra.discovery, finkvra.stopping, "
+        "finkvra.label_noise, finkvra.strategies; "
+        "print(sorted(m for m in ('sklearn', 'scipy', 'river', 'mlflow', 'matplotlib') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
