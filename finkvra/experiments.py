@@ -221,6 +221,9 @@ class CurvePoint:
     (the ``discovery`` ranking) found, beside what the model learnt. ``added`` holds
     the pool ids labelled in this round (the initial batch for the first point): the
     selection, kept for inspection but not written to ``results.json``.
+    ``strategy_state`` is what an adaptive strategy chose in this round and its weights
+    afterwards (empty for a fixed strategy); ``results.json`` keeps it as the run's
+    ``strategy_log``.
     """
 
     n_labels: int
@@ -231,6 +234,7 @@ class CurvePoint:
     roc_auc: float
     n_positive: int = 0
     added: tuple[Hashable, ...] = field(default=(), repr=False)
+    strategy_state: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         """``n_labels``, ``n_positive`` and the metrics (NaN stays NaN; :func:`write_results`
@@ -250,13 +254,29 @@ class RunResult:
     curve: list[CurvePoint]
 
     def as_dict(self) -> dict[str, Any]:
-        """The run as it appears in ``results.json``."""
+        """The run as it appears in ``results.json`` (``strategy_log`` for an adaptive run)."""
         fields = asdict(self.config)
-        return {
+        run = {
             **{name: fields[name] for name in CONFIG_KEYS},
             "seed": fields["seed"],
             "curve": [point.as_dict() for point in self.curve],
         }
+        if any(point.strategy_state for point in self.curve):
+            run["strategy_log"] = [
+                {"n_labels": point.n_labels, **point.strategy_state} for point in self.curve
+            ]
+        return run
+
+
+def _strategy_state(strategy: Any) -> dict[str, Any]:
+    """An adaptive strategy's last choices and current weights; ``{}`` for a fixed one."""
+    weights = getattr(strategy, "weights_", None)
+    if weights is None:
+        return {}
+    history = getattr(strategy, "history_", [])
+    picks = dict(history[-1]["picks"]) if history else {}
+    reward = float(history[-1]["reward"]) if history else math.nan
+    return {"weights": dict(weights), "picks": picks, "reward": reward}
 
 
 def _as_features(X: Any, what: str) -> pd.DataFrame:
@@ -335,6 +355,7 @@ def simulate(
                 **_evaluate(learner, test, y_true),
                 n_positive=int(y[labelled].sum()),
                 added=tuple(pool.index[rows].tolist()),
+                strategy_state=_strategy_state(strategy),
             )
         )
 
@@ -645,6 +666,7 @@ def log_experiment(
     artifacts: Iterable[str | Path] = (),
     params: Mapping[str, Any] | None = None,
     artifact_root: str | Path | None = None,
+    results: Iterable[RunResult | Mapping[str, Any]] | None = None,
 ) -> list[str]:
     """One finished MLflow run per configuration of ``summary``; returns the run ids.
 
@@ -653,6 +675,10 @@ def log_experiment(
     at step ``n_labels``), its mean, std and standard error over seeds at the last point
     (``final_f1_mean``, ``final_f1_std``, ``final_f1_se``) and its mean over the curve (``curve_f1_mean``,
     the normalised area under the learning curve). Artifacts: the files in ``artifacts``.
+
+    With ``results``, an adaptive configuration's run also gets its weights, mean over
+    seeds, as ``adaptive.weight.<expert>`` at step ``n_labels`` (one seed's choices
+    and weights are in ``results.json``'s ``strategy_log``).
 
     Goes through an ``MlflowClient`` bound to ``tracking_uri``, never the global MLflow
     state. A ``sqlite:///`` store keeps artifacts beside the database
@@ -681,6 +707,7 @@ def log_experiment(
         )
 
     artifacts = [Path(a) for a in artifacts]
+    weights = _mean_weights(results) if results is not None else {}
     keys = [tuple(row) for row in summary[list(CONFIG_KEYS)].to_numpy()]
     run_ids = []
     for config in dict.fromkeys(keys):
@@ -719,6 +746,8 @@ def log_experiment(
                 metrics.append(Metric(f"final_{metric}_se", float(last[f"{metric}_se"]), now, 0))
                 curve_mean = float(np.nanmean(rows[f"{metric}_mean"].to_numpy(dtype=float)))
                 metrics.append(Metric(f"curve_{metric}_mean", curve_mean, now, 0))
+            for (expert, n_labels), value in weights.get(_text_key(config), {}).items():
+                metrics.append(Metric(f"adaptive.weight.{expert}", value, now, n_labels))
             param_list = [Param(k, v) for k, v in run_params.items()]
             for start in range(0, max(len(metrics), len(param_list)), 100):
                 client.log_batch(
@@ -734,6 +763,25 @@ def log_experiment(
         client.set_terminated(run_id, "FINISHED")
         run_ids.append(run_id)
     return run_ids
+
+
+def _text_key(config: Iterable[Any]) -> tuple[str, ...]:
+    """A configuration key that matches whether its numbers are numpy's or Python's."""
+    return tuple(str(v.item() if isinstance(v, np.generic) else v) for v in config)
+
+
+def _mean_weights(
+    results: Iterable[RunResult | Mapping[str, Any]],
+) -> dict[tuple[str, ...], dict[tuple[str, int], float]]:
+    """``{config key as text: {(expert, n_labels): mean weight over seeds}}`` (adaptive runs)."""
+    sums: dict[tuple[str, ...], dict[tuple[str, int], list[float]]] = {}
+    for run in _runs(results):
+        key = _text_key(tuple(run[k] for k in CONFIG_KEYS))
+        for entry in run.get("strategy_log", []):
+            for expert, weight in entry.get("weights", {}).items():
+                slot = sums.setdefault(key, {}).setdefault((expert, int(entry["n_labels"])), [])
+                slot.append(float(weight))
+    return {key: {k: float(np.mean(v)) for k, v in d.items()} for key, d in sums.items()}
 
 
 def _param_value(value: Any) -> str:

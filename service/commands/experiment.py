@@ -343,6 +343,7 @@ def run(args: argparse.Namespace) -> int:
                 "n_features": X_pool.shape[1],
             },
             artifact_root=None if args.mlflow_uri else artifact_root_for(out),
+            results=results,
         )
         _say(f"logged {len(run_ids)} MLflow run(s) to experiment {name!r} at {uri}")
 

@@ -675,6 +675,33 @@ def test_cli_rows_repeat_an_object_on_several_nights(tmp_path, capsys):
     assert n_pool + n_test == n_objects * nights
     assert n_pool % nights == 0 and n_test % nights == 0  # whole objects on each side
     assert "group=objectId" in params["split"]
+    # The adaptive runs carry their bandit's choices and weights; MLflow the mean weights.
+    adaptive_runs = [r for r in runs if r["strategy"] == "adaptive"]
+    assert all("strategy_log" not in r for r in runs if r["strategy"] != "adaptive")
+    for run in adaptive_runs:
+        log = run["strategy_log"]
+        assert [e["n_labels"] for e in log] == [p["n_labels"] for p in run["curve"]]
+        for entry in log:
+            assert sum(entry["weights"].values()) == pytest.approx(1.0)
+            assert entry["weights"]["random"] >= 0.1  # the exploration floor
+        assert [sum(e["picks"].values()) for e in log[1:]] == [6, 6, 6]
+    mlflow_runs = client.search_runs([experiment.experiment_id])
+    adaptive_run = next(r for r in mlflow_runs if r.data.params["strategy"] == "adaptive")
+    history = client.get_metric_history(adaptive_run.info.run_id, "adaptive.weight.uncertainty")
+    expected = {
+        n: np.mean(
+            [
+                e["weights"]["uncertainty"]
+                for r in adaptive_runs
+                for e in r["strategy_log"]
+                if e["n_labels"] == n
+            ]
+        )
+        for n in (12, 18, 24, 30)
+    }
+    assert {m.step: m.value for m in history} == pytest.approx(expected)
+    other = next(r for r in mlflow_runs if r.data.params["strategy"] == "random")
+    assert not client.get_metric_history(other.info.run_id, "adaptive.weight.uncertainty")
     # ± is the standard error of the mean over seeds, recomputed here from results.json.
     assert "mean ± standard error over 3 seed(s)" in captured.out
     for strategy in ("adaptive", "uncertainty", "random", "discovery"):
