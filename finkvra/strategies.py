@@ -374,9 +374,11 @@ class Adaptive(QueryStrategy):
     One :meth:`select` of ``k`` rows: every expert proposes its ``k`` rows (random:
     all rows); the mixture ``pi`` of the experts' normalised weights, with at least
     ``explore`` given to uniform random sampling, draws ``k`` times an expert and takes
-    its best row not yet taken. ``q_i = sum_j pi_j a_j(i)`` is the probability of
-    row ``i`` under this mixture (``a_j`` = uniform over expert ``j``'s proposals),
-    and ``1 / (n q_i)`` its importance weight.
+    its best row not yet taken (a uniform random one once all its proposals are
+    taken). ``q_i = sum_j pi_j a_j(i)`` is the probability of row ``i`` under this
+    mixture (``a_j`` = uniform over expert ``j``'s proposals), and ``1 / (n q_i)`` its
+    importance weight; drawing a batch without replacement makes this the one-draw
+    approximation of the inclusion probability.
 
     Reward (:meth:`learn`, given the labels of those rows): the importance-weighted
     accuracy of the model that made the selection, on the rows it selected, which is

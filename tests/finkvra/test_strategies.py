@@ -305,6 +305,29 @@ def test_adaptive_exposes_weights_and_choices(pool):
         make_strategy("adaptive", explore=0.0).score(proba)
 
 
+def test_adaptive_reward_is_the_importance_weighted_accuracy():
+    """Recomputed here: q_i = (1 - explore) a_unc(i) + explore / n, weight 1 / (n q_i)."""
+    rng = np.random.default_rng(8)
+    n, k = 100, 10
+    p1 = rng.random(n)
+    strategy = make_strategy("adaptive", experts=("uncertainty",), explore=0.5, seed=3)
+    picks = strategy.select(p1, k)
+    top = set(np.argsort(-(1 - 2 * np.abs(p1 - 0.5)))[:k].tolist())
+    q = np.array([0.5 * (1 / k) * (i in top) + 0.5 / n for i in range(n)])
+    predicted = (p1 >= 0.5).astype(int)
+    labels = np.where(rng.random(n) < 0.5, predicted, 1 - predicted)
+    strategy.learn(labels[picks])
+    weight = 1 / (n * q[picks])
+    correct = labels[picks] == predicted[picks]
+    expected = (weight * correct).sum() / weight.sum()
+    assert strategy.history_[-1]["reward"] == pytest.approx(expected)
+    counts = strategy.history_[-1]["picks"]
+    assert counts["uncertainty"] + counts["uniform"] == k
+    from_uncertainty = [c == "uncertainty" for c in strategy.choices_]
+    # Rows the uncertainty expert proposed come from its top k; the others are uniform.
+    assert all(int(i) in top for i, mine in zip(picks, from_uncertainty, strict=True) if mine)
+
+
 def _toy_bandit_run(seed: int, paying: str) -> dict[str, float]:
     """40 rounds where the selecting model's accuracy is set by the previous batch.
 
