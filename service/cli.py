@@ -27,11 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The process's file-creation mask (group may read, others get nothing).
+UMASK = 0o027
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one sub-command and return its exit code (2 for usage and configuration errors)."""
     # MLflow 3 phones home unless told not to; a service on a closed network must not try.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Labels, the archive, mlflow.db and the embedded Redis are nobody else's business:
+    # files 0640, directories 0750, whatever umask the process was started with.
+    os.umask(UMASK)
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)

@@ -13,7 +13,6 @@ from finkvra.labels import LABEL_MAPS
 from service.label_store import (
     ImportReport,
     LabelStore,
-    LabelStoreError,
     features_from_json,
     import_id,
     normalise_timestamp,
@@ -131,10 +130,21 @@ def test_torn_last_line_is_cut_off_by_the_writer(tmp_path):
     ]
 
 
-def test_corrupt_middle_line_is_an_error(tmp_path):
-    (tmp_path / "labels.jsonl").write_text('{"stream_id": "1"}\nnot json\n{"a": 1}\n')
-    with pytest.raises(LabelStoreError, match=":2:"):
-        LabelStore(tmp_path)
+def test_torn_middle_line_is_set_aside_not_fatal(tmp_path):
+    # Issue 9 changed this: a torn record anywhere was never acknowledged (the stream
+    # delivers it again), so it is moved to labels.jsonl.torn instead of failing the start.
+    good = [_event(f"{i}-0", 10 + i, "gal", "2025-01-01") for i in (1, 3)]
+    store = LabelStore(tmp_path)
+    store.append(good[:1])
+    with open(store.path, "a") as handle:
+        handle.write("not json\n")
+    store.append(good[1:])
+    assert [e["stream_id"] for e in LabelStore(tmp_path, readonly=True).events()] == ["1-0", "3-0"]
+    assert "not json" in store.path.read_text()  # a reader changes nothing
+    reopened = LabelStore(tmp_path)
+    assert [e["stream_id"] for e in reopened.events()] == ["1-0", "3-0"]
+    assert (tmp_path / "labels.jsonl.torn").read_text() == "not json\n"
+    assert "not json" not in store.path.read_text()
 
 
 def test_effective_labels_latest_wins_and_undo_removes(tmp_path):
