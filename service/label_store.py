@@ -599,19 +599,25 @@ class LabelStore:
         if self.readonly:
             raise PermissionError(f"{self.root} was opened read-only")
         data = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records).encode()
-        with open(self.root / name, "ab") as handle:
-            size = handle.seek(0, os.SEEK_END)
+        # Unbuffered: a buffered file would try to write what it still holds when it is
+        # closed after a failure, after the cut below, tearing the file after all.
+        fd = os.open(self.root / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            size = os.lseek(fd, 0, os.SEEK_END)
             try:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
             except BaseException:
                 # A full disk mid-write: cut the partial record off, so that the file
                 # is as it was and the next append does not glue onto half a line.
                 with contextlib.suppress(OSError):
-                    os.ftruncate(handle.fileno(), size)
-                    os.fsync(handle.fileno())
+                    os.ftruncate(fd, size)
+                    os.fsync(fd)
                 raise
+        finally:
+            os.close(fd)
 
     def _read(self, name: str) -> list[dict[str, Any]]:
         path = self.root / name

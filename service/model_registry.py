@@ -194,6 +194,8 @@ class ModelSet:
         """
         changed = False
         now = time.monotonic()
+        for model in [m for m in self.failures if m not in published]:
+            del self.failures[model]  # the operator withdrew the version that failed
         for model, version in sorted(published.items()):
             if self.models is not None and model not in self.models:
                 continue

@@ -36,9 +36,11 @@ MASK = "***"
 
 #: librdkafka properties flagged ``_RK_SENSITIVE`` (rdkafka_conf.c, 2.x), and the later
 #: OAUTHBEARER/OIDC ones (client secret, assertion keys) that newer versions flag.
+#: Except ``sasl.username``, which librdkafka flags too: the settings do not hold the
+#: user name secret (``config show`` prints ``kafka_username``), and it is the first
+#: thing an operator checks when authentication fails.
 LIBRDKAFKA_SENSITIVE = frozenset(
     {
-        "sasl.username",
         "sasl.password",
         "sasl.oauthbearer.config",
         "sasl.oauthbearer.client.secret",
