@@ -380,7 +380,9 @@ def test_redis_outage_right_after_a_publication_is_survived(
         wait_for(lambda: running.archived() >= 200, 120, "200 alerts archived")
         record = _train_one(service.parts.tracker, service.parts.dust)  # type: ignore[union-attr]
         service.parts.publisher.publish("gal", record.version, digest=record.digest)  # type: ignore[union-attr]
-        server.stop(kill=True)  # at once: the replica is loading the version or taking the lock
+        # At once (the replica is loading the version or taking the rescore lock); a
+        # clean shutdown, so that Redis keeps the publication as a persistent one would.
+        server.stop()
         try:
             wait_for(lambda: "redis" in service.telemetry.health.problems, 60, "redis reported down")
             time.sleep(5)
@@ -416,8 +418,15 @@ def test_a_restart_while_redis_is_down_waits_and_says_so(
             except OSError:
                 return None
 
-        status, body = wait_for(readyz, 60, "the health server up while Redis is down")
-        assert status == 503 and "redis" in json.loads(body)["problems"]
+        def waiting_for_redis() -> tuple[int, dict] | None:
+            reply = readyz()
+            if reply is None or "redis" not in json.loads(reply[1])["problems"]:
+                return None
+            return reply[0], json.loads(reply[1])
+
+        status, state = wait_for(waiting_for_redis, 60, "/readyz saying Redis is awaited")
+        assert status == 503 and state["parts"]["started"] is False
+        assert "cannot reach Redis" in state["problems"]["redis"]
         time.sleep(3)
         assert process.poll() is None, "the service exited while waiting for Redis"
         server.start()
