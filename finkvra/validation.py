@@ -63,7 +63,9 @@ def _check_point(record: Mapping[str, Any], where: str, *, current: bool) -> str
         if problem:
             return problem
     fid = record.get("fid")
-    if fid is not None and (not isinstance(fid, int) or isinstance(fid, bool) or fid not in FILTER_IDS):
+    if fid is not None and (
+        not isinstance(fid, int) or isinstance(fid, bool) or fid not in FILTER_IDS
+    ):
         return f"{where}.fid = {fid!r} is not one of {FILTER_IDS}"
     isdiffpos = record.get("isdiffpos")
     if isdiffpos is not None and isdiffpos not in ISDIFFPOS:
@@ -84,7 +86,9 @@ def alert_problem(alert: Mapping[str, Any]) -> str | None:
     object_id = alert.get("objectId")
     if not isinstance(object_id, str) or not object_id.strip():
         return f"objectId {object_id!r:.40} is not a non-empty string"
-    if len(object_id) > OBJECT_ID_MAX_LENGTH or any(c.isspace() or not c.isprintable() for c in object_id):
+    if len(object_id) > OBJECT_ID_MAX_LENGTH or any(
+        c.isspace() or not c.isprintable() for c in object_id
+    ):
         return f"objectId {object_id!r:.80} is not an identifier"
     candid = alert.get("candid")
     if not isinstance(candid, int) or isinstance(candid, bool):

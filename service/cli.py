@@ -36,16 +36,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     # MLflow 3 phones home unless told not to; a service on a closed network must not try.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # Labels, the archive, mlflow.db and the embedded Redis are nobody else's business:
-    # files 0640, directories 0750, whatever umask the process was started with.
-    os.umask(UMASK)
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
         return 2
-    return int(func(args) or 0)
+    # Labels, the archive, mlflow.db and the embedded Redis are nobody else's business:
+    # files 0640, directories 0750, whatever umask the process was started with
+    # (restored on return, for callers that run a command in their own process).
+    previous = os.umask(UMASK)
+    try:
+        return int(func(args) or 0)
+    finally:
+        os.umask(previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

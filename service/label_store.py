@@ -607,7 +607,7 @@ class LabelStore:
             try:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
                 os.fsync(fd)
             except BaseException:
                 # A full disk mid-write: cut the partial record off, so that the file

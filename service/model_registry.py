@@ -106,7 +106,14 @@ class ModelPublisher:
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         reply = self._publish(
             keys=[self.models_key, self.events_key, self.digests_key],
-            args=[str(model_name), version, now, "1" if force else "0", EVENTS_MAXLEN, digest or ""],
+            args=[
+                str(model_name),
+                version,
+                now,
+                "1" if force else "0",
+                EVENTS_MAXLEN,
+                digest or "",
+            ],
         )
         return bool(int(reply[0]))
 

@@ -55,7 +55,9 @@ class Running:
     def __init__(self, service: Service) -> None:
         self.service = service
         self.result: list[int] = []
-        self.thread = threading.Thread(target=lambda: self.result.append(service.run()), daemon=True)
+        self.thread = threading.Thread(
+            target=lambda: self.result.append(service.run()), daemon=True
+        )
         self.thread.start()
 
     def sample(self, name: str, labels: dict[str, str] | None = None) -> float:
@@ -155,11 +157,15 @@ def test_four_real_files_interleaved_in_one_partition_archived_once_through_a_si
     process = start_cli(env, log_path)
     try:
         wait_for(lambda: len(archive_counts(settings.data_dir)) >= 30, 180, "30 alerts archived")
-        process.send_signal(signal.SIGKILL)  # mid-stream: a batch in hand, maybe a file half written
+        process.send_signal(
+            signal.SIGKILL
+        )  # mid-stream: a batch in hand, maybe a file half written
         process.wait(30)
         process.log.close()  # type: ignore[attr-defined]
         process = start_cli(env, log_path)
-        wait_for(lambda: set(archive_counts(settings.data_dir)) >= expected, 240, "every alert archived")
+        wait_for(
+            lambda: set(archive_counts(settings.data_dir)) >= expected, 240, "every alert archived"
+        )
         sender.join(60)
     finally:
         code = stop_cli(process)
@@ -295,7 +301,9 @@ def test_each_poison_alert_is_dead_lettered_alone_and_its_neighbours_archived_an
     for value, words in poison.items():
         assert words in letters[value]["error"], (words, letters[value]["error"])
     counts = archive_counts(settings.data_dir)
-    assert set(counts) == {int(a["candid"]) for a in good}, "a good alert is missing or a poison archived"
+    assert set(counts) == {int(a["candid"]) for a in good}, (
+        "a good alert is missing or a poison archived"
+    )
     assert set(counts.values()) == {1}
     items = assert_queue_sound(LabelQueue(redis_client, prefix=queue_prefix), set(counts))
     assert {item.objectId for item in items} == objects_with_detections(good)
@@ -312,7 +320,9 @@ def _train_one(tracker, dust, model: str = "gal"):
     from finkvra.features import make_features
     from finkvra.learners import make_learner
 
-    labelled = list(AlertGenerator(seed=5, class_weights={"varstar": 0.5, "extragal": 0.5}).labelled(40))
+    labelled = list(
+        AlertGenerator(seed=5, class_weights={"varstar": 0.5, "extragal": 0.5}).labelled(40)
+    )
     X, _ = make_features([a for a, _ in labelled], dust=dust)
     y = np.array([1 if label in ("gal", "varstar") else 0 for _, label in labelled])
     learner = make_learner("hgb", seed=0)
@@ -334,9 +344,14 @@ def test_unloadable_and_tampered_model_versions_are_survived_and_reported(
         replay(cluster, iter(messages[:600]), settings.kafka_group_id)
         wait_for(lambda: running.archived() >= 100, 120, "100 alerts archived")
         redis_client.hset(models_key, "gal", 999)  # a version MLflow does not have
-        wait_for(lambda: "model:gal" in service.telemetry.health.problems, 60, "the failure reported")
+        wait_for(
+            lambda: "model:gal" in service.telemetry.health.problems, 60, "the failure reported"
+        )
         status, body = http_get(server.port, "/readyz")
-        assert status == 503 and "version 999 cannot be loaded" in json.loads(body)["problems"]["model:gal"]
+        assert (
+            status == 503
+            and "version 999 cannot be loaded" in json.loads(body)["problems"]["model:gal"]
+        )
         _, metrics = http_get(server.port, "/metrics")
         assert 'finkvra_problem{part="model:gal"} 1.0' in metrics
         wait_for(lambda: running.sample("finkvra_model_load_failures_total", {"model": "gal"}) >= 2,
@@ -352,8 +367,12 @@ def test_unloadable_and_tampered_model_versions_are_survived_and_reported(
         assert service.parts.models.versions == {}  # type: ignore[union-attr]
 
         service.parts.publisher.publish("gal", record.version, force=True, digest=record.digest)  # type: ignore[union-attr]
-        wait_for(lambda: service.parts.models.versions.get("gal") == record.version, 60, "version loaded")  # type: ignore[union-attr]
-        wait_for(lambda: "model:gal" not in service.telemetry.health.problems, 30, "problem cleared")
+        wait_for(
+            lambda: service.parts.models.versions.get("gal") == record.version, 60, "version loaded"
+        )  # type: ignore[union-attr]
+        wait_for(
+            lambda: "model:gal" not in service.telemetry.health.problems, 30, "problem cleared"
+        )
         assert http_get(server.port, "/readyz")[0] == 200
         replay(cluster, iter(messages[600:]), settings.kafka_group_id)
         wait_for(lambda: running.archived() >= 800, 180, "800 alerts archived")
@@ -384,13 +403,17 @@ def test_redis_outage_right_after_a_publication_is_survived(
         # clean shutdown, so that Redis keeps the publication as a persistent one would.
         server.stop()
         try:
-            wait_for(lambda: "redis" in service.telemetry.health.problems, 60, "redis reported down")
+            wait_for(
+                lambda: "redis" in service.telemetry.health.problems, 60, "redis reported down"
+            )
             time.sleep(5)
             assert running.thread.is_alive(), "the consumer died with Redis down"
         finally:
             server.start()
         wait_for(lambda: running.archived() >= 1000, 240, "1000 alerts archived")
-        wait_for(lambda: service.parts.models.versions.get("gal") == record.version, 60, "version in use")  # type: ignore[union-attr]
+        wait_for(
+            lambda: service.parts.models.versions.get("gal") == record.version, 60, "version in use"
+        )  # type: ignore[union-attr]
     finally:
         code = running.stop()
     assert code == 0
@@ -412,6 +435,7 @@ def test_a_restart_while_redis_is_down_waits_and_says_so(
     env = service_env(settings, FINKVRA_HTTP_PORT=str(port))
     process = start_cli(env, tmp_path / "service.log")
     try:
+
         def readyz() -> tuple[int, str] | None:
             try:
                 return http_get(port, "/readyz")
@@ -521,6 +545,7 @@ def test_a_disk_that_fills_loses_no_label_and_tears_no_record(
     running = Running(service)
     labels: dict[int, str] = {}
     try:
+
         def post(batch: list[dict]) -> None:
             for alert in batch:
                 label = generator.label_of(alert["candid"])
@@ -537,13 +562,17 @@ def test_a_disk_that_fills_loses_no_label_and_tears_no_record(
             except OSError:
                 pass
         post(alerts[20:60])
-        wait_for(lambda: "trainer" in service.telemetry.health.problems, 60, "the full disk reported")
+        wait_for(
+            lambda: "trainer" in service.telemetry.health.problems, 60, "the full disk reported"
+        )
         assert not service.telemetry.health.is_ready()
         assert running.sample("finkvra_trainer_failures_total") >= 1
         time.sleep(3)  # a few failed steps
         filler.unlink()  # the operator frees space
         wait_for(lambda: running.sample("finkvra_labels_total") >= 60, 90, "every label stored")
-        wait_for(lambda: "trainer" not in service.telemetry.health.problems, 30, "trainer recovered")
+        wait_for(
+            lambda: "trainer" not in service.telemetry.health.problems, 30, "trainer recovered"
+        )
     finally:
         code = running.stop()
     assert code == 0

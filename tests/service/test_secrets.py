@@ -47,7 +47,11 @@ def leaked(text: str) -> list[str]:
 
 
 def test_the_one_masking_function_by_flag_and_by_librdkafka_list():
-    assert {"sasl.password", "ssl.key.pem", "sasl.oauthbearer.client.secret"} <= LIBRDKAFKA_SENSITIVE
+    assert {
+        "sasl.password",
+        "ssl.key.pem",
+        "sasl.oauthbearer.client.secret",
+    } <= LIBRDKAFKA_SENSITIVE
     shown = masked(KAFKA_EXTRA, name="kafka_extra", secret=True)
     assert shown["fetch.wait.max.ms"] == 50  # ordinary options stay readable
     assert {shown[k] for k in KAFKA_EXTRA if k not in FAST_KAFKA} == {MASK}
@@ -156,7 +160,9 @@ def test_no_secret_in_any_output_of_config_show_and_a_running_service(
         process = subprocess.Popen([sys.executable, "-m", "service.cli", "run"], cwd=REPO, env=env,
                                    stdout=log, stderr=log)  # fmt: skip
         try:
-            wait_for(lambda: "Kafka consumer for" in log_path.read_text(), 120, "the Kafka config logged")
+            wait_for(
+                lambda: "Kafka consumer for" in log_path.read_text(), 120, "the Kafka config logged"
+            )
             served = http_text(port, "/readyz") + http_text(port, "/metrics")
             assert "finkvra_ready" in served
         finally:
@@ -168,7 +174,9 @@ def test_no_secret_in_any_output_of_config_show_and_a_running_service(
     assert "sasl.oauthbearer.client.secret" in text  # the option is logged, its value is not
 
     # a start-up error (Redis refuses the password: configuration, exit 2)
-    env["FINKVRA_REDIS_URL"] = f"redis://:WRONG-{SECRETS['redis_password']}@127.0.0.1:{server.port}/0"
+    env["FINKVRA_REDIS_URL"] = (
+        f"redis://:WRONG-{SECRETS['redis_password']}@127.0.0.1:{server.port}/0"
+    )
     done = subprocess.run([sys.executable, "-m", "service.cli", "run"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2, done.stderr[-2000:]
@@ -195,4 +203,3 @@ def test_deployments_set_the_http_host_and_the_redis_password_explicitly():
     manifests = "".join(p.read_text() for p in (REPO / "deploy" / "k8s").rglob("*.yaml"))
     assert "FINKVRA_HTTP_HOST" in manifests
     assert "requirepass" in manifests and "REDIS_PASSWORD" in manifests
-
