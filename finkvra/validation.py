@@ -49,17 +49,32 @@ def _check_real(record: Mapping[str, Any], name: str, where: str, low: float, hi
     return None
 
 
+#: (field, low, high, required for the current candidate, NaN allowed) per point.
+_POINT_FIELDS = (
+    ("jd", *JD_RANGE, True, False),
+    ("ra", 0.0, 360.0, True, False),
+    ("dec", -90.0, 90.0, True, False),
+    ("magpsf", *MAGNITUDE_RANGE, False, True),
+    ("sigmapsf", 0.0, 100.0, False, True),
+    ("diffmaglim", *MAGNITUDE_RANGE, False, True),
+)
+
+
 def _check_point(record: Mapping[str, Any], where: str, *, current: bool) -> str | None:
-    """The checks shared by the candidate and each previous candidate."""
-    checks = (
-        _check_real(record, "jd", where, *JD_RANGE, required=current),
-        _check_real(record, "ra", where, 0.0, 360.0, required=current),
-        _check_real(record, "dec", where, -90.0, 90.0, required=current),
-        _check_real(record, "magpsf", where, *MAGNITUDE_RANGE, nan_ok=True),
-        _check_real(record, "sigmapsf", where, 0.0, 100.0, nan_ok=True),
-        _check_real(record, "diffmaglim", where, *MAGNITUDE_RANGE, nan_ok=True),
-    )
-    for problem in checks:
+    """The checks shared by the candidate and each previous candidate.
+
+    The common case (every value a float in range) costs one comparison per field;
+    the detailed checks run only for a value that fails it.
+    """
+    for name, low, high, required, nan_ok in _POINT_FIELDS:
+        value = record.get(name)
+        if type(value) is float and low <= value <= high:
+            continue
+        if value is None and not (required and current):
+            continue
+        problem = _check_real(
+            record, name, where, low, high, required=required and current, nan_ok=nan_ok
+        )
         if problem:
             return problem
     fid = record.get("fid")

@@ -231,10 +231,9 @@ class Pipeline:
         scores = self.scorer.score(X, learners, versions)
         admitted = self.policy.admit(X["ndets"].to_numpy(), scores.priority)
         items = self.queue_items(alerts, X, meta, scores, admitted)
-        for item in items:  # what push would refuse, refused here, before any write
+        for item in items:  # what push refuses, refused here, before any write
             if not item.objectId:
                 raise ValueError(f"alert {item.candid} has no objectId")
-            item.to_hash()
             _priority_text(item.priority)
         return _Work(
             records=records,
