@@ -170,6 +170,7 @@ class Service:
         self.pipeline: Pipeline | None = None
         self.trainer: Any = None
         self._reported_failures: dict[str, int] = {}
+        self._rescore_pending = False
 
     # ---------------------------------------------------------------- set-up
 
@@ -188,12 +189,9 @@ class Service:
                 lambda: self.source_factory(s), part="kafka", errors=(Unreachable,),
                 stop=self.stop, telemetry=self.telemetry, backoff=STARTUP_BACKOFF,
             )  # fmt: skip
-            from service.archive import ParquetArchive
-
-            if isinstance(self.parts.archive, ParquetArchive):
-                removed = self.parts.archive.remove_stale_temporaries()
-                if removed:
-                    log.warning("removed %d temporary archive file(s) left by a killed writer", removed)
+            removed = self.parts.archive.remove_stale_temporaries()
+            if removed:
+                log.warning("removed %d temporary archive file(s) left by a killed writer", removed)
             self.pipeline = Pipeline(
                 archive=self.parts.archive,
                 queue=self.parts.queue,
@@ -330,7 +328,10 @@ class Service:
         self._report_model_failures()
         if changed:
             log.info("model versions now %s", dict(models.versions))
+            self._rescore_pending = True
+        if self._rescore_pending:  # until one re-score went through (it may fail)
             self._rescore_queue()
+            self._rescore_pending = False
 
     def _rescore_queue(self) -> None:
         parts = self.parts
