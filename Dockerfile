@@ -42,6 +42,7 @@ RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
  && rm -rf build ./*.egg-info
 
 ENV FINKVRA_DATA_DIR=/data \
+    FINKVRA_HTTP_HOST=0.0.0.0 \
     FINKVRA_HTTP_PORT=8080 \
     FINKVRA_LOG_FORMAT=json
 WORKDIR /data

@@ -413,6 +413,18 @@ _PRIMITIVES: dict[str, pa.DataType] = {
 }
 
 
+#: Avro logical types with an Arrow equivalent (fastavro decodes them to datetime/date).
+_LOGICAL_TYPES: dict[tuple[str, str | None], pa.DataType] = {
+    ("long", "timestamp-millis"): pa.timestamp("ms", tz="UTC"),
+    ("long", "timestamp-micros"): pa.timestamp("us", tz="UTC"),
+    ("long", "local-timestamp-millis"): pa.timestamp("ms"),
+    ("long", "local-timestamp-micros"): pa.timestamp("us"),
+    ("int", "date"): pa.date32(),
+    ("int", "time-millis"): pa.time32("ms"),
+    ("long", "time-micros"): pa.time64("us"),
+}
+
+
 def arrow_schema_from_avro(avro_schema: Mapping[str, Any]) -> pa.Schema:
     """Translate an Avro record schema into the equivalent nested Arrow schema."""
     named: dict[str, pa.DataType] = {}
@@ -431,12 +443,23 @@ def _arrow_type(avro: Any, named: dict[str, pa.DataType], namespace: str | None)
             if candidate in named:
                 return named[candidate]
         raise ValueError(f"unknown Avro type {avro!r}")
-    if isinstance(avro, list):  # a union: Fink only uses [T, "null"]
+    if isinstance(avro, list):  # a union: Fink uses [T, "null"]
         branches = [b for b in avro if b != "null"]
-        if len(branches) != 1:
-            raise ValueError(f"unsupported Avro union {avro!r}")
-        return _arrow_type(branches[0], named, namespace)
+        if not branches:
+            return pa.null()
+        if len(branches) == 1:
+            return _arrow_type(branches[0], named, namespace)
+        types = [_arrow_type(b, named, namespace) for b in branches]
+        if all(pa.types.is_integer(t) for t in types):
+            return pa.int64()
+        if all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in types):
+            return pa.float64()
+        # Parquet has no unions: a column of mixed kinds is kept as text (JSON).
+        return pa.string()
     kind = avro["type"]
+    logical = _LOGICAL_TYPES.get((kind, avro.get("logicalType")))
+    if logical is not None:
+        return logical
     if kind == "record":
         space = avro.get("namespace", namespace)
         fields = [

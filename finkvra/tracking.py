@@ -73,6 +73,8 @@ class RoundRecord:
     version: int
     model_uri: str
     model_id: str
+    #: SHA-256 of the model's artifacts (`finkvra.learners.pyfunc.model_digest`).
+    digest: str | None = None
 
 
 class Tracker:
@@ -149,6 +151,30 @@ class Tracker:
             if experiment is None:
                 raise
             return experiment.experiment_id
+
+    def close_abandoned(self, model_name: str) -> tuple[list[str], list[str]]:
+        """Mark FAILED the runs left RUNNING and the logged models left PENDING (a kill).
+
+        Only the trainer logs rounds, one at a time, so when it starts nothing of its
+        model's experiment can still be in progress. Returns the run ids and model ids
+        closed.
+        """
+        name = experiment_name(model_name)
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is None:
+            return [], []
+        runs = self.client.search_runs(
+            [experiment.experiment_id], filter_string="attributes.status = 'RUNNING'"
+        )
+        for run in runs:
+            self.client.set_terminated(run.info.run_id, "FAILED")
+        pending = [
+            m for m in self.client.search_logged_models([experiment.experiment_id])
+            if str(getattr(m.status, "value", m.status)) == "PENDING"
+        ]  # fmt: skip
+        for logged in pending:
+            self.client.finalize_logged_model(logged.model_id, "FAILED")
+        return [r.info.run_id for r in runs], [m.model_id for m in pending]
 
     # -- logging a round ------------------------------------------------------
 
@@ -229,7 +255,7 @@ class Tracker:
                     importance.to_csv(folder / "permutation_importance.csv", index=False)
                 if importance_png is not None:
                     shutil.copyfile(importance_png, folder / "permutation_importance.png")
-                model_id, version = self._log_model(
+                model_id, version, digest = self._log_model(
                     model_name, experiment, run_id, step, strategy, learner, all_params
                 )
                 round_meta["model_version"] = version
@@ -246,6 +272,7 @@ class Tracker:
             version=version,
             model_uri=self.model_uri(model_name, version),
             model_id=model_id,
+            digest=digest,
         )
 
     def _round_params(
@@ -278,14 +305,18 @@ class Tracker:
         strategy: str,
         learner: Learner,
         params: Mapping[str, Any],
-    ) -> tuple[str, int]:
-        """Log the learner as an MLflow 3 logged model of the run, and register it."""
+    ) -> tuple[str, int, str]:
+        """Log the learner as an MLflow 3 logged model of the run, and register it.
+
+        Returns the logged model's id, the registered version and the artifacts' digest
+        (also a tag of the version, ``finkvra.sha256``).
+        """
         import mlflow.pyfunc
         from mlflow.entities import LoggedModelOutput
         from mlflow.exceptions import MlflowException
         from mlflow.models import Model
 
-        from finkvra.learners.pyfunc import pyfunc_arguments, quiet_model_warnings
+        from finkvra.learners.pyfunc import model_digest, pyfunc_arguments, quiet_model_warnings
 
         client = self.client
         logged = client.create_logged_model(
@@ -312,6 +343,7 @@ class Tracker:
                         mlflow_model=description,
                         **pyfunc_arguments(learner, Path(tmp) / "source"),
                     )
+                digest = model_digest(local)
                 client.log_model_artifacts(logged.model_id, str(local))
         except BaseException:
             client.finalize_logged_model(logged.model_id, "FAILED")
@@ -339,13 +371,14 @@ class Tracker:
                 "finkvra.learner": learner.name,
                 "finkvra.feature_version": learner.feature_version_,
                 "finkvra.n_train": str(int(learner.n_labels_)),
+                "finkvra.sha256": digest,
             },
             description=(
                 f"round {step}, strategy {strategy}, {learner.name} "
                 f"on {int(learner.n_labels_)} labels"
             ),
         )
-        return logged.model_id, int(version.version)
+        return logged.model_id, int(version.version), digest
 
     # -- the registry ---------------------------------------------------------
 
@@ -362,10 +395,15 @@ class Tracker:
         )
         return int(versions[0].version) if versions else None
 
-    def load_version(self, model_name: str, version: int | None = None) -> tuple[Learner, int]:
+    def load_version(
+        self, model_name: str, version: int | None = None, *, digest: str | None = None
+    ) -> tuple[Learner, int]:
         """The learner of a registered version (``None``: the latest) and its version.
 
-        Raises `LookupError` when the model has no version yet.
+        The artifacts must match ``digest`` (the one published with the version), else
+        the digest recorded when the version was logged (its ``finkvra.sha256`` tag);
+        a mismatch raises `finkvra.learners.pyfunc.ModelDigestError`. Raises
+        `LookupError` when the model has no version yet.
         """
         from finkvra.learners.pyfunc import load_learner_from_mlflow
 
@@ -373,8 +411,16 @@ class Tracker:
             version = self.latest_version(model_name)
             if version is None:
                 raise LookupError(f"no registered version of {registered_model_name(model_name)}")
+        if digest is None:
+            digest = self.version_digest(model_name, version)
         uri = self.model_uri(model_name, version)
-        return load_learner_from_mlflow(uri, tracking_uri=self.tracking_uri), int(version)
+        learner = load_learner_from_mlflow(uri, tracking_uri=self.tracking_uri, digest=digest)
+        return learner, int(version)
+
+    def version_digest(self, model_name: str, version: int) -> str | None:
+        """The artifact digest recorded when the version was logged (None for old ones)."""
+        found = self.client.get_model_version(registered_model_name(model_name), str(int(version)))
+        return (found.tags or {}).get("finkvra.sha256") or None
 
 
 _REGISTRY_TEXT = (

@@ -10,11 +10,13 @@ them; ``find`` does).
 Why the archive holds every alert exactly once although Kafka delivers at least once:
 the service commits a partition's offsets after every batch it has archived and queued,
 so at most one batch per partition is uncommitted when it crashes. The replay after a
-crash starts at that batch's first offset. A file is started only at a batch start or
-where the night changes inside a batch, and its name is the Kafka coordinates of its
-first alert, so the replay, whatever its batch boundaries, starts its files at the same
-offsets and overwrites exactly the files the lost batch wrote (a night change is in the
-data, so it falls at the same offset again). Each file is written to a temporary name in
+crash starts at that batch's first offset. A file is started only at a batch start,
+where the night changes or where the schema version changes inside a batch (Fink
+changes schema versions mid-stream; the pipeline archives each run of one schema
+apart), and its name is the Kafka coordinates of its first alert, so the replay,
+whatever its batch boundaries, starts its files at the same offsets and overwrites
+exactly the files the lost batch wrote (night and schema changes are in the data, so
+they fall at the same offsets again; so do dead-lettered alerts, which are left out). Each file is written to a temporary name in
 its directory and renamed, so a reader never sees half a file and a crash leaves at most
 a hidden temporary file (names starting with '.' are skipped by pyarrow and finkvra).
 
@@ -35,6 +37,8 @@ import json
 import os
 import posixpath
 import re
+import socket
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -59,12 +63,28 @@ ARROW_SCHEMA_CACHE_SIZE = 16
 _UNIX_EPOCH_JD = 2440587.5
 _TOPIC_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
 _NIGHT_DIR = re.compile(r"^night=(\d{8})$")
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+#: ``.<file name>.<host>.<pid>.<hex>.tmp`` (older versions: ``.<file name>.<hex>.tmp``).
+_TEMP_NAME = re.compile(
+    r"^\.part-.+\.parquet\.(?:(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.)?[0-9a-f]{32}\.tmp$"
+)
 
 
 def night_of(jd: float) -> str:
-    """The night (UTC date ``YYYYMMDD``) of a Julian date."""
+    """The night (UTC date ``YYYYMMDD``) of a Julian date; ``ValueError`` for no date.
+
+    (A Julian date far outside the calendar makes the C library fail with an
+    ``OSError``: that is bad data, never a storage problem, so it is a ``ValueError``.)
+    """
+    if isinstance(jd, bool) or not isinstance(jd, int | float | np.integer | np.floating):
+        raise ValueError(f"candidate.jd {jd!r} is not a number")
+    if not np.isfinite(jd):
+        raise ValueError(f"candidate.jd {jd!r} is not finite")
     seconds = (float(jd) - _UNIX_EPOCH_JD) * 86400.0
-    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y%m%d")
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y%m%d")
+    except (OverflowError, OSError, ValueError) as exc:
+        raise ValueError(f"candidate.jd {jd!r} is not a date ({exc})") from None
 
 
 class ParquetArchive:
@@ -113,6 +133,27 @@ class ParquetArchive:
         e.g. dead-lettered messages, are fine). ``avro_schema`` overrides the archive's.
         Every alert needs ``candidate.jd``: the pipeline dead-letters the others first.
         """
+        return self.write_prepared(
+            self.prepare_batch(
+                alerts, topic=topic, partition=partition, offsets=offsets, avro_schema=avro_schema
+            )
+        )
+
+    def prepare_batch(
+        self,
+        alerts: Sequence[Mapping[str, Any]],
+        *,
+        topic: str,
+        partition: int,
+        offsets: Sequence[int],
+        avro_schema: Mapping[str, Any] | None = None,
+    ) -> list[tuple[str, bytes]]:
+        """The files `write_batch` would write, as ``(path, parquet bytes)``, without I/O.
+
+        Apart so that a caller can tell a data error (raised here: whatever the alerts
+        do to Arrow or the parquet writer) from a storage outage (``OSError`` from
+        `write_prepared`, worth retrying).
+        """
         if len(alerts) != len(offsets):
             raise ValueError(f"{len(alerts)} alerts but {len(offsets)} offsets")
         if not _TOPIC_PATTERN.match(str(topic)):
@@ -124,21 +165,59 @@ class ParquetArchive:
             raise ValueError("offsets of a batch must increase strictly")
         nights = [self._night(alert, offset) for alert, offset in zip(alerts, offsets, strict=True)]
         schema = avro_schema if avro_schema is not None else self.avro_schema
-        arrow_schema = self._arrow_schema(schema) if schema is not None else None
+        arrow_schema = None
+        if schema is not None:
+            try:
+                arrow_schema = self._arrow_schema(schema)
+            except (ValueError, TypeError, KeyError):  # a schema Arrow cannot express
+                arrow_schema = None  # the column types are then inferred from the data
 
-        written = []
+        prepared = []
         index = 0
         for night, run in itertools.groupby(nights):
             size = len(list(run))
             rows = slice(index, index + size)
-            table = alerts_to_table(alerts[rows], arrow_schema=arrow_schema)
+            table = _table(alerts[rows], arrow_schema)
             table = _with_kafka_columns(table, topic, int(partition), offsets[rows])
             name = f"part-{topic}-{int(partition)}-{offsets[index]}.parquet"
-            path = posixpath.join(self._base, f"night={night}", name)
-            self._write_atomic(table, path)
-            written.append(path)
+            buffer = pa.BufferOutputStream()
+            pq.write_table(table, buffer)
+            data = buffer.getvalue().to_pybytes()
+            prepared.append((posixpath.join(self._base, f"night={night}", name), data))
             index += size
-        return written
+        return prepared
+
+    def write_prepared(self, prepared: Sequence[tuple[str, bytes]]) -> list[str]:
+        """Write what `prepare_batch` built, each file atomically; the paths written."""
+        for path, data in prepared:
+            self._write_atomic(data, path)
+        return [path for path, _ in prepared]
+
+    def remove_stale_temporaries(self, min_age_s: float = 3600.0) -> int:
+        """Delete the temporary files a killed writer left; the number deleted.
+
+        A file is stale when its writer (host and pid in its name) is this host and no
+        longer runs, or when it is older than ``min_age_s`` (writers on other hosts
+        sharing the archive: a write takes seconds). Local archives only.
+        """
+        if not self._local or not os.path.isdir(self._base):
+            return 0
+        removed = 0
+        now = time.time()
+        for directory, _dirs, names in os.walk(self._base):
+            for name in names:
+                match = _TEMP_NAME.match(name)
+                if not match:
+                    continue
+                path = os.path.join(directory, name)
+                try:
+                    mine = match["host"] == _HOST and not _pid_alive(int(match["pid"]))
+                    if mine or now - os.stat(path).st_mtime >= min_age_s:
+                        os.unlink(path)
+                        removed += 1
+                except (OSError, TypeError, ValueError):
+                    continue
+        return removed
 
     def _arrow_schema(self, avro_schema: Mapping[str, Any]) -> pa.Schema:
         """The Arrow schema of an Avro schema, cached by a digest of its JSON (not by
@@ -157,21 +236,27 @@ class ParquetArchive:
     def _night(alert: Mapping[str, Any], offset: int) -> str:
         candidate = alert.get("candidate") or {}
         jd = candidate.get("jd") if isinstance(candidate, Mapping) else None
-        if jd is None or not np.isfinite(jd):
+        if jd is None:
             raise ValueError(
                 f"alert {alert.get('candid')!r} at offset {offset} has no candidate.jd: "
                 "it cannot be filed under a night"
             )
-        return night_of(jd)
+        try:
+            return night_of(jd)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"alert {alert.get('candid')!r} at offset {offset}: candidate.jd {jd!r} "
+                f"gives no night ({exc})"
+            ) from None
 
-    def _write_atomic(self, table: pa.Table, path: str) -> None:
+    def _write_atomic(self, data: bytes, path: str) -> None:
         directory, name = posixpath.split(path)
-        temp = posixpath.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
+        temp = posixpath.join(directory, f".{name}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
         if self._local:
             os.makedirs(directory, exist_ok=True)
             try:
                 with open(temp, "wb") as handle:
-                    pq.write_table(table, handle)
+                    handle.write(data)
                     handle.flush()
                     os.fsync(handle.fileno())
                 os.replace(temp, path)
@@ -184,7 +269,7 @@ class ParquetArchive:
         self._fs.create_dir(directory, recursive=True)
         try:
             with self._fs.open_output_stream(temp) as stream:
-                pq.write_table(table, stream)
+                stream.write(data)
             self._fs.move(temp, path)  # object stores: the final object appears whole
         except BaseException:
             with contextlib.suppress(OSError):
@@ -250,6 +335,63 @@ class ParquetArchive:
         # written without an Avro schema may differ in their inferred column types.
         with self._fs.open_input_file(path) as handle:
             return pq.read_table(handle, columns=columns)
+
+
+def _table(alerts: Sequence[Mapping[str, Any]], arrow_schema: pa.Schema | None) -> pa.Table:
+    """The alerts as a table with the given schema, else as close to it as the data allow.
+
+    Values that do not fit the schema (a field of a type other than the schema says)
+    never stop the archive: such a column is inferred from its values instead, and a
+    column whose values have no common type is kept as JSON text.
+    """
+    try:
+        return alerts_to_table(alerts, arrow_schema=arrow_schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError,
+            TypeError, ValueError, OverflowError):  # fmt: skip
+        pass
+    names: dict[str, None] = {}
+    if arrow_schema is not None:
+        names.update((name, None) for name in arrow_schema.names)
+    for alert in alerts:
+        names.update((k, None) for k in alert if k not in names)
+    columns, fields = [], []
+    for name in names:
+        values = [alert.get(name) for alert in alerts]
+        wanted = None
+        if arrow_schema is not None and arrow_schema.get_field_index(name) >= 0:
+            wanted = arrow_schema.field(name).type
+        column = None
+        for kind in (wanted, None) if wanted is not None else (None,):
+            try:
+                column = pa.array(values, type=kind)
+                break
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError,
+                    TypeError, ValueError, OverflowError):  # fmt: skip
+                continue
+        if column is None:
+            column = pa.array(
+                [None if v is None else json.dumps(v, default=_json_default) for v in values],
+                pa.string(),
+            )
+        columns.append(column)
+        fields.append(pa.field(name, column.type))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _with_kafka_columns(

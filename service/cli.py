@@ -27,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The process's file-creation mask (group may read, others get nothing).
+UMASK = 0o027
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one sub-command and return its exit code (2 for usage and configuration errors)."""
     # MLflow 3 phones home unless told not to; a service on a closed network must not try.
@@ -38,7 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
-    return int(func(args) or 0)
+    # Labels, the archive, mlflow.db and the embedded Redis are nobody else's business:
+    # files 0640, directories 0750, whatever umask the process was started with
+    # (restored on return, for callers that run a command in their own process).
+    previous = os.umask(UMASK)
+    try:
+        return int(func(args) or 0)
+    finally:
+        os.umask(previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

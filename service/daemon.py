@@ -20,7 +20,7 @@ from typing import Any
 
 from service.config import Settings
 from service.pipeline import REDIS_ERRORS, Pipeline
-from service.retry import StopRequested, retry_until_stopped
+from service.retry import ExponentialBackoff, StopRequested, retry_until_stopped
 from service.scoring import QueuePolicy, Scorer
 from service.telemetry import Telemetry
 
@@ -30,7 +30,15 @@ ROLES = ("all", "consumer", "trainer")
 
 
 class StartupError(RuntimeError):
-    """A part the service needs is missing or unreachable at start (exit code 2)."""
+    """The settings cannot work: a part is missing or refuses them (exit code 2).
+
+    Only configuration errors: a dependency that does not answer yet is waited for
+    (`Unreachable`), with readiness saying so.
+    """
+
+
+class Unreachable(RuntimeError):
+    """A dependency does not answer at start: waited for, never fatal."""
 
 
 @dataclass
@@ -49,13 +57,43 @@ class Parts:
     context: Any
 
 
+#: Waits between two attempts to reach a dependency at start.
+STARTUP_BACKOFF = ExponentialBackoff(base=0.5, cap=10.0)
+#: Seconds before a model version that failed to load is tried again.
+MODEL_RETRY_S = 30.0
+#: Seconds the trainer waits after a failed step.
+TRAINER_RETRY_S = 5.0
+
+
+def _refused(error: BaseException | None) -> bool:
+    """Whether Redis answered but refused the settings (a wrong password: configuration)."""
+    import redis
+
+    if isinstance(error, redis.AuthenticationError | redis.AuthenticationWrongNumberOfArgsError):
+        return True
+    text = str(error or "")
+    return isinstance(error, redis.ResponseError) and any(
+        word in text for word in ("WRONGPASS", "NOAUTH", "invalid password", "invalid username")
+    )
+
+
 def consumer_name() -> str:
     """A stable name per replica (pod or host + pid), for the labels consumer group and logs."""
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def build_parts(settings: Settings) -> Parts:
-    """Connect to Redis and MLflow and build the stores; raises StartupError with the fix."""
+def build_parts(
+    settings: Settings,
+    *,
+    stop: threading.Event | None = None,
+    telemetry: Telemetry | None = None,
+) -> Parts:
+    """Connect to Redis and build the stores; raises StartupError with the fix.
+
+    With ``stop``, an unreachable Redis is waited for (reported in ``telemetry``'s
+    health as ``redis``) until it answers or ``stop`` is set (``StopRequested``);
+    without, it is a StartupError at once.
+    """
     from finkvra.context import make_context
     from finkvra.dust import make_dust
     from finkvra.tracking import Tracker
@@ -67,10 +105,21 @@ def build_parts(settings: Settings) -> Parts:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.redis_url.get_secret_value() if settings.redis_url else None
-    try:
-        client = connect_and_ping(url, settings.data_dir)
-    except RedisUnavailable as exc:
-        raise StartupError(str(exc)) from exc
+
+    def connect() -> Any:
+        try:
+            return connect_and_ping(url, settings.data_dir)
+        except ValueError as exc:  # a URL redis-py cannot parse
+            raise StartupError(f"FINKVRA_REDIS_URL is not a usable Redis URL: {exc}") from None
+        except RedisUnavailable as exc:
+            if url is None or stop is None or _refused(exc.__cause__):
+                raise StartupError(str(exc)) from exc
+            raise Unreachable(str(exc)) from exc
+
+    client = retry_until_stopped(
+        connect, part="redis", errors=(Unreachable,), stop=stop or threading.Event(),
+        telemetry=telemetry, backoff=STARTUP_BACKOFF,
+    )  # fmt: skip
     queue = LabelQueue(
         client,
         prefix=settings.queue_prefix,
@@ -79,7 +128,7 @@ def build_parts(settings: Settings) -> Parts:
     )
     tracker = Tracker(settings.mlflow_tracking_uri)
     publisher = ModelPublisher(client, settings.queue_prefix)
-    models = ModelSet(tracker, publisher)
+    models = ModelSet(tracker, publisher, retry_s=MODEL_RETRY_S)
     dust = make_dust(getattr(settings, "dust", "auto"), sfd_dir=settings.sfd_dir)
     token = settings.lasair_token.get_secret_value() if settings.lasair_token else None
     context = make_context(settings.context_provider, lasair_token=token)
@@ -120,15 +169,29 @@ class Service:
         self.source: Any = None
         self.pipeline: Pipeline | None = None
         self.trainer: Any = None
+        self._reported_failures: dict[str, int] = {}
+        self._rescore_pending = False
 
     # ---------------------------------------------------------------- set-up
 
     def start(self) -> None:
-        """Build every part (raises StartupError); no thread is started yet."""
+        """Build every part; no thread is started yet.
+
+        Raises StartupError for settings that cannot work; waits for dependencies that
+        do not answer yet (readiness says which), raising StopRequested if stopped meanwhile.
+        """
         s = self.settings
-        self.parts = build_parts(s)
+        health = self.telemetry.health
+        health.set_ready("started", False)
+        self.parts = build_parts(s, stop=self.stop, telemetry=self.telemetry)
         if self.role in ("all", "consumer"):
-            self.source = self.source_factory(s)
+            self.source = retry_until_stopped(
+                lambda: self.source_factory(s), part="kafka", errors=(Unreachable,),
+                stop=self.stop, telemetry=self.telemetry, backoff=STARTUP_BACKOFF,
+            )  # fmt: skip
+            removed = self.parts.archive.remove_stale_temporaries()
+            if removed:
+                log.warning("removed %d temporary archive file(s) left by a killed writer", removed)
             self.pipeline = Pipeline(
                 archive=self.parts.archive,
                 queue=self.parts.queue,
@@ -155,6 +218,7 @@ class Service:
                 context=self.parts.context,
                 telemetry=self.telemetry,
             )
+        health.set_ready("started", True)
 
     def _current_learners(self) -> tuple[dict[str, Any], dict[str, int]]:
         models = self.parts.models  # type: ignore[union-attr]
@@ -165,7 +229,10 @@ class Service:
     def run(self) -> int:
         """Run until stopped; returns the process exit code."""
         if self.parts is None:
-            self.start()
+            try:
+                self.start()
+            except StopRequested:
+                return 0
         trainer_thread = None
         if self.trainer is not None and self.source is not None:
             trainer_thread = threading.Thread(target=self._trainer_loop, name="trainer", daemon=True)
@@ -193,7 +260,7 @@ class Service:
                 batch = self.source.poll_batch()
                 # After the poll, so that a version published while the batch filled up
                 # already scores it (a batch window sooner than before the poll).
-                self._refresh_models()
+                self._refresh_models_safely()
                 if batch.alerts or batch.dead:
                     result = self.pipeline.process(batch)  # type: ignore[union-attr]
                     self._commit(batch)
@@ -226,6 +293,30 @@ class Service:
         except Exception as exc:
             log.debug("could not read consumer lag or queue size: %s", exc)
 
+    def _refresh_models_safely(self) -> None:
+        """`_refresh_models`, never fatal: the batch is scored with the models in hand."""
+        try:
+            self._refresh_models()
+        except StopRequested:
+            raise
+        except Exception as exc:
+            log.exception("model refresh failed; scoring with the versions in hand")
+            self.telemetry.health.set_problem("models", f"refresh failed: {type(exc).__name__}: {exc}")
+        else:
+            self.telemetry.health.set_problem("models", None)
+
+    def _report_model_failures(self) -> None:
+        """Each model whose published version cannot be loaded, in /readyz and /metrics."""
+        models = self.parts.models  # type: ignore[union-attr]
+        health = self.telemetry.health
+        for name in set(models.failures) | set(self._reported_failures):
+            health.set_problem(f"model:{name}", models.failures.get(name))
+            failed = models.load_failures.get(name, 0)
+            new = failed - self._reported_failures.get(name, 0)
+            if new > 0:
+                self.telemetry.model_load_failures.labels(model=name).inc(new)
+            self._reported_failures[name] = failed
+
     def _refresh_models(self) -> None:
         """Hot-reload new model versions, and re-score the queue once per version (one replica)."""
         models = self.parts.models  # type: ignore[union-attr]
@@ -234,16 +325,24 @@ class Service:
         )
         for name, version in models.versions.items():
             self.telemetry.model_version.labels(model=name).set(version)
+        self._report_model_failures()
         if changed:
             log.info("model versions now %s", dict(models.versions))
+            self._rescore_pending = True
+        if self._rescore_pending:  # until one re-score went through (it may fail)
             self._rescore_queue()
+            self._rescore_pending = False
 
     def _rescore_queue(self) -> None:
         parts = self.parts
         assert parts is not None and self.pipeline is not None
         tag = ",".join(f"{m}={v}" for m, v in sorted(parts.models.versions.items()))
         lock = f"{self.settings.queue_prefix}:rescore:{tag}"
-        if not parts.redis.set(lock, consumer_name(), nx=True, ex=3600):
+        locked = retry_until_stopped(
+            lambda: parts.redis.set(lock, consumer_name(), nx=True, ex=3600),
+            part="redis", errors=REDIS_ERRORS, stop=self.stop, telemetry=self.telemetry,
+        )  # fmt: skip
+        if not locked:
             return  # another replica re-scores for this version
         import numpy as np
         import pandas as pd
@@ -277,10 +376,15 @@ class Service:
                 )
             except StopRequested:
                 break
-            except Exception:
-                # A trainer bug must not take the consumer down with it: log, wait, go on.
-                log.exception("trainer step failed; retrying in 5 s")
-                self.stop.wait(5)
+            except Exception as exc:
+                # Nothing the trainer meets (a full disk, a read-only MLflow store, a bug)
+                # takes the consumer down: report it in /readyz and /metrics, wait, go on.
+                log.exception("trainer step failed; retrying in %.0f s", TRAINER_RETRY_S)
+                health.set_problem("trainer", f"step failed: {type(exc).__name__}: {exc}")
+                self.telemetry.trainer_failures.inc()
+                self.stop.wait(TRAINER_RETRY_S)
+            else:
+                health.set_problem("trainer", None)
 
 
 def _label_store(settings: Settings) -> Any:
@@ -306,7 +410,7 @@ def default_source(settings: Settings) -> Any:
     try:
         exists = topic_exists(config, settings.kafka_topic)
     except KafkaException as exc:
-        raise StartupError(
+        raise Unreachable(
             f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}. "
             "Check FINKVRA_KAFKA_BOOTSTRAP and the network"
         ) from exc
@@ -342,4 +446,4 @@ def signals_stop(service: Service) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-__all__ = ["ROLES", "Service", "StartupError", "build_parts", "signals_stop"]
+__all__ = ["ROLES", "Service", "StartupError", "Unreachable", "build_parts", "signals_stop"]

@@ -5,21 +5,35 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.secrets import redact
 from service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
 
 class HealthServer:
-    """Serve the telemetry of one process in a daemon thread; ``port=0`` picks a free port."""
+    """Serve the telemetry of one process in a daemon thread; ``port=0`` picks a free port.
 
-    def __init__(self, telemetry: Telemetry, host: str = "0.0.0.0", port: int = 8080) -> None:
+    ``host`` defaults to the loopback interface (the ``http_host`` setting's default):
+    containers and Kubernetes set ``0.0.0.0`` explicitly. ``secrets`` are redacted from
+    every answer (problem messages may quote a URL or an error with one in it).
+    """
+
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        secrets: Iterable[str] = (),
+    ) -> None:
         self.telemetry = telemetry
-        handler = _make_handler(telemetry)
+        handler = _make_handler(telemetry, list(secrets))
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
@@ -30,7 +44,8 @@ class HealthServer:
 
     def start(self) -> HealthServer:
         self._thread.start()
-        log.info("health and metrics on port %d", self.port)
+        host = self._server.server_address[0]
+        log.info("health and metrics on http://%s:%d", host, self.port)
         return self
 
     def stop(self) -> None:
@@ -38,7 +53,7 @@ class HealthServer:
         self._server.server_close()
 
 
-def _make_handler(telemetry: Telemetry) -> type[BaseHTTPRequestHandler]:
+def _make_handler(telemetry: Telemetry, secrets: list[str]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             path = self.path.split("?", 1)[0]
@@ -52,6 +67,8 @@ def _make_handler(telemetry: Telemetry) -> type[BaseHTTPRequestHandler]:
                 self._send(404, b'{"error": "not found"}', "application/json")
 
         def _send(self, status: int, body: bytes, content_type: str) -> None:
+            if secrets:
+                body = redact(body.decode("utf-8", "replace"), secrets).encode()
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))

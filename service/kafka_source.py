@@ -63,9 +63,6 @@ REBALANCE_ERRORS = frozenset(
     }
 )
 
-#: Config keys whose values never reach a log line.
-SECRET_KEYS = frozenset({"sasl.password", "ssl.key.password", "sasl.oauthbearer.client.secret"})
-
 #: The longest single blocking call, so that Python signal handlers run between calls.
 MAX_BLOCK_S = 1.0
 
@@ -81,6 +78,9 @@ class Record:
     timestamp: int | None
     #: The Avro schema of the message's key, shared by every record with the same key.
     schema: dict[str, Any] | None = None
+    #: The message as it came, for the dead-letter store should the alert prove unusable.
+    key: bytes | None = None
+    value: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,16 +154,11 @@ def consumer_config(
 
 
 def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of a librdkafka config safe to log: secrets masked, callables named."""
-    shown: dict[str, Any] = {}
-    for key, value in config.items():
-        if key in SECRET_KEYS or "password" in key or "secret" in key:
-            shown[key] = "***"
-        elif callable(value) or isinstance(value, logging.Logger):
-            shown[key] = f"<{type(value).__name__}>"
-        else:
-            shown[key] = value
-    return shown
+    """A copy of a librdkafka config safe to log (`service.secrets.masked`: librdkafka's
+    sensitive options masked, callables named)."""
+    from service.secrets import masked
+
+    return masked(config)
 
 
 def topic_exists(config: Mapping[str, Any], topic: str, timeout: float = 10.0) -> bool:
@@ -348,7 +343,9 @@ class KafkaSource:
                 continue
             kind, stamp = message.timestamp()
             timestamp = None if kind == TIMESTAMP_NOT_AVAILABLE else stamp
-            batch.alerts.append(Record(alert, topic, partition, offset, timestamp, schema))
+            batch.alerts.append(
+                Record(alert, topic, partition, offset, timestamp, schema, key, value)
+            )
         self.consumed += len(batch)
         self.dead += len(batch.dead)
         return batch

@@ -16,22 +16,36 @@ It lives in ``<data dir>/labels/``:
 ``prequential.jsonl``
     The prediction each model version made for a label *before* learning it:
     ``event_id``, ``model``, ``version``, ``candid``, ``y``, ``p1``, ``timestamp``.
+``rejected.jsonl``
+    Stream entries that are not label events (malformed fields): ``stream_id``,
+    ``fields`` (as received), ``reason``, ``timestamp``. They are acknowledged, so
+    they are kept here for the operator rather than redelivered forever.
 
 Every append is flushed and fsynced before it returns, so a caller may acknowledge the
 transport afterwards. An event whose id is already stored is skipped, which makes
-redelivery after a crash (append done, ack not) harmless. A line torn by a crash
-mid-write was never acknowledged; the writer cuts it off when it opens the store.
+redelivery after a crash (append done, ack not) harmless. An append that fails (a
+full disk) is cut back, so the file is left as it was. A record torn anyway (a crash
+mid-write, a disk that failed under an older version) was never acknowledged, so the
+stream delivers it again: the writer moves such lines to ``<file>.torn`` when it opens
+the store (a reader skips them), keeping any whole record found inside one.
+
+The effective label of a candid is its latest event in the order the labels stream
+received them (the Redis stream id), the order in which Redis itself applied them, so
+that the store and the queue agree whatever the labellers' clocks say.
 
 One process writes (the trainer); others may open the store read-only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
+import logging
 import math
 import os
+import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +64,6 @@ __all__ = [
     "ImportReport",
     "ImportRow",
     "LabelStore",
-    "LabelStoreError",
     "features_from_json",
     "features_to_json",
     "import_id",
@@ -61,6 +74,9 @@ __all__ = [
 LABELS_FILE = "labels.jsonl"
 FEATURES_FILE = "features.jsonl"
 PREQUENTIAL_FILE = "prequential.jsonl"
+REJECTED_FILE = "rejected.jsonl"
+#: A Redis stream id: ``<milliseconds>-<sequence>``.
+_STREAM_ID = re.compile(r"^(\d+)-(\d+)$")
 
 #: Kinds of label event; an ``undo`` removes the candid's label.
 EVENT_KINDS: tuple[str, ...] = ("label", "correction", "undo")
@@ -70,9 +86,7 @@ EFFECTIVE_COLUMNS: tuple[str, ...] = ("candid", "objectId", "label", "labeller",
 #: Columns a prototype ``labeled.csv`` must have (``objectId`` is optional).
 CSV_REQUIRED: tuple[str, ...] = ("candid", "label", "timestamp")
 
-
-class LabelStoreError(ValueError):
-    """The store's files cannot be read as written (edited by hand, another format)."""
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- values
@@ -266,6 +280,7 @@ class LabelStore:
         self._predictions: list[dict[str, Any]] = []
         self._predicted: set[tuple[str, str]] = set()
         self._effective: pd.DataFrame | None = None
+        self._rejected: dict[str, dict[str, Any]] = {}
         for record in self._read(LABELS_FILE):
             self._remember(record)
         for record in self._read(FEATURES_FILE):
@@ -273,6 +288,8 @@ class LabelStore:
         for record in self._read(PREQUENTIAL_FILE):
             self._predictions.append(record)
             self._predicted.add((record["event_id"], record["model"]))
+        for record in self._read(REJECTED_FILE):
+            self._rejected[str(record["stream_id"])] = record
 
     def __repr__(self) -> str:
         return f"LabelStore({str(self.root)!r}, events={len(self._events)})"
@@ -382,6 +399,26 @@ class LabelStore:
                 self._predicted.add((record["event_id"], record["model"]))
         return len(records)
 
+    def append_rejected(self, stream_id: str, fields: Mapping[str, Any], reason: str) -> bool:
+        """Record a stream entry that is not a label event, with why; False if known."""
+        stream_id = str(stream_id)
+        if stream_id in self._rejected:
+            return False
+        record = {
+            "stream_id": stream_id,
+            "fields": {str(k): _plain_value(v) for k, v in fields.items()},
+            "reason": str(reason),
+            "timestamp": normalise_timestamp(pd.Timestamp.now(tz="UTC")),
+        }
+        with self._lock:
+            self._write(REJECTED_FILE, [record])
+            self._rejected[stream_id] = record
+        return True
+
+    def rejected(self) -> list[dict[str, Any]]:
+        """The stream entries refused as label events, in the order refused."""
+        return [dict(r) for r in self._rejected.values()]
+
     def has_prediction(self, event_id: str, model: str) -> bool:
         """Whether a prequential prediction of this label by this model is stored."""
         return (str(event_id), str(model)) in self._predicted
@@ -397,8 +434,9 @@ class LabelStore:
     def effective_labels(self) -> pd.DataFrame:
         """One row per labelled candid: its latest label or correction; undone ones drop.
 
-        "Latest" is by timestamp, then by order of arrival, so an old label imported
-        after a newer one does not override it.
+        "Latest" is by arrival in the labels stream (the stream id), as Redis applied
+        them, not by the labeller's clock. Imported labels (no stream id) are placed by
+        their timestamp, so an old label imported after a newer one does not override it.
         """
         if self._effective is None:
             self._effective = self._compute_effective()
@@ -413,6 +451,13 @@ class LabelStore:
         )
         frame["_order"] = np.arange(len(frame))
         frame = frame.sort_values(["timestamp", "_order"], kind="stable")
+        # Stream events take the places the timestamps give the stream events as a whole,
+        # in arrival order: a labeller's clock decides nothing between two of them.
+        arrival = [_arrival(e) for e in self._events]
+        order = frame["_order"].to_numpy().copy()
+        slots = [i for i, o in enumerate(order) if arrival[o] is not None]
+        order[slots] = sorted((order[i] for i in slots), key=lambda o: (arrival[o], o))
+        frame = frame.set_index("_order", drop=False).loc[order]
         latest = frame.drop_duplicates("candid", keep="last")
         latest = latest[latest["kind"] != "undo"].sort_values("candid", kind="stable")
         result = latest[list(EFFECTIVE_COLUMNS)].reset_index(drop=True)
@@ -553,32 +598,102 @@ class LabelStore:
             return
         if self.readonly:
             raise PermissionError(f"{self.root} was opened read-only")
-        text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
-        with open(self.root / name, "a", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        data = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records).encode()
+        # Unbuffered: a buffered file would try to write what it still holds when it is
+        # closed after a failure, after the cut below, tearing the file after all.
+        fd = os.open(self.root / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            size = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except BaseException:
+                # A full disk mid-write: cut the partial record off, so that the file
+                # is as it was and the next append does not glue onto half a line.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                    os.fsync(fd)
+                raise
+        finally:
+            os.close(fd)
 
     def _read(self, name: str) -> list[dict[str, Any]]:
         path = self.root / name
         if not path.exists():
             return []
         data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            # A line torn by a crash mid-append: never fsynced whole, never acknowledged.
-            cut = data.rfind(b"\n") + 1
-            data = data[:cut]
-            if not self.readonly:
-                with open(path, "r+b") as handle:
-                    handle.truncate(cut)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-        records = []
-        for line_no, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        records: list[dict[str, Any]] = []
+        good: list[bytes] = []
+        torn: list[bytes] = []
+        for line in data.splitlines(keepends=True):
             if not line.strip():
                 continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise LabelStoreError(f"{path}:{line_no}: not a JSON record ({error})") from None
+            record = _parse_line(line) if line.endswith(b"\n") else None
+            if record is None:
+                torn.append(line)
+                salvaged = _salvage(line)
+                if salvaged is None:
+                    continue
+                record, line = salvaged
+            records.append(record)
+            good.append(line)
+        if torn:
+            self._set_aside(path, good, torn)
         return records
+
+    def _set_aside(self, path: Path, good: list[bytes], torn: list[bytes]) -> None:
+        """Move torn lines out of ``path`` (to ``<path>.torn``), keeping the good ones."""
+        log.warning(
+            "%s: %d torn record(s) %s (never acknowledged: the labels stream delivers them "
+            "again)", path, len(torn),
+            "skipped" if self.readonly else f"moved to {path.name}.torn",
+        )  # fmt: skip
+        if self.readonly:
+            return
+        with open(path.with_name(path.name + ".torn"), "ab") as handle:
+            handle.write(b"".join(line if line.endswith(b"\n") else line + b"\n" for line in torn))
+            handle.flush()
+            os.fsync(handle.fileno())
+        temp = path.with_name(f".{path.name}.tmp")
+        with open(temp, "wb") as handle:
+            handle.write(b"".join(good))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+
+
+def _parse_line(line: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _salvage(line: bytes) -> tuple[dict[str, Any], bytes] | None:
+    """A whole record at the end of a torn line (half a record, then a good one)."""
+    if not line.endswith(b"\n"):
+        return None
+    start = line.rfind(b'{"', 0, len(line) - 1)
+    while start > 0:
+        record = _parse_line(line[start:])
+        if record is not None:
+            return record, line[start:]
+        start = line.rfind(b'{"', 0, start)
+    return None
+
+
+def _arrival(event: Mapping[str, Any]) -> tuple[int, int] | None:
+    """An event's place in the labels stream (its id), or None (imports)."""
+    match = _STREAM_ID.match(str(event.get("stream_id", "")))
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _plain_value(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)

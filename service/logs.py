@@ -8,6 +8,8 @@ import sys
 import time
 from collections.abc import Iterable
 
+from service.secrets import redact
+
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
@@ -23,30 +25,43 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         payload.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
-        if record.exc_info:
+        if record.exc_text:  # already formatted (and redacted) by `RedactSecrets`
+            payload["exception"] = record.exc_text
+        elif record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
         return json.dumps(payload, default=str)
 
 
 class RedactSecrets(logging.Filter):
-    """Replace every known secret value by ``***`` in messages, arguments and exceptions."""
+    """Replace every known secret value by ``***`` in messages, arguments, ``extra=``
+    fields and tracebacks (`service.secrets.redact`).
+
+    The traceback is formatted here, redacted, and kept as ``exc_text``, which both
+    formatters print: a log line never loses its traceback to the redaction.
+    """
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
         self.secrets = sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True)
 
     def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, self.secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
             record.msg = self.redact(record.getMessage())
             record.args = None
+            for name, value in list(vars(record).items()):
+                if name not in _STANDARD and isinstance(value, str):
+                    setattr(record, name, self.redact(value))
             if record.exc_info and record.exc_info[1] is not None:
-                record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+                text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+                record.exc_text = self.redact(text)
                 record.exc_info = None
+            elif record.exc_text:
+                record.exc_text = self.redact(record.exc_text)
+            if record.stack_info:
+                record.stack_info = self.redact(record.stack_info)
         return True
 
 

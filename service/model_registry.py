@@ -6,16 +6,23 @@ Redis, beside the queue:
 
 ``<prefix>:models``
     HASH model name → version number (the published versions).
+``<prefix>:model-digests``
+    HASH model name → SHA-256 of the published version's model artifacts: a replica
+    refuses a model whose artifacts do not match (changed in the store since training).
 ``<prefix>:model-events``
     STREAM of publications (``model``, ``version``, ``previous``, ``published_at``), for
     whoever wants to react at once (re-scoring the queue) or audit the history.
 
 A replica calls `ModelSet.refresh` on each tick: one HGETALL, and a load from MLflow only
-when a version changed.
+when a version changed. A version that cannot be loaded (not in MLflow, MLflow down,
+artifacts not matching the digest) never stops a replica: it keeps scoring with the
+version in hand, reports the failure (`ModelSet.failures`) and tries again later.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -24,10 +31,13 @@ import redis
 
 __all__ = ["ModelPublisher", "ModelSet", "VersionLoader"]
 
+log = logging.getLogger(__name__)
+
 #: Publications kept in the events stream (approximately: XADD MAXLEN ~).
 EVENTS_MAXLEN = 10_000
 
-# KEYS: models hash, events stream. ARGV: model, version, published_at, force ('1'/'0'), maxlen.
+# KEYS: models hash, events stream, digests hash.
+# ARGV: model, version, published_at, force ('1'/'0'), maxlen, digest ('' = none).
 # One script, so the hash and the stream never disagree, and a version never goes back
 # unless forced (a restarted trainer republishing an old version must not win).
 _LUA_PUBLISH = """
@@ -37,6 +47,8 @@ if previous and ARGV[4] ~= '1' and tonumber(previous) >= version then
   return {0, previous}
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], ARGV[1], ARGV[6])
+else redis.call('HDEL', KEYS[3], ARGV[1]) end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'model', ARGV[1],
   'version', ARGV[2], 'previous', previous or '', 'published_at', ARGV[3])
 return {1, id}
@@ -76,24 +88,42 @@ class ModelPublisher:
     def events_key(self) -> str:
         return f"{self.prefix}:model-events"
 
-    def publish(self, model_name: str, version: int, *, force: bool = False) -> bool:
+    @property
+    def digests_key(self) -> str:
+        return f"{self.prefix}:model-digests"
+
+    def publish(
+        self, model_name: str, version: int, *, force: bool = False, digest: str | None = None
+    ) -> bool:
         """Make ``version`` the live version of ``model_name``; False if it was not newer.
 
         ``force=True`` also publishes an older version (an operator's rollback).
+        ``digest`` is the SHA-256 of its artifacts (`finkvra.tracking.model_digest`).
         """
         version = int(version)
         if version < 1:
             raise ValueError(f"model versions start at 1, got {version}")
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         reply = self._publish(
-            keys=[self.models_key, self.events_key],
-            args=[str(model_name), version, now, "1" if force else "0", EVENTS_MAXLEN],
+            keys=[self.models_key, self.events_key, self.digests_key],
+            args=[
+                str(model_name),
+                version,
+                now,
+                "1" if force else "0",
+                EVENTS_MAXLEN,
+                digest or "",
+            ],
         )
         return bool(int(reply[0]))
 
     def current(self) -> dict[str, int]:
         """The published version of each model (empty before the first model)."""
         return {_text(k): int(_text(v)) for k, v in self.client.hgetall(self.models_key).items()}
+
+    def digests(self) -> dict[str, str]:
+        """The artifact digest published with each model's live version (where known)."""
+        return {_text(k): _text(v) for k, v in self.client.hgetall(self.digests_key).items()}
 
     def events(self, count: int = 100) -> list[dict[str, str]]:
         """The latest publications, oldest first."""
@@ -107,7 +137,9 @@ class ModelPublisher:
 class VersionLoader(Protocol):
     """What `ModelSet` needs of `finkvra.tracking.Tracker`."""
 
-    def load_version(self, model_name: str, version: int | None = None) -> tuple[Any, int]: ...
+    def load_version(
+        self, model_name: str, version: int | None = None, *, digest: str | None = None
+    ) -> tuple[Any, int]: ...
 
 
 class ModelSet:
@@ -121,6 +153,11 @@ class ModelSet:
         Where the live versions are read.
     models
         Only follow these models (default: every published one).
+    retry_s
+        Seconds before a version that failed to load is tried again.
+
+    ``failures`` maps each model whose published version could not be loaded to why;
+    ``load_failures`` counts the failed attempts per model.
     """
 
     def __init__(
@@ -128,34 +165,72 @@ class ModelSet:
         tracker: VersionLoader,
         publisher: ModelPublisher,
         models: Iterable[str] | None = None,
+        *,
+        retry_s: float = 30.0,
     ) -> None:
         self.tracker = tracker
         self.publisher = publisher
         self.models = None if models is None else tuple(models)
+        self.retry_s = float(retry_s)
         self.learners: dict[str, Any] = {}
         self.versions: dict[str, int] = {}
+        self.failures: dict[str, str] = {}
+        self.load_failures: dict[str, int] = {}
+        self._next_try: dict[tuple[str, int], float] = {}
 
     def __repr__(self) -> str:
-        return f"ModelSet(versions={self.versions!r})"
+        return f"ModelSet(versions={self.versions!r}, failures={self.failures!r})"
 
     def refresh(self) -> bool:
         """Load every model whose published version changed; whether anything did.
 
-        One HGETALL when nothing changed. A model that fails to load raises, leaving
-        the models loaded so far (and the old version of the failing one) in place, so
-        the next refresh retries it.
+        One HGETALL when nothing changed (two when something did: the digests). A model
+        that fails to load keeps its old version (see `apply`); Redis errors raise.
         """
-        return self.apply(self.publisher.current())
+        published = self.publisher.current()
+        wanted = {m: v for m, v in published.items() if self.versions.get(m) != int(v)}
+        digests = self.publisher.digests() if wanted else {}
+        return self.apply(published, digests)
 
-    def apply(self, published: Mapping[str, int]) -> bool:
-        """Bring the set to these versions (what `refresh` does with the published ones)."""
+    def apply(self, published: Mapping[str, int], digests: Mapping[str, str] | None = None) -> bool:
+        """Bring the set to these versions (what `refresh` does with the published ones).
+
+        A version that does not load (any error: missing in MLflow, MLflow unreachable,
+        artifacts not matching ``digests[model]``) is recorded in ``failures``, the model
+        keeps the version in hand, and the load is tried again after ``retry_s``.
+        """
         changed = False
+        now = time.monotonic()
+        for model in [m for m in self.failures if m not in published]:
+            del self.failures[model]  # the operator withdrew the version that failed
         for model, version in sorted(published.items()):
             if self.models is not None and model not in self.models:
                 continue
-            if self.versions.get(model) == int(version):
+            version = int(version)
+            if self.versions.get(model) == version:
+                self.failures.pop(model, None)
                 continue
-            learner, loaded = self.tracker.load_version(model, int(version))
+            if self._next_try.get((model, version), 0.0) > now:
+                continue
+            digest = (digests or {}).get(model)
+            try:
+                if digest:
+                    learner, loaded = self.tracker.load_version(model, version, digest=digest)
+                else:
+                    learner, loaded = self.tracker.load_version(model, version)
+            except Exception as exc:
+                self._next_try[(model, version)] = now + self.retry_s
+                self.load_failures[model] = self.load_failures.get(model, 0) + 1
+                in_hand = self.versions.get(model)
+                self.failures[model] = (
+                    f"version {version} cannot be loaded ({type(exc).__name__}: {exc}); scoring "
+                    f"with {'version ' + str(in_hand) if in_hand else 'no model (cold start)'}, "
+                    f"next try in {self.retry_s:.0f} s"
+                )
+                log.warning("model %s: %s", model, self.failures[model])
+                continue
+            self._next_try.pop((model, version), None)
+            self.failures.pop(model, None)
             self.learners[model] = learner
             self.versions[model] = int(loaded)
             changed = True

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +23,9 @@ import redis
 
 from finkvra.features import FEATURE_COLUMNS, make_features
 from finkvra.lightcurve import compact_lightcurve, fink_url, lasair_url
-from service.retry import retry_until_stopped
+from finkvra.validation import alert_problem
+from service.queue import _priority_text
+from service.retry import StopRequested, retry_until_stopped
 from service.scoring import QueuePolicy, Scorer, Scores
 from service.telemetry import Telemetry
 
@@ -36,6 +38,40 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.BusyLoadingError,
 )
 ARCHIVE_ERRORS: tuple[type[BaseException], ...] = (OSError,)
+
+
+#: What is never a data error: a stop request, and the outages retried where they occur.
+_NOT_DATA: tuple[type[BaseException], ...] = (StopRequested, *REDIS_ERRORS)
+
+
+@dataclass
+class _Work:
+    """A batch computed and checked, ready to be written (see `Pipeline._compute`)."""
+
+    records: list[Any]
+    files: list[tuple[Any, int]]
+    items: list[Any]
+    eligible: int
+    cold: bool
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _schema_runs(records: Sequence[Any]) -> Iterator[list[Any]]:
+    """Consecutive records with one schema (same object, or equal: compared only on change)."""
+    run: list[Any] = []
+    for record in records:
+        schema = getattr(record, "schema", None)
+        if run:
+            previous = getattr(run[-1], "schema", None)
+            if not (schema is previous or schema == previous):
+                yield run
+                run = []
+        run.append(record)
+    if run:
+        yield run
 
 
 @dataclass
@@ -95,31 +131,21 @@ class Pipeline:
     # ------------------------------------------------------------------ steps
 
     def process(self, batch: Any) -> BatchResult:
-        """Archive and queue one batch; returns only when both are durable (or raises)."""
+        """Archive and queue one batch; returns only when both are durable (or raises).
+
+        Whatever one alert does wrong (a field out of range, a value that breaks the
+        features, the archive or the queue) sends that alert, and only it, to the
+        dead-letter store with the reason; the rest of the batch goes on. Only a stop
+        request (``StopRequested``, the batch is then replayed) leaves this method.
+        """
         started = time.perf_counter()
-        result = BatchResult(consumed=len(batch.alerts) + len(batch.dead), dead=len(batch.dead))
+        result = BatchResult(consumed=len(batch.alerts) + len(batch.dead), dead=0)
         for dead in batch.dead:
-            self._retry(lambda d=dead: self.deadletters.put(
-                d.topic, d.partition, d.offset, d.key, d.value, d.error
-            ), "deadletter", ARCHIVE_ERRORS)
-            log.warning(
-                "dead-lettered %s[%s]@%s: %s", dead.topic, dead.partition, dead.offset, dead.error,
-                extra={"topic": dead.topic, "partition": dead.partition, "offset": dead.offset},
-            )
-        records = self._unique(batch.alerts, result)
+            self._dead_letter(dead.topic, dead.partition, dead.offset, dead.key, dead.value,
+                              dead.error, result)  # fmt: skip
+        records = self._unique(self._valid(batch.alerts, result), result)
         if records:
-            alerts = [record.alert for record in records]
-            X, meta = make_features(alerts, dust=self.dust, context=self.context)
-            learners, versions = self.learners()
-            scores = self.scorer.score(X, learners, versions)
-            admitted = self.policy.admit(X["ndets"].to_numpy(), scores.priority)
-            result.eligible = int((X["ndets"].to_numpy() > 0).sum())
-            result.cold = scores.cold
-            self._archive(records, result)
-            items = self.queue_items(alerts, X, meta, scores, admitted)
-            if items:
-                pushed = self._retry(lambda: self.queue.push(items), "redis", REDIS_ERRORS)
-                result.queued = int(getattr(pushed, "added", 0)) + int(getattr(pushed, "replaced", 0))
+            self._isolated(records, result)
         result.seconds = time.perf_counter() - started
         t = self.telemetry
         t.consumed.inc(result.consumed)
@@ -128,6 +154,174 @@ class Pipeline:
         t.dead_lettered.inc(result.dead)
         t.batch_latency.observe(result.seconds)
         return result
+
+    # ------------------------------------------------------------------ isolation
+
+    def _valid(self, records: Sequence[Any], result: BatchResult) -> list[Any]:
+        """The records whose alert passes `alert_problem`; the others are dead-lettered."""
+        valid = []
+        for record in records:
+            problem = alert_problem(record.alert)
+            if problem is None:
+                valid.append(record)
+            else:
+                self._dead_letter_record(record, f"invalid alert: {problem}", result)
+        return valid
+
+    def _isolated(self, records: list[Any], result: BatchResult) -> None:
+        """Archive and queue ``records``; a record whose presence makes that fail is
+        found by splitting the batch in halves and dead-lettered alone.
+
+        The work is pure until the archive write, so the culprits are found (and left
+        out) before anything is written: the files then hold exactly the survivors, and a
+        replay of the batch, which finds the same culprits, writes the same files.
+        """
+        while records:
+            try:
+                work = self._compute(records)
+            except _NOT_DATA:
+                raise
+            except Exception as exc:
+                culprits = self._culprits(records, self._compute)
+                if not culprits:  # only the combination fails: process the halves apart
+                    log.warning("batch of %d fails only as a whole (%s): splitting it",
+                                len(records), _describe(exc))  # fmt: skip
+                    middle = len(records) // 2
+                    self._isolated(records[:middle], result)
+                    self._isolated(records[middle:], result)
+                    return
+                for index, error in culprits.items():
+                    self._dead_letter_record(records[index], f"unprocessable alert: {error}", result)
+                records = [r for i, r in enumerate(records) if i not in culprits]
+                continue
+            self._store(work, result)
+            return
+
+    def _culprits(self, records: Sequence[Any], compute: Callable[[list[Any]], Any],
+                  base: int = 0) -> dict[int, str]:  # fmt: skip
+        """Indices (from ``base``) of the records that make ``compute`` fail on their own
+        or within their half, with the error; found by bisection (O(k log n) calls)."""
+        if len(records) == 1:
+            try:
+                compute(list(records))
+            except _NOT_DATA:
+                raise
+            except Exception as exc:
+                return {base: _describe(exc)}
+            return {}
+        middle = len(records) // 2
+        found: dict[int, str] = {}
+        for start, part in ((0, records[:middle]), (middle, records[middle:])):
+            try:
+                compute(list(part))
+            except _NOT_DATA:
+                raise
+            except Exception as exc:
+                if len(part) == 1:
+                    found[base + start] = _describe(exc)
+                else:
+                    found.update(self._culprits(part, compute, base + start))
+        return found
+
+    def _compute(self, records: list[Any]) -> _Work:
+        """Everything up to the first write: features, scores, queue items, archive tables."""
+        alerts = [record.alert for record in records]
+        X, meta = make_features(alerts, dust=self.dust, context=self.context)
+        learners, versions = self.learners()
+        scores = self.scorer.score(X, learners, versions)
+        admitted = self.policy.admit(X["ndets"].to_numpy(), scores.priority)
+        items = self.queue_items(alerts, X, meta, scores, admitted)
+        for item in items:  # what push refuses, refused here, before any write
+            if not item.objectId:
+                raise ValueError(f"alert {item.candid} has no objectId")
+            _priority_text(item.priority)
+        return _Work(
+            records=records,
+            files=self._archive_files(records),
+            items=items,
+            eligible=int((X["ndets"].to_numpy() > 0).sum()),
+            cold=scores.cold,
+        )
+
+    def _archive_files(self, records: Sequence[Any]) -> list[tuple[Any, int]]:
+        """What to write: per partition, one call per run of one schema, in offset order.
+
+        With an archive that can prepare its files apart (`ParquetArchive.prepare_batch`),
+        the tables are built here, so that a conversion error is a data error of this
+        batch; otherwise the write itself is deferred (``(arguments, n)``).
+        """
+        by_partition: dict[tuple[str, int], list[Any]] = defaultdict(list)
+        for record in records:
+            by_partition[(record.topic, record.partition)].append(record)
+        prepare = getattr(self.archive, "prepare_batch", None)
+        files: list[tuple[Any, int]] = []
+        for (topic, partition), group in sorted(by_partition.items()):
+            group.sort(key=lambda r: r.offset)
+            for run in _schema_runs(group):
+                # Written with the schema Fink sent (the message key), so every file of the
+                # archive has the column types of its schema version, even where a batch
+                # is all null; a new schema version starts a new file.
+                arguments = dict(
+                    alerts=[r.alert for r in run],
+                    topic=topic,
+                    partition=partition,
+                    offsets=[r.offset for r in run],
+                    avro_schema=getattr(run[0], "schema", None),
+                )
+                files.append((prepare(**arguments) if prepare else arguments, len(run)))
+        return files
+
+    def _store(self, work: _Work, result: BatchResult) -> None:
+        """The writes: archive first, then the queue (the daemon commits after both)."""
+        prepared = hasattr(self.archive, "prepare_batch")
+        for files, n in work.files:
+            if prepared:
+                self._retry(lambda f=files: self.archive.write_prepared(f), "archive", ARCHIVE_ERRORS)
+            else:
+                self._retry(lambda a=files: self.archive.write_batch(**a), "archive", ARCHIVE_ERRORS)
+            result.archived += n
+        result.eligible += work.eligible
+        result.cold = work.cold
+        self._push(work.items, work.records, result)
+
+    def _push(self, items: list[Any], records: Sequence[Any], result: BatchResult) -> None:
+        """Queue ``items``; an item Redis refuses (not an outage) is dead-lettered alone."""
+        if not items:
+            return
+        try:
+            pushed = self._retry(lambda: self.queue.push(items), "redis", REDIS_ERRORS)
+        except _NOT_DATA:
+            raise
+        except Exception as exc:
+            if len(items) > 1:
+                middle = len(items) // 2
+                self._push(items[:middle], records, result)
+                self._push(items[middle:], records, result)
+                return
+            by_candid = {int(r.alert["candid"]): r for r in records}
+            record = by_candid[int(items[0].candid)]
+            self._dead_letter_record(
+                record, f"archived but not queued: {_describe(exc)}", result
+            )
+            return
+        result.queued += int(getattr(pushed, "added", 0)) + int(getattr(pushed, "replaced", 0))
+
+    def _dead_letter_record(self, record: Any, error: str, result: BatchResult) -> None:
+        self._dead_letter(record.topic, record.partition, record.offset,
+                          getattr(record, "key", None), getattr(record, "value", None),
+                          error, result)  # fmt: skip
+
+    def _dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None,
+                     value: bytes | None, error: str, result: BatchResult) -> None:  # fmt: skip
+        self._retry(
+            lambda: self.deadletters.put(topic, partition, offset, key, value, error),
+            "deadletter", ARCHIVE_ERRORS,
+        )  # fmt: skip
+        result.dead += 1
+        log.warning(
+            "dead-lettered %s[%s]@%s: %s", topic, partition, offset, error,
+            extra={"topic": topic, "partition": partition, "offset": offset},
+        )  # fmt: skip
 
     @staticmethod
     def _unique(records: Sequence[Any], result: BatchResult) -> list[Any]:
@@ -142,27 +336,6 @@ class Pipeline:
             seen.add(candid)
             unique.append(record)
         return unique
-
-    def _archive(self, records: Sequence[Any], result: BatchResult) -> None:
-        by_partition: dict[tuple[str, int], list[Any]] = defaultdict(list)
-        for record in records:
-            by_partition[(record.topic, record.partition)].append(record)
-        for (topic, partition), group in sorted(by_partition.items()):
-            group.sort(key=lambda r: r.offset)
-            # Written with the schema Fink sent (the message key), so every file of the
-            # archive has the same column types even where a batch is all null.
-            self._retry(
-                lambda g=group, t=topic, p=partition: self.archive.write_batch(
-                    [r.alert for r in g],
-                    topic=t,
-                    partition=p,
-                    offsets=[r.offset for r in g],
-                    avro_schema=getattr(g[0], "schema", None),
-                ),
-                "archive",
-                ARCHIVE_ERRORS,
-            )
-            result.archived += len(group)
 
     def queue_items(
         self,

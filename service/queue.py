@@ -522,6 +522,16 @@ def _priority_text(priority: float) -> str:
     return repr(priority)
 
 
+def _parse_entry(fields: Mapping[Any, Any]) -> dict[str, Any]:
+    """`_parse_label_fields`, or for an entry that does not parse its raw fields with the
+    reason under ``invalid``: one bad entry must not hold back the good ones."""
+    try:
+        return _parse_label_fields(fields)
+    except (ValueError, TypeError, KeyError) as error:
+        raw = {_text(k): _text(v) for k, v in fields.items()}
+        return {**raw, "invalid": f"{type(error).__name__}: {error}"}
+
+
 def _parse_label_fields(fields: Mapping[Any, Any]) -> dict[str, Any]:
     """A label event with typed values: candid int, features dict or None, JSON decoded."""
     event: dict[str, Any] = {_text(k): _text(v) for k, v in fields.items()}
@@ -741,7 +751,8 @@ class LabelQueue:
         waiting up to ``block_ms`` (0: no wait) for some. Events are typed: ``candid`` int,
         ``features`` ``{column: float or None}`` (None when the candid was not queued),
         ``scores``/``model_version`` dicts,
-        ``priority`` float or None; ``kind`` is label, correction or undo.
+        ``priority`` float or None; ``kind`` is label, correction or undo. An entry
+        whose fields do not parse comes as its raw fields plus ``invalid`` (the reason).
         """
         cursor_key = (group, consumer)
         try:
@@ -755,7 +766,7 @@ class LabelQueue:
                 trimmed = [entry_id for entry_id, fields in entries if not fields]
                 if trimmed:  # deleted from the stream while pending: nothing to redeliver
                     self.ack(group, trimmed)
-                events = [(i, _parse_label_fields(f)) for i, f in entries if f]
+                events = [(i, _parse_entry(f)) for i, f in entries if f]
                 if events:
                     return events
             entries = self._xreadgroup(
@@ -764,7 +775,12 @@ class LabelQueue:
         except redis.ConnectionError:
             self._pending_cursor.pop(cursor_key, None)  # a lost reply leaves entries pending
             raise
-        return [(i, _parse_label_fields(f)) for i, f in entries if f]
+        return [(i, _parse_entry(f)) for i, f in entries if f]
+
+    def redeliver_pending(self, group: str, consumer: str) -> None:
+        """Make the next `read_labels` start again with the consumer's pending entries
+        (after its caller failed to process what it read: nothing read is then lost)."""
+        self._pending_cursor.pop((group, consumer), None)
 
     def ack(self, group: str, ids: Iterable[str]) -> int:
         """Acknowledge processed label events; the number acknowledged."""

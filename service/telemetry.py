@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
 
 @dataclass
@@ -58,6 +60,25 @@ class Health:
             }
 
 
+class _HealthCollector:
+    """``finkvra_ready`` and one ``finkvra_problem{part}`` per problem /readyz reports."""
+
+    def __init__(self, health: Health) -> None:
+        self.health = health
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = self.health.snapshot()
+        yield GaugeMetricFamily(
+            "finkvra_ready", "1 when every part answers (what /readyz says)", value=int(state["ready"])
+        )
+        problems = GaugeMetricFamily(
+            "finkvra_problem", "1 for each part with a problem (details in /readyz)", labels=["part"]
+        )
+        for part in sorted(state["problems"]):
+            problems.add_metric([part], 1)
+        yield problems
+
+
 class Telemetry:
     """The service's counters, gauges and histograms, registered in a private registry."""
 
@@ -92,3 +113,13 @@ class Telemetry:
         self.retries = Counter(
             "finkvra_retries", "Operations retried after a failure", ["part"], registry=r
         )
+        self.model_load_failures = Counter(
+            "finkvra_model_load_failures",
+            "Published model versions that could not be loaded (the one in hand is kept)",
+            ["model"],
+            registry=r,
+        )
+        self.trainer_failures = Counter(
+            "finkvra_trainer_failures", "Trainer steps that failed (retried)", registry=r
+        )
+        r.register(_HealthCollector(self.health))

@@ -50,6 +50,7 @@ from finkvra.metrics import (
     write_importance,
 )
 from service.label_store import LabelStore, features_from_json, features_to_json
+from service.secrets import masked
 
 __all__ = ["GROUP", "RoundResult", "Trainer", "TrainerReport", "holdout_mask"]
 
@@ -125,6 +126,7 @@ class _ModelState:
     prequential: Prequential = field(default_factory=Prequential)
     stale: bool = False  # the live version uses another FEATURE_VERSION: retrain at once
     unpublished: bool = False  # logged to MLflow, not yet published (Redis failed)
+    digest: str | None = None  # SHA-256 of the live version's artifacts
 
 
 class Trainer:
@@ -217,7 +219,13 @@ class Trainer:
         entries = self.queue.read_labels(GROUP, self.consumer, self.batch_size, block_ms)
         report.read = len(entries)
         if entries:
-            self._ingest(entries, report)
+            try:
+                self._ingest(entries, report)
+            except BaseException:
+                # Nothing acked: read these entries again on the next step, not only
+                # after a restart (a full disk must not strand them as pending).
+                self.queue.redeliver_pending(GROUP, self.consumer)
+                raise
         now = time.monotonic()
         if self._last_resolve is None or now - self._last_resolve >= self.resolve_interval_s:
             self._last_resolve = now
@@ -251,10 +259,14 @@ class Trainer:
         records = []
         for entry_id, fields in entries:
             try:
+                if "invalid" in fields:
+                    raise ValueError(fields["invalid"])
                 records.append(self.store.normalise_event(_event_from_stream(entry_id, fields)))
             except (ValueError, KeyError, TypeError) as error:
-                # A malformed event would be redelivered forever: log it and ack it.
+                # A malformed event would be redelivered forever: record it and ack it.
                 log.warning("label event %s rejected: %s", entry_id, error)
+                raw = {k: v for k, v in fields.items() if k != "invalid"}
+                self.store.append_rejected(entry_id, raw, str(error))
                 report.rejected += 1
         new = [r for r in records if r["stream_id"] not in self.store]
         report.duplicates = len(records) - len(new)
@@ -491,6 +503,7 @@ class Trainer:
             "label_map": label_map(model),
             "context_provider": getattr(s, "context_provider", None),
         }
+        params = {name: masked(value, name=name) for name, value in params.items()}  # to MLflow
         with tempfile.TemporaryDirectory(prefix="finkvra-trainer-") as tmp:
             importance, png = None, None
             if held.sum() >= MIN_IMPORTANCE_ROWS:
@@ -536,6 +549,7 @@ class Trainer:
         state.trained = {int(c) for c in candids[train]}
         state.n_predictions_at_round = n_predictions
         state.stale = False
+        state.digest = getattr(record, "digest", None)
         state.unpublished = True
         self._save_state()
         published = self._publish(model)
@@ -560,7 +574,7 @@ class Trainer:
 
     def _publish(self, model: str) -> bool:
         state = self._state[model]
-        published = bool(self.publisher.publish(model, state.version))
+        published = bool(self.publisher.publish(model, state.version, digest=state.digest))
         state.unpublished = False
         return published
 
@@ -582,6 +596,7 @@ class Trainer:
             return
         saved = self._load_state()
         published = self.publisher.current()
+        self._close_abandoned()
         for model in self.models:
             state = _ModelState()
             mine = saved.get(model, {})
@@ -589,6 +604,7 @@ class Trainer:
             if latest is not None:
                 learner, version = self.tracker.load_version(model, latest)
                 state.learner, state.version = learner, int(version)
+                state.digest = self.tracker.version_digest(model, state.version)
                 state.stale = (
                     getattr(learner, "feature_version_", FEATURE_VERSION) != FEATURE_VERSION
                 )
@@ -606,7 +622,7 @@ class Trainer:
                     state.n_usable = len(candids)
                     state.trained = {int(c) for c in candids}
                 if published.get(model, 0) < state.version:
-                    self.publisher.publish(model, state.version)
+                    self.publisher.publish(model, state.version, digest=state.digest)
                 if self.telemetry is not None:
                     self.telemetry.model_version.labels(model=model).set(state.version)
             predictions = self.store.predictions(model)
@@ -620,6 +636,16 @@ class Trainer:
             self._state[model] = state
         self._started = True
         self._save_state()
+
+    def _close_abandoned(self) -> None:
+        """Close what a killed trainer left open in MLflow (runs RUNNING, models PENDING)."""
+        for model in self.models:
+            runs, logged = self.tracker.close_abandoned(model)
+            if runs or logged:
+                log.warning(
+                    "%s: marked FAILED %d run(s) left RUNNING and %d model(s) left PENDING "
+                    "by an earlier trainer that did not finish", model, len(runs), len(logged),
+                )  # fmt: skip
 
     def _load_state(self) -> dict[str, dict[str, Any]]:
         try:

@@ -115,8 +115,46 @@ def log_learner(learner: Learner, name: str = "model", **kwargs: Any) -> Any:
         return mlflow.pyfunc.log_model(name=name, **pyfunc_arguments(learner, tmp), **kwargs)
 
 
+class ModelDigestError(ValueError):
+    """A model's artifacts do not match the digest recorded when it was trained."""
+
+
+def model_digest(path: str | Path) -> str:
+    """SHA-256 of a model directory: every file's relative path and bytes, in name order.
+
+    Recorded when a model is logged and checked when it is loaded, so that a model whose
+    artifacts were changed in the store since (by accident or not) is refused.
+    """
+    import hashlib
+
+    root = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _checked(path: str | Path, digest: str | None, uri: str) -> Learner:
+    if digest is not None:
+        found = model_digest(path)
+        if found != digest:
+            raise ModelDigestError(
+                f"{uri}: artifacts have digest {found[:16]}…, expected {digest[:16]}…: "
+                "refusing a model changed since it was trained"
+            )
+    return learner_from_model_dir(path)
+
+
 def load_learner_from_mlflow(
-    model_uri: str, tracking_uri: str | None = None, registry_uri: str | None = None
+    model_uri: str,
+    tracking_uri: str | None = None,
+    registry_uri: str | None = None,
+    *,
+    digest: str | None = None,
 ) -> Learner:
     """The finkvra learner behind an MLflow model URI.
 
@@ -125,7 +163,9 @@ def load_learner_from_mlflow(
     path. ``tracking_uri``/``registry_uri`` default to MLflow's current ones; when
     given, ``models:/`` URIs are resolved with a client of that store (MLflow's
     own resolution reads the global registry URI). Local stores are read in
-    place; remote ones are downloaded to a temporary directory.
+    place; remote ones are downloaded to a temporary directory. With ``digest``
+    (`model_digest` of the artifacts when logged), other artifacts raise
+    `ModelDigestError` before anything of them is unpickled.
     """
     registry_uri = registry_uri or tracking_uri
     location = model_uri
@@ -133,7 +173,7 @@ def load_learner_from_mlflow(
         location = _resolve_models_uri(model_uri, tracking_uri, registry_uri)
     local = _local_path(location)
     if local is not None:
-        return learner_from_model_dir(local)
+        return _checked(local, digest, model_uri)
     with tempfile.TemporaryDirectory(prefix="finkvra-model-") as tmp:
         path = mlflow.artifacts.download_artifacts(
             artifact_uri=location,
@@ -141,7 +181,7 @@ def load_learner_from_mlflow(
             tracking_uri=tracking_uri,
             registry_uri=registry_uri,
         )
-        return learner_from_model_dir(path)
+        return _checked(path, digest, model_uri)
 
 
 def learner_from_model_dir(path: str | Path) -> Learner:

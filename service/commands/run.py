@@ -26,17 +26,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def secrets_of(settings) -> list[str]:  # noqa: ANN001 (Settings, imported lazily)
-    """Every secret value in the settings, for the log redaction filter."""
-    values = []
-    for name in ("kafka_password", "redis_url", "lasair_token"):
-        value = getattr(settings, name, None)
-        if value is not None:
-            text = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
-            values.append(text)
-            if "://" in text and "@" in text:  # the password inside a URL
-                userinfo = text.split("://", 1)[1].split("@", 1)[0]
-                values.append(userinfo.split(":", 1)[-1])
-    return values
+    """Every secret value in the settings, for the log redaction filter (`service.secrets`)."""
+    from service.secrets import secret_values
+
+    return secret_values(settings)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,22 +37,30 @@ def run(args: argparse.Namespace) -> int:
     from service.daemon import Service, StartupError, signals_stop
     from service.http_server import HealthServer
     from service.logs import setup_logging
+    from service.retry import StopRequested
+    from service.secrets import secret_values
 
     settings = settings_or_exit_code(args.config)
     if isinstance(settings, int):
         return settings
-    setup_logging(settings.log_level, settings.log_format, secrets_of(settings))
+    secrets = secret_values(settings)
+    setup_logging(settings.log_level, settings.log_format, secrets)
     service = Service(settings, role=args.role)
-    try:
-        service.start()
-    except StartupError as exc:
-        print(f"finkvra: cannot start: {exc}", file=sys.stderr)
-        return 2
     server = None
     if settings.http_port:
-        server = HealthServer(service.telemetry, port=settings.http_port).start()
+        # Before the parts are built, so that /readyz says what the start waits for.
+        server = HealthServer(
+            service.telemetry, host=settings.http_host, port=settings.http_port, secrets=secrets
+        ).start()
     try:
         with signals_stop(service):
+            try:
+                service.start()
+            except StartupError as exc:
+                print(f"finkvra: cannot start: {exc}", file=sys.stderr)
+                return 2
+            except StopRequested:
+                return 0
             return service.run()
     finally:
         if server is not None:

@@ -19,6 +19,7 @@ from service.config import (
     read_fink_credentials,
     reference_table,
 )
+from service.kafka_source import consumer_config
 
 SECRETS = {
     "kafka_password": "kafka-pw-4711",
@@ -224,9 +225,11 @@ def test_kafka_consumer_config():
         "bootstrap.servers": "b:1",
         "group.id": "g",
         "enable.auto.commit": False,
+        "enable.auto.offset.store": False,  # issue 9: one function, the source's own options
         "auto.offset.reset": "latest",  # kafka_extra wins
         "fetch.min.bytes": 5,
     }  # a user name without a password: no SASL
+    assert config == consumer_config("b:1", "g", extra=settings.kafka_extra)
     assert kafka_consumer_config(settings, bootstrap="mock:2")["bootstrap.servers"] == "mock:2"
     with pytest.raises(ConfigError, match="FINKVRA_KAFKA_BOOTSTRAP"):
         kafka_consumer_config(load_settings())

@@ -258,7 +258,7 @@ def run_cli(args: list[str], env: dict[str, str], monkeypatch) -> int:
 
 
 def test_bad_config_is_one_clear_error_and_exit_2(
-    tmp_path: Path, cluster: MockCluster, redis_url: str, monkeypatch, capsys
+    tmp_path: Path, cluster: MockCluster, redis_url: str, redis_server_factory, monkeypatch, capsys
 ) -> None:
     base = {
         "FINKVRA_DATA_DIR": str(tmp_path / "data"),
@@ -272,7 +272,11 @@ def test_bad_config_is_one_clear_error_and_exit_2(
     err = capsys.readouterr().err
     assert "FINKVRA_STRATEGY" in err and "uncertainty" in err and "Traceback" not in err
 
-    assert run_cli(["run"], {**base, "FINKVRA_REDIS_URL": "redis://:s3cret-pw@127.0.0.1:1/0"}, monkeypatch) == 2
+    # Issue 9: an unreachable Redis is waited for (test_resilience); a Redis that refuses
+    # the password is a configuration error.
+    guarded = redis_server_factory(password="the-real-pw")
+    wrong = f"redis://:s3cret-pw@127.0.0.1:{guarded.port}/0"
+    assert run_cli(["run"], {**base, "FINKVRA_REDIS_URL": wrong}, monkeypatch) == 2
     err = capsys.readouterr().err
     assert "cannot reach Redis" in err and "s3cret-pw" not in err
 

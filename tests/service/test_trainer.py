@@ -279,9 +279,9 @@ def test_labels_become_versions_scored_before_they_are_learnt(make_world, labell
 
     # the replicas' view: one MLflow load per published change, nothing otherwise
     class CountingTracker(Tracker):
-        def load_version(self, model_name, version=None):
+        def load_version(self, model_name, version=None, **options):
             loads.append((model_name, version))
-            return super().load_version(model_name, version)
+            return super().load_version(model_name, version, **options)
 
     loads: list[tuple[str, int | None]] = []
     model_set = ModelSet(CountingTracker(world.tracker.tracking_uri), world.publisher)
