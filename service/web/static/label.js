@@ -69,11 +69,50 @@
     return leasing;
   }
 
+  let filling = false;
+  let fillAgain = false;
+  /* Keep two items leased (the one on screen and one ahead); one loop at a time. */
   async function fill() {
-    while (held.length < 2) {
-      const got = await leaseOne();
-      if (!got) break;
-      if (held.length === 1) show(held[0]);
+    if (filling) {
+      fillAgain = true;
+      return;
+    }
+    filling = true;
+    try {
+      do {
+        fillAgain = false;
+        while (held.length < 2) {
+          let got = null;
+          try {
+            got = await leaseOne();
+          } catch (e) {
+            say(`could not fetch the next item: ${e.message}`, "error");
+          }
+          render();
+          if (!got) break;
+        }
+      } while (fillAgain);
+    } finally {
+      filling = false;
+      render();
+    }
+  }
+
+  let displayed = null; // the candid on screen
+  /* Show held[0] if it is not on screen yet; the empty notice when nothing is held. */
+  function render() {
+    const item = held[0];
+    if (!item) {
+      if (displayed !== null || $("empty").hidden) {
+        if (filling) return say("fetching the next item…", "");
+        displayed = null;
+        show(null);
+      }
+      return;
+    }
+    if (item.candid !== displayed) {
+      displayed = item.candid;
+      show(item);
     }
   }
 
@@ -173,6 +212,7 @@
     pendingKey = null;
     Promise.all(images).then(() => {
       requestAnimationFrame(() => {
+        if ($("item").dataset.candid !== item.candid) return; // another item came meanwhile
         window.finkvraTimes.push({ candid: item.candid, key: key, shown: performance.now() });
         $("item").dataset.shown = item.candid;
       });
@@ -197,27 +237,23 @@
             post("/api/release", { candids: [extra.candid] }).catch(() => {});
           }
           pendingKey = performance.now();
-          show(held[0]);
+          render();
           say(`undo: ${data.item.objectId} again, its label withdrawn`, "warn");
         } else say(data.message, "warn");
       } catch (e) { say(`undo failed: ${e.message}`, "error"); }
       return;
     }
-    if (!item) return;
+    if (!item || item.candid !== displayed) return; // nothing on screen to answer
     let action;
     if (LABELS[key]) action = post("/api/label", { candid: item.candid, label: LABELS[key], objectId: item.objectId });
     else if (key === "s") action = post("/api/skip", { candid: item.candid });
     else return say(`${key} is not a key here: press ? for help`, "error");
     held.shift();
     pendingKey = performance.now();
-    if (held.length) show(held[0]);
+    render();
     const what = LABELS[key] ? `labelled ${LABELS[key]}` : "skipped: back in the queue";
     action.then(() => say(`✓ ${item.objectId} ${what}`, "ok"), (e) => say(`${item.objectId} not ${what}: ${e.message}`, "error"));
-    if (!held.length) {
-      await action.catch(() => {});
-      const next = await leaseOne();
-      show(next);
-    }
+    if (!held.length) await action.catch(() => {}); // a skipped item must not come straight back
     fill();
   }
 
@@ -253,7 +289,7 @@
     if (held.length) post("/api/renew", { candids: held.map((i) => i.candid) }).catch(() => {});
   }, 60000);
   setInterval(() => {
-    if (!held.length) fill().then(() => { if (held.length) show(held[0]); });
+    if (!held.length) fill();
   }, 5000);
   window.addEventListener("pagehide", () => {
     if (!held.length) return;
@@ -261,7 +297,6 @@
     navigator.sendBeacon("/api/release", new Blob([body], { type: "application/json" }));
   });
   fill().then(() => {
-    if (!held.length) show(null);
-    else say("ready: press a key (? for help)", "");
+    if (held.length) say("ready: press a key (? for help)", "");
   });
 })();
