@@ -219,7 +219,7 @@
     });
   }
 
-  async function answer(key) {
+  async function answer(key, at) {
     const item = held[0];
     if (key === "?") {
       $("help").hidden = !$("help").hidden;
@@ -236,7 +236,7 @@
             const extra = held.pop();
             post("/api/release", { candids: [extra.candid] }).catch(() => {});
           }
-          pendingKey = performance.now();
+          pendingKey = at;
           render();
           say(`undo: ${data.item.objectId} again, its label withdrawn`, "warn");
         } else say(data.message, "warn");
@@ -249,7 +249,7 @@
     else if (key === "s") action = post("/api/skip", { candid: item.candid });
     else return say(`${key} is not a key here: press ? for help`, "error");
     held.shift();
-    pendingKey = performance.now();
+    pendingKey = at;
     render();
     const what = LABELS[key] ? `labelled ${LABELS[key]}` : "skipped: back in the queue";
     action.then(() => say(`✓ ${item.objectId} ${what}`, "ok"), (e) => say(`${item.objectId} not ${what}: ${e.message}`, "error"));
@@ -263,11 +263,11 @@
     const key = ev.key.length === 1 ? ev.key.toLowerCase() : null;
     if (!key || key === " ") return;
     ev.preventDefault();
-    answer(key);
+    answer(key, ev.timeStamp); // the event's time, on the performance.now() clock
   });
   $("keys").addEventListener("click", (ev) => {
     const button = ev.target.closest("button[data-key]");
-    if (button) answer(button.dataset.key);
+    if (button) answer(button.dataset.key, ev.timeStamp);
   });
   for (const button of document.querySelectorAll("[data-stretch]")) {
     button.classList.toggle("on", button.dataset.stretch === stretch);
