@@ -1,6 +1,6 @@
 """``finkvra web``: the web workbench (label, review, dashboard) on the service's queue.
 
-``finkvra web [--host 127.0.0.1] [--port 8000] [--labeller NAME]``
+``finkvra web [--host 127.0.0.1] [--port 8000] [--labeller NAME] [--behind-proxy]``
     serves the pages with uvicorn. On 127.0.0.1 (the default) without accounts everyone
     labels as ``--labeller`` (default: your user name); on any other address it refuses
     to start (exit 2) unless ``web_accounts`` or ``web_tokens`` are configured.
@@ -29,6 +29,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument(
         "--labeller", help="who labels when no accounts are configured (default: your user name)"
+    )
+    parser.add_argument(
+        "--behind-proxy",
+        action="store_true",
+        help="trust X-Forwarded-Proto/For from a reverse proxy (TLS ingress): Secure cookies",
     )
     parser.add_argument(
         "--hash-password",
@@ -69,9 +74,18 @@ def run(args: argparse.Namespace) -> int:
     from service.web.app import app_from_settings
 
     app = app_from_settings(settings, queue, labeller=labeller)
+    app.state.parts.secure_cookies = bool(args.behind_proxy)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"finkvra web: http://{shown}:{args.port}/label (Ctrl-C stops)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=bool(args.behind_proxy),
+        forwarded_allow_ips="*" if args.behind_proxy else None,
+    )
     return 0
 
 
