@@ -33,7 +33,9 @@ class Filled:
     result: Any
 
 
-def fill_queue(data_dir: Path, redis_url: str, prefix: str, n: int, seed: int = 7, **extra) -> Filled:
+def fill_queue(
+    data_dir: Path, redis_url: str, prefix: str, n: int, seed: int = 7, **extra
+) -> Filled:
     """Run ``n`` generated alerts through the service's pipeline into a fresh queue."""
     import redis
 
@@ -57,7 +59,10 @@ def fill_queue(data_dir: Path, redis_url: str, prefix: str, n: int, seed: int = 
     )
     client = redis.Redis.from_url(redis_url)
     queue = LabelQueue(
-        client, prefix=prefix, max_size=settings.queue_max_size, lease_seconds=settings.lease_seconds
+        client,
+        prefix=prefix,
+        max_size=settings.queue_max_size,
+        lease_seconds=settings.lease_seconds,
     )
     pipeline = Pipeline(
         archive=ParquetArchive(settings.archive_dir),

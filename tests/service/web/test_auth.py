@@ -23,10 +23,20 @@ SECRET_KEY = "sk-0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"
 
 PAGES = ["/label", "/dashboard", "/review"]
 READS = ["/api/dashboard", "/cutout/1/science.png", "/api/item/1/context"]
-ACTIONS = ["/api/next", "/api/label", "/api/skip", "/api/undo", "/api/renew", "/api/release", "/api/relabel"]
+ACTIONS = [
+    "/api/next",
+    "/api/label",
+    "/api/skip",
+    "/api/undo",
+    "/api/renew",
+    "/api/release",
+    "/api/relabel",
+]
 
 
-def request(url: str, *, data: dict | None = None, headers: dict | None = None) -> tuple[int, str, dict]:
+def request(
+    url: str, *, data: dict | None = None, headers: dict | None = None
+) -> tuple[int, str, dict]:
     """(status, body, headers) without following redirects."""
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -34,7 +44,9 @@ def request(url: str, *, data: dict | None = None, headers: dict | None = None) 
             return None
 
     body = None if data is None else json.dumps(data).encode()
-    req = urllib.request.Request(url, data=body, headers=headers or {}, method="POST" if data is not None else "GET")
+    req = urllib.request.Request(
+        url, data=body, headers=headers or {}, method="POST" if data is not None else "GET"
+    )
     opener = urllib.request.build_opener(NoRedirect)
     try:
         with opener.open(req, timeout=30) as reply:
@@ -85,10 +97,15 @@ def test_with_authentication_every_page_and_action_refuses_strangers(
         assert request(server.url + path)[0] == 401
     for path in ACTIONS:
         assert request(server.url + path, data={"candid": 1, "label": "gal"})[0] == 401
-    assert request(server.url + "/api/next", data={}, headers={"Authorization": "Bearer nope"})[0] == 401
+    assert (
+        request(server.url + "/api/next", data={}, headers={"Authorization": "Bearer nope"})[0]
+        == 401
+    )
 
     # a token works as a bearer header (scripts), with no cookie and so no CSRF to forge
-    status, body, _ = request(server.url + "/api/next", data={}, headers={"Authorization": f"Bearer {TOKEN}"})
+    status, body, _ = request(
+        server.url + "/api/next", data={}, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert status == 200 and json.loads(body)["item"] is not None
     assert {lease.labeller for lease in queue.leased()} == {"bob"}
 
@@ -142,7 +159,9 @@ def test_with_authentication_every_page_and_action_refuses_strangers(
     page.wait_for_function("c => document.getElementById('item').dataset.shown !== c", arg=candid)
     wait_for(lambda: queue.client.xlen(queue.key("labels")), 30, "the page's label")
     events = queue.client.xrange(queue.key("labels"))
-    assert [(int(f[b"candid"]), f[b"labeller"].decode()) for _, f in events] == [(int(candid), "ann")]
+    assert [(int(f[b"candid"]), f[b"labeller"].decode()) for _, f in events] == [
+        (int(candid), "ann")
+    ]
 
     # signing out ends the session
     page.click(".logout button")

@@ -27,8 +27,8 @@ def latest_labels(client, key: str) -> dict[int, str]:
 def test_the_dashboard_numbers_equal_independent_counts(
     tmp_path, redis_url, redis_client, queue_prefix, serve, page
 ):
-    from mlflow.tracking import MlflowClient
     import pyarrow.dataset as ds
+    from mlflow.tracking import MlflowClient
 
     from finkvra.dust import make_dust
     from finkvra.tracking import Tracker
@@ -51,7 +51,9 @@ def test_the_dashboard_numbers_equal_independent_counts(
             web_service_url=f"http://127.0.0.1:{health.port}",
         )  # fmt: skip
         settings, queue = filled.settings, filled.queue
-        DeadLetterStore(settings.deadletter_dir).put("fink_vra_ztf", 0, 99, b"k", b"bad", "not avro")
+        DeadLetterStore(settings.deadletter_dir).put(
+            "fink_vra_ztf", 0, 99, b"k", b"bad", "not avro"
+        )
 
         # two labellers label 65 items; one correction, one undo; the trainer stores and
         # trains on the first 60 (two rounds or more), the last ones wait in the stream only
@@ -68,7 +70,9 @@ def test_the_dashboard_numbers_equal_independent_counts(
             queue.submit_label(item.candid, labels[i % 6], who, objectId=item.objectId)
             if i in (34, 59):  # the trainer takes them in two goes: two rounds
                 trainer.step(block_ms=0)
-        queue.submit_label(items[0].candid, "agn", "bob", objectId=items[0].objectId, kind="correction")
+        queue.submit_label(
+            items[0].candid, "agn", "bob", objectId=items[0].objectId, kind="correction"
+        )
         queue.undo(items[1].candid, "ann", lease=False)
         trainer.step(block_ms=0)
         for item in items[60:]:
