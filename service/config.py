@@ -742,6 +742,8 @@ def _masked_input(name: str, value: Any) -> Any:
         return _mask_url(value)
     if name == "kafka_extra" and isinstance(value, Mapping):
         return _mask_mapping(value)
+    if name in ("web_accounts", "web_tokens") and isinstance(value, Mapping):
+        return dict.fromkeys(value, MASK)  # who may sign in is shown; never how
     return MASK
 
 
