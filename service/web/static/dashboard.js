@@ -50,6 +50,7 @@
       Object.entries(L.per_class).map(([c, n]) => row(c, n, `class-${c}`)).join("");
     const who = [...new Set(Object.values(L.per_labeller_per_day).flatMap((v) => Object.keys(v)))].sort();
     grid($("d-per-day"), Object.entries(L.per_labeller_per_day).reverse(), who);
+    grid($("d-class-day"), Object.entries(L.per_class_per_day).reverse(), Object.keys(L.per_class));
     grid($("d-balance"), Object.entries(L.class_balance), ["class_1", "class_0", "excluded"]);
     const M = d.models;
     const box = $("d-models");
