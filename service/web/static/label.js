@@ -282,6 +282,8 @@
   for (const img of document.querySelectorAll(".frame img")) {
     img.addEventListener("click", () => {
       $("zoom-img").src = img.src;
+      const item = held[0];
+      $("zoom-title").textContent = `${item ? item.objectId : ""} ${img.dataset.title || "Legacy Survey"} · ${stretch}`;
       $("zoom").showModal();
     });
   }

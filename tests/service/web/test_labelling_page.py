@@ -108,6 +108,20 @@ def test_keys_label_skip_undo_and_relabel_land_in_the_stream_as_meant(
         "[...document.querySelectorAll('.stamp img[data-title]')].every(i => i.naturalWidth > 0)"
     )
 
+    # click to enlarge; switch the stretch (the same item, other pixels)
+    page.click('.stamp img[data-title="difference"]')
+    assert page.is_visible("#zoom") and "difference.png" in page.get_attribute("#zoom-img", "src")
+    page.screenshot(path=str(tmp_path / "label-zoom.png"))
+    page.keyboard.press("Escape")
+    assert not page.is_visible("#zoom")
+    page.click('[data-stretch="asinh"]')
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.stamp img[data-title]')]"
+        ".every(i => i.src.endsWith('stretch=asinh') && i.complete && i.naturalWidth > 0)"
+    )
+    page.click('[data-stretch="zscale"]')
+    assert page.get_attribute("#item", "data-candid") == a
+
     b = press_and_wait(page, "g", a)  # label
     c = press_and_wait(page, "s", b)  # skip
     d = press_and_wait(page, "x", c)  # label
