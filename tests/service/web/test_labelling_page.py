@@ -127,6 +127,8 @@ def test_keys_label_skip_undo_and_relabel_land_in_the_stream_as_meant(
     d = press_and_wait(page, "x", c)  # label
     page.keyboard.press("u")  # undo: C's label withdrawn, C shown again
     page.wait_for_function("c => document.getElementById('item').dataset.shown === c", arg=c)
+    history = page.inner_text("#history")  # the object's earlier labels, by anyone
+    assert "label extragal by webby" in history and "undo" in history
     after = press_and_wait(page, "b", c)  # label C again
     assert after == d  # the item that was on screen before the undo comes back
     assert len({a, b, c, d}) == 4
