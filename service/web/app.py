@@ -44,11 +44,13 @@ def create_app(parts: WebParts) -> Any:
     """The FastAPI app over ``parts`` (see `service.web.pages` for the routes)."""
     from fastapi import FastAPI
     from fastapi.staticfiles import StaticFiles
+    from fastapi.templating import Jinja2Templates
 
     from service.web.pages import router
 
     app = FastAPI(title="finkvra web", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.parts = parts
+    app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(router)
 

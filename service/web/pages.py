@@ -30,18 +30,10 @@ KEY_FEATURES = (
     "ndets", "nnondets", "drb", "dets_median", "dets_std", "sep_arcsec",
     "amplitude", "linear_fit_slope", "amplituder_", "linear_fit_sloper_", "ebv",
 )  # fmt: skip
-_TEMPLATES: Any = None
 
 
-def _templates() -> Any:
-    global _TEMPLATES  # one Jinja environment per process, built on first use
-    if _TEMPLATES is None:
-        from fastapi.templating import Jinja2Templates
-
-        from service.web.app import HERE
-
-        _TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
-    return _TEMPLATES
+def _templates(request: Request) -> Any:
+    return request.app.state.templates
 
 
 def _parts(request: Request) -> Any:
@@ -83,7 +75,7 @@ def _page(request: Request, template: str, **context: Any) -> Response:
             target = quote(request.url.path, safe="/")
             return RedirectResponse(f"/login?next={target}", status_code=303)
         cookie, session = parts.auth.issue(parts.auth.default_labeller)
-    response = _templates().TemplateResponse(
+    response = _templates(request).TemplateResponse(
         request,
         template,
         {
@@ -92,6 +84,7 @@ def _page(request: Request, template: str, **context: Any) -> Response:
             "auth_required": parts.auth.required,
             "label_keys": LABEL_KEYS,
             "models": list(parts.settings.models),
+            "lease_seconds": parts.queue.lease_seconds,
             **context,
         },
     )
@@ -144,7 +137,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
 def login_page(request: Request, next: str = "/label", error: str = "") -> Response:
     parts = _parts(request)
     nonce = secrets.token_urlsafe(24)
-    response = _templates().TemplateResponse(
+    response = _templates(request).TemplateResponse(
         request,
         "login.html",
         {

@@ -287,9 +287,11 @@
       $("zoom").showModal();
     });
   }
+  // keep the leases of the items on the page while the labeller looks at them
+  const leaseMs = 1000 * (+$("status").dataset.leaseSeconds || 600);
   setInterval(() => {
     if (held.length) post("/api/renew", { candids: held.map((i) => i.candid) }).catch(() => {});
-  }, 60000);
+  }, Math.max(1000, leaseMs / 3));
   setInterval(() => {
     if (!held.length) fill();
   }, 5000);

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from service.labelling.cutouts import decode_stamp
+from tests.helpers import wait_for
 from tests.service.web.conftest import fill_queue
 
 pytestmark = pytest.mark.timeout(600)
@@ -211,3 +212,20 @@ def test_web_and_terminal_labellers_never_label_one_item_twice(filled, serve, pa
     assert {e[1] for e in events if e[3] == "term-bob"} == {"gal"}
     assert queue.leased() == [] and queue.stats()["waiting"] == 0
     json.dumps(result["r"].summary())
+
+
+def test_the_page_keeps_the_leases_of_what_it_shows(
+    tmp_path, redis_url, redis_client, queue_prefix, serve, page
+):
+    filled = fill_queue(tmp_path / "data", redis_url, queue_prefix, 60, lease_seconds=3)
+    queue = filled.queue
+    server = serve(filled.settings, queue, labeller="webby")
+    page.goto(f"{server.url}/label")
+    on_screen = shown(page)
+    page.wait_for_timeout(7_000)  # more than two lease periods of a labeller looking
+    assert queue.requeue_expired() == 0  # nothing expired: the page renewed its leases
+    leases = {lease.candid: lease.labeller for lease in queue.leased()}
+    assert int(on_screen) in leases and set(leases.values()) == {"webby"} and len(leases) == 2
+    page.close()  # a closed page gives its items back at once
+    wait_for(lambda: not queue.leased(), 30, "the leases to be released")
+    assert int(on_screen) in {int(c) for c in queue.client.zrange(queue.key("queue"), 0, -1)}
