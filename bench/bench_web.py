@@ -114,6 +114,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     logging.disable(logging.WARNING)
+    if not Path(CHROMIUM).exists():  # `make bench` on a machine without the browser
+        print(json.dumps({"name": "web", "skipped": f"no {CHROMIUM} (apt-get install chromium)"}))
+        return
 
     from playwright.sync_api import sync_playwright
 
