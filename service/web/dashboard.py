@@ -169,7 +169,7 @@ class Dashboard:
                     if run is not None:
                         out["importance"][model] = self._importance(run["run_id"])
         except Exception as error:  # MLflow down or its store unreadable: say so, go on
-            out["error"] = f"MLflow: {type(error).__name__}: {error}"
+            out["error"] = self._scrub(f"MLflow: {type(error).__name__}: {error}")
         return out
 
     def _rounds(self, model: str) -> list[dict[str, Any]]:
@@ -220,6 +220,17 @@ class Dashboard:
             for row in frame.itertuples()
         ]
 
+    def _scrub(self, text: str) -> str:
+        """``text`` without the settings' secrets (URIs may carry passwords): it goes to a page."""
+        s = self.settings
+        redis_url = s.redis_url.get_secret_value() if s.redis_url else ""
+        for uri in (s.mlflow_tracking_uri, s.web_service_url or "", redis_url):
+            if "@" in uri:  # scheme://user:password@host
+                text = text.replace(uri, "***")
+        if s.kafka_password:
+            text = text.replace(s.kafka_password.get_secret_value(), "***")
+        return text
+
     # ------------------------------------------------------------------ the service
 
     def service_url(self) -> str | None:
@@ -238,7 +249,7 @@ class Dashboard:
         except urllib.error.HTTPError as error:  # 503: not ready, still a health report
             health = json.loads(error.read() or b"{}")
         except (OSError, ValueError) as error:
-            return {"reachable": False, "error": f"{url}: {error}"}
+            return {"reachable": False, "error": self._scrub(f"{url}: {error}")}
         try:
             with urllib.request.urlopen(f"{url}/metrics", timeout=1.5) as reply:
                 lag = parse_lag(reply.read().decode())

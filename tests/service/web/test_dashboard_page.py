@@ -145,3 +145,21 @@ def test_lag_is_read_from_the_prometheus_page():
         "finkvra_queue_size 4.0\n"
     )
     assert parse_lag(text) == {"0": 7.0, "3": 1000.0}
+
+
+def test_what_the_dashboard_says_of_a_failing_part_carries_no_secret(tmp_path):
+    from service.config import Settings
+    from service.web.dashboard import Dashboard
+
+    settings = Settings(
+        data_dir=tmp_path, fink_credentials="", kafka_password="kafka-pw-0815",
+        mlflow_uri="http://ml:ml-pw-4711@mlflow.example:5000",
+        redis_url="redis://:redis-pw-2342@127.0.0.1:1/0",
+    )  # fmt: skip
+    dashboard = Dashboard(settings, queue=None)
+    text = dashboard._scrub(
+        "MlflowException: API request to http://ml:ml-pw-4711@mlflow.example:5000/api failed; "
+        "redis://:redis-pw-2342@127.0.0.1:1/0 refused; sasl password kafka-pw-0815 rejected"
+    )
+    assert not any(pw in text for pw in ("ml-pw-4711", "redis-pw-2342", "kafka-pw-0815"))
+    assert "failed" in text and "rejected" in text
