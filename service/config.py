@@ -229,6 +229,31 @@ class Settings(BaseSettings):
     seed: int | None = Field(
         default=None, description="Seed of every random choice (unset: fresh)."
     )
+    # --- web workbench (`finkvra web`) ---------------------------------------------
+    web_accounts: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Web labeller accounts: name = password hash from `finkvra web "
+        "--hash-password` (scrypt); needed to serve on an address other than 127.0.0.1.",
+        json_schema_extra={"secret": True},
+    )
+    web_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Web labeller tokens: name = token (a long random string per labeller), "
+        "accepted at the login page or as `Authorization: Bearer <token>`.",
+        json_schema_extra={"secret": True},
+    )
+    web_secret_key: SecretStr | None = _secret(
+        "Key signing the web sessions; unset: a random key per process (sessions end at "
+        "a restart; set it when several replicas serve the page)."
+    )
+    web_session_seconds: int = Field(
+        default=43200, gt=0, description="Seconds a web login lasts (default 12 h)."
+    )
+    web_service_url: str | None = Field(
+        default=None,
+        description="Where the web dashboard reads the service's /readyz and /metrics; "
+        "unset: http://127.0.0.1:<http_port>.",
+    )
     # --- logging ---------------------------------------------------------------------
     log_level: str = Field(default="INFO", description=f"Log level: {', '.join(LOG_LEVELS)}.")
     log_format: str = Field(
@@ -262,6 +287,8 @@ class Settings(BaseSettings):
         "redis_url",
         "mlflow_uri",
         "lasair_token",
+        "web_secret_key",
+        "web_service_url",
         "sfd_dir",
         "seed",
         "fink_credentials",

@@ -131,8 +131,12 @@ def secret_values(settings: Any) -> list[str]:
             value = value.get_secret_value()
         if value is None:
             continue
-        if isinstance(value, Mapping):
-            values += [str(v) for k, v in value.items() if is_secret_option(str(k))]
+        if isinstance(value, Mapping):  # librdkafka options by name; SecretStr values always
+            for key, item in value.items():
+                if hasattr(item, "get_secret_value"):
+                    values.append(str(item.get_secret_value()))
+                elif is_secret_option(str(key)):
+                    values.append(str(item))
         elif isinstance(value, str) and _URL.match(value):
             values += _url_credentials(value)
         else:

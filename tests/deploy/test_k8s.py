@@ -88,9 +88,9 @@ def test_every_manifest_file_passes_strict_validation(path: Path) -> None:
 def test_every_rendered_object_passes_strict_validation(rendered) -> None:
     kinds = sorted(o["kind"] for o in rendered)
     assert kinds == sorted(
-        ["Namespace", "ConfigMap", "Deployment", "Deployment", "Deployment", "StatefulSet",
-         "Service", "Service", "Service", "PersistentVolumeClaim", "PersistentVolumeClaim",
-         "PersistentVolumeClaim"]
+        ["Namespace", "ConfigMap", "Deployment", "Deployment", "Deployment", "Deployment",
+         "StatefulSet", "Service", "Service", "Service", "Service", "PersistentVolumeClaim",
+         "PersistentVolumeClaim", "PersistentVolumeClaim"]
     )  # fmt: skip
     assert len({key(o) for o in rendered}) == len(rendered), "two objects with one name"
     for obj in rendered:

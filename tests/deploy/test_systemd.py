@@ -26,7 +26,7 @@ UNITS = REPO / "deploy" / "systemd"
 INSTALL_BIN = "/opt/finkvra/venv/bin"
 DATA_DIR = "/var/lib/finkvra"
 SERVICE_UNITS = ("finkvra.service", "finkvra-trainer.service", "finkvra-consumer@.service")
-ALL_UNITS = (*SERVICE_UNITS, "finkvra-mlflow.service")
+ALL_UNITS = (*SERVICE_UNITS, "finkvra-mlflow.service", "finkvra-web.service")
 
 
 def analyzer() -> str:
@@ -116,7 +116,7 @@ def test_verify_is_live_on_a_broken_unit(rendered: Path, tmp_path: Path) -> None
     assert "Unknown key" in result.stderr and "TimeoutStopSecs" in result.stderr
 
 
-@pytest.mark.parametrize("name", [*ALL_UNITS[:2], "finkvra-consumer@8081.service", ALL_UNITS[3]])
+@pytest.mark.parametrize("name", [*ALL_UNITS[:2], "finkvra-consumer@8081.service", *ALL_UNITS[3:]])
 def test_exposure_level_is_low(rendered: Path, name: str) -> None:
     """systemd's own security audit rates each unit at most 2.5 (of 10; lower is safer)."""
     result = subprocess.run(

@@ -83,6 +83,19 @@ def test_secret_values_cover_every_form(monkeypatch):
     assert "alice" not in values and "b:1" not in values  # what is not secret stays readable
 
 
+def test_secret_values_hold_the_web_tokens_and_hashes_not_the_labeller_names():
+    settings = load_settings(
+        web_tokens={"carol": "WEB-TOKEN-s3cr3t"},
+        web_accounts={"dave": "scrypt$HASH-s3cr3t"},
+        fink_credentials="",
+    )
+    values = secret_values(settings)
+    assert "WEB-TOKEN-s3cr3t" in values and "scrypt$HASH-s3cr3t" in values
+    assert "carol" not in values and "dave" not in values
+    shown = settings.masked_dict()
+    assert shown["web_tokens"] == {"carol": MASK} and shown["web_accounts"] == {"dave": MASK}
+
+
 def test_json_logs_keep_tracebacks_with_secrets_masked(capsys):
     secret = SECRETS["redis_password"]
     setup_logging("INFO", "json", [secret])
