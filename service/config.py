@@ -205,7 +205,11 @@ class Settings(BaseSettings):
     )
     retrain_step: int = Field(default=10, ge=1, description="New usable labels between retrains.")
     holdout_fraction: float = Field(
-        default=0.0, ge=0, le=0.5, description="Share of labels held out for evaluation (0 to 0.5)."
+        default=0.2,
+        ge=0,
+        le=0.5,
+        description="Share of objects whose labels are held out for evaluation, chosen by a "
+        "hash of the objectId (0 to 0.5; 0 turns held-out metrics and importance off).",
     )
     # --- features --------------------------------------------------------------------
     context_provider: str = Field(

@@ -83,6 +83,13 @@ class Telemetry:
         self.prequential_f1 = Gauge(
             "finkvra_prequential_f1", "Prequential F1 of the latest model", ["model"], registry=r
         )
+        self.holdout_f1 = Gauge(
+            "finkvra_holdout_f1", "Held-out F1 of the latest model (objects it never saw)",
+            ["model"], registry=r,
+        )
+        self.holdout_auc = Gauge(
+            "finkvra_holdout_auc", "Held-out ROC AUC of the latest model", ["model"], registry=r
+        )
         self.batch_latency = Histogram(
             "finkvra_batch_seconds",
             "Time to process one batch (decode to commit)",

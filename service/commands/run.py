@@ -43,24 +43,26 @@ def run(args: argparse.Namespace) -> int:
     from service.commands._common import settings_or_exit_code
     from service.daemon import Service, StartupError, signals_stop
     from service.http_server import HealthServer
-    from service.logs import setup_logging
+    from service.logs import flush_repeats, setup_logging
 
     settings = settings_or_exit_code(args.config)
     if isinstance(settings, int):
         return settings
     setup_logging(settings.log_level, settings.log_format, secrets_of(settings))
     service = Service(settings, role=args.role)
-    try:
-        service.start()
-    except StartupError as exc:
-        print(f"finkvra: cannot start: {exc}", file=sys.stderr)
-        return 2
     server = None
-    if settings.http_port:
-        server = HealthServer(service.telemetry, port=settings.http_port).start()
-    try:
-        with signals_stop(service):
+    try:  # every way out stops what was started (the embedded redis-server included)
+        with signals_stop(service):  # a signal during start-up stops the loops at once
+            try:
+                service.start()
+            except StartupError as exc:
+                flush_repeats()
+                print(f"finkvra: cannot start: {exc}", file=sys.stderr)
+                return 2
+            if settings.http_port:
+                server = HealthServer(service.telemetry, port=settings.http_port).start()
             return service.run()
     finally:
         if server is not None:
             server.stop()
+        service.close()

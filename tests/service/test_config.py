@@ -59,7 +59,7 @@ def test_defaults():
         600,
         8080,
     )
-    assert settings.queue_budget == 1.0 and settings.holdout_fraction == 0.0
+    assert settings.queue_budget == 1.0 and settings.holdout_fraction == 0.2
     assert settings.redis_url is None and settings.mlflow_uri is None
 
 
