@@ -128,7 +128,9 @@ class DemoStatus:
 class AutoLabeller:
     """Answer queue items with the generator's truth, at a human-like pace."""
 
-    def __init__(self, queue: Any, truth: Any, *, rate: float = 5.0, name: str = "auto-label") -> None:
+    def __init__(
+        self, queue: Any, truth: Any, *, rate: float = 5.0, name: str = "auto-label"
+    ) -> None:
         self.queue = queue
         self.truth = truth
         self.rate = rate
@@ -220,7 +222,9 @@ class Demo:
         )
         self.service = Service(s, role="all", stop=self.stop)
         self.service.start()
-        self._thread("replayer", lambda: self.replayer.send(generator.messages(self.n_alerts or 10**9)))
+        self._thread(
+            "replayer", lambda: self.replayer.send(generator.messages(self.n_alerts or 10**9))
+        )
         self._thread("service", self.service.run)
         if self.auto_label:
 

@@ -116,7 +116,9 @@ class RepeatFilter(logging.Filter):
             for key, seen in list(self._seen.items()):
                 if seen.count:
                     record = logging.makeLogRecord(vars(seen.last))
-                    record.msg = f"{seen.last.getMessage()} {_repeats(seen.count, now - seen.since)}"
+                    record.msg = (
+                        f"{seen.last.getMessage()} {_repeats(seen.count, now - seen.since)}"
+                    )
                     record.args = None
                     out.append(record)
                 del self._seen[key]

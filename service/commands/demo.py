@@ -19,7 +19,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--config", help="TOML settings file (data dir, strategy, ...)")
-    parser.add_argument("--auto-label", action="store_true", help="label from the generator's truth")
+    parser.add_argument(
+        "--auto-label", action="store_true", help="label from the generator's truth"
+    )
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
     parser.add_argument("--rate", type=float, default=50.0, help="alerts per second (default 50)")
     parser.add_argument("--n", type=int, help="stop producing after N alerts")
@@ -54,7 +56,9 @@ def render(status) -> object:  # noqa: ANN001 (DemoStatus)
     table.add_row("in the queue now (all runs)", str(status.queue_size))
     table.add_row("labelled (all runs)", str(status.labelled))
     table.add_row("dead letters", str(status.dead))
-    versions = ", ".join(f"{m} v{v}" for m, v in sorted(status.versions.items())) or "none yet (random)"
+    versions = (
+        ", ".join(f"{m} v{v}" for m, v in sorted(status.versions.items())) or "none yet (random)"
+    )
     table.add_row("model versions", versions)
     table.add_row("held-out (objects never trained on)", _holdout(status))
     f1 = ", ".join(f"{m} F1 {v:.2f}" for m, v in sorted(status.f1.items())) or "—"
@@ -70,9 +74,13 @@ def render(status) -> object:  # noqa: ANN001 (DemoStatus)
 def line(status) -> str:  # noqa: ANN001
     versions = ",".join(f"{m}=v{v}" for m, v in sorted(status.versions.items())) or "none"
     f1 = ",".join(f"{m}={v:.2f}" for m, v in sorted(status.f1.items())) or "-"
-    held = ",".join(
-        f"{m}={_number(v.get('f1'))}/{_number(v.get('auc'))}" for m, v in sorted(status.holdout.items())
-    ) or "-"
+    held = (
+        ",".join(
+            f"{m}={_number(v.get('f1'))}/{_number(v.get('auc'))}"
+            for m, v in sorted(status.holdout.items())
+        )
+        or "-"
+    )
     return (
         f"t={status.elapsed:.0f}s run={status.run} consumed={status.consumed} "
         f"archived={status.archived} queued_this_run={status.queued_total} "
@@ -92,16 +100,25 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(settings, int):
         return settings
     interactive = sys.stdout.isatty()
-    setup_logging("WARNING" if interactive else settings.log_level, settings.log_format, secrets_of(settings))
+    setup_logging(
+        "WARNING" if interactive else settings.log_level, settings.log_format, secrets_of(settings)
+    )
     demo = Demo(
-        settings, n_alerts=args.n, rate=args.rate, seed=args.seed,
-        auto_label=args.auto_label, label_rate=args.label_rate,
+        settings,
+        n_alerts=args.n,
+        rate=args.rate,
+        seed=args.seed,
+        auto_label=args.auto_label,
+        label_rate=args.label_rate,
     )
     print(
         f"finkvra demo: data in {settings.data_dir} (synthetic: label real alerts with "
         "another FINKVRA_DATA_DIR); "
-        + ("auto-labelling from the generator's truth" if args.auto_label
-           else "label with `finkvra label` in another terminal")
+        + (
+            "auto-labelling from the generator's truth"
+            if args.auto_label
+            else "label with `finkvra label` in another terminal"
+        )
         + ("" if args.duration else "; Ctrl-C to stop"),
         flush=True,
     )

@@ -75,11 +75,18 @@ def test_demo_signal_leaves_no_redis_server(tmp_path: Path, how: int) -> None:
     data = tmp_path / "data"
     proc = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "demo", "--auto-label", "--rate", "100"],
-        cwd=REPO, env=_env(data), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        env=_env(data),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
-        wait_for(lambda: (data / "archive").exists() and any((data / "archive").rglob("*.parquet")),
-                 120, "the demo archiving its first batch")
+        wait_for(
+            lambda: (data / "archive").exists() and any((data / "archive").rglob("*.parquet")),
+            120,
+            "the demo archiving its first batch",
+        )
         out = _stop_and_check(proc, data, how)
     finally:
         if proc.poll() is None:
@@ -91,7 +98,11 @@ def test_demo_duration_leaves_no_redis_server(tmp_path: Path) -> None:
     data = tmp_path / "data"
     proc = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "demo", "--duration", "12"],
-        cwd=REPO, env=_env(data), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        env=_env(data),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         _stop_and_check(proc, data, None)
@@ -111,7 +122,9 @@ def test_run_signal_leaves_no_redis_server(tmp_path: Path, how: int) -> None:
             [sys.executable, "-m", "service.cli", "run"],
             cwd=REPO,
             env=_env(data, FINKVRA_KAFKA_BOOTSTRAP=cluster.bootstrap, FINKVRA_KAFKA_GROUP_ID="t"),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         try:
             wait_for(lambda: servers_in(data), 60, "the embedded redis-server")
@@ -127,8 +140,11 @@ def test_run_startup_error_leaves_no_redis_server_and_says_it_once(tmp_path: Pat
     data = tmp_path / "data"
     done = subprocess.run(
         [sys.executable, "-m", "service.cli", "run"],
-        cwd=REPO, env=_env(data, FINKVRA_KAFKA_BOOTSTRAP="127.0.0.1:1"),
-        capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env=_env(data, FINKVRA_KAFKA_BOOTSTRAP="127.0.0.1:1"),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2, done.stderr[-3000:]
     lines = done.stderr.strip().splitlines()
