@@ -86,6 +86,16 @@ def _columns(rows: list[tuple], names: tuple[str, ...]) -> dict[str, list]:
     return {name: list(column) for name, column in zip(names, zip(*rows, strict=True), strict=True)}
 
 
+#: objectIds of generated alerts (`finkvra.synthetic`) start with this, never with ``ZTF``:
+#: no one takes them for real objects, and no link opens a real, unrelated one.
+SYNTHETIC_PREFIX = "SIM"
+
+
+def is_synthetic(object_id: str) -> bool:
+    """Whether ``object_id`` names a generated (demo, test) object rather than a real one."""
+    return str(object_id).startswith(SYNTHETIC_PREFIX)
+
+
 def lasair_url(object_id: str) -> str:
     """Where a labeller eyeballs an object (the prototype's choice)."""
     return f"https://lasair-ztf.lsst.ac.uk/objects/{object_id}"

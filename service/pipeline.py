@@ -22,7 +22,7 @@ import pandas as pd
 import redis
 
 from finkvra.features import FEATURE_COLUMNS, make_features
-from finkvra.lightcurve import compact_lightcurve, fink_url, lasair_url
+from finkvra.lightcurve import compact_lightcurve
 from service.retry import retry_until_stopped
 from service.scoring import QueuePolicy, Scorer, Scores
 from service.telemetry import Telemetry
@@ -173,7 +173,7 @@ class Pipeline:
         admitted: np.ndarray,
     ) -> list[Any]:
         """Queue items for the admitted rows (``X`` rows are in the order of ``alerts``)."""
-        from service.queue import QueueItem
+        from service.queue import QueueItem, links_for
 
         now = datetime.now(UTC).isoformat()
         rows = np.flatnonzero(admitted)
@@ -197,7 +197,7 @@ class Pipeline:
                     scores={m: p[j] for m, p in p1.items()},
                     model_version=dict(versions),
                     lightcurve=compact_lightcurve(alerts[i]),
-                    links={"lasair": lasair_url(object_id), "fink": fink_url(object_id)},
+                    links=links_for(object_id),
                     enqueued_at=now,
                 )
             )

@@ -41,7 +41,7 @@ import redis
 
 from finkvra.features import FEATURE_COLUMNS, FEATURE_VERSION
 from finkvra.labels import LABELS
-from finkvra.lightcurve import fink_url, lasair_url
+from finkvra.lightcurve import fink_url, is_synthetic, lasair_url
 
 __all__ = [
     "AlreadyLabelledError",
@@ -59,7 +59,9 @@ LABEL_KINDS = ("label", "correction")
 
 
 def links_for(object_id: str) -> dict[str, str]:
-    """Where a human eyeballs ``object_id`` (DESIGN §1)."""
+    """Where a human eyeballs ``object_id`` (DESIGN §1); none for a generated object."""
+    if is_synthetic(object_id):
+        return {}
     return {"lasair": lasair_url(object_id), "fink": fink_url(object_id)}
 
 

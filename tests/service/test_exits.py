@@ -35,6 +35,7 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
             "FINKVRA_FINK_CREDENTIALS": "",
             "FINKVRA_HTTP_PORT": "0",
             "FINKVRA_LOG_FORMAT": "json",
+            "PYTHONPATH": str(REPO),  # this tree's code
             **extra,
         }
     )
