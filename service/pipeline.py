@@ -22,7 +22,7 @@ import pandas as pd
 import redis
 
 from finkvra.features import FEATURE_COLUMNS, make_features
-from finkvra.lightcurve import compact_lightcurve
+from finkvra.lightcurve import compact_lightcurve, vetting_info
 from service.retry import retry_until_stopped
 from service.scoring import QueuePolicy, Scorer, Scores
 from service.telemetry import Telemetry
@@ -185,6 +185,8 @@ class Pipeline:
         priorities = np.asarray(scores.priority, dtype=float)[rows].tolist()
         p1 = {m: np.asarray(p, dtype=float)[rows].tolist() for m, p in scores.p1.items()}
         versions = dict(scores.versions)
+        strategy = "random" if scores.cold else getattr(self.scorer.strategy, "name", "")
+        by = [scores.by[i] for i in rows.tolist()] if scores.by else [None] * len(rows)
         items = []
         for j, i in enumerate(rows.tolist()):
             object_id = str(object_ids[j])
@@ -199,6 +201,10 @@ class Pipeline:
                     lightcurve=compact_lightcurve(alerts[i]),
                     links=links_for(object_id),
                     enqueued_at=now,
+                    vetting={
+                        **vetting_info(alerts[i]),
+                        "queued_by": {"strategy": strategy, "model": by[j]},
+                    },
                 )
             )
         return items
