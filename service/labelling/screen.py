@@ -391,12 +391,12 @@ def _keys_lines(width: int) -> list[Any]:
 
 #: What the words on the screen mean (the help, after the keys).
 GLOSSARY: tuple[tuple[str, str], ...] = (
-    ("gal", "model: galactic (gal, varstar) vs not (extragal, agn); real, bogus left out"),
-    ("real", "model: a real astrophysical source vs a bogus detection (artefact)"),
-    ("P(m)", "the model's probability of its class 1; priority: how much a label teaches"),
-    ("prequential", "each label scored before any model learnt it (on alerts models chose)"),
-    ("held-out", "labels of objects kept out of training, to score each new version"),
-    ('nearest PS1 "', "distance to the nearest Pan-STARRS1 source (candidate.distpsnr1)"),
+    ("gal", "model of galactic (gal, varstar) vs not (extragal, agn)"),
+    ("real", "model of real sources vs bogus detections (artefacts)"),
+    ("P(m)", "model m's probability of its class 1; priority: what a label teaches"),
+    ("prequential", "each label scored before it was learnt (alerts the model chose)"),
+    ("held-out", "objects kept out of training, to score each new version fairly"),
+    ('nearest PS1 "', "distance to the nearest Pan-STARRS1 source (distpsnr1)"),
 )
 
 
@@ -404,7 +404,13 @@ def help_panel(height: int | None = None) -> Any:
     """What each key does, the class each label gives each model, and the glossary."""
     from rich.text import Text
 
-    lines = [Text(f" {'key':<4}{'does':<42}" + "".join(f"{m:>10}" for m in LABEL_MAPS), "bold")]
+    lines = []
+    for word, meaning in GLOSSARY:  # first: the words of the screen (a small one crops)
+        line = Text(" ")
+        line.append(f"{word}: ", style="bold cyan")
+        line.append(meaning)
+        lines.append(line)
+    lines.append(Text(f" {'key':<4}{'does':<42}" + "".join(f"{m:>10}" for m in LABEL_MAPS), "bold"))
     for key, label in LABEL_KEYS.items():
         line = Text(f" {key:<4}{'label ' + label:<42}")
         for mapping in LABEL_MAPS.values():
@@ -418,17 +424,10 @@ def help_panel(height: int | None = None) -> Any:
         ("q", "quit: the item in hand goes back"),
     ):
         lines.append(Text(f" {key:<4}{what}"))
-    for word, meaning in GLOSSARY:
-        line = Text(" ")
-        line.append(f"{word}: ", style="bold cyan")
-        line.append(meaning)
-        lines.append(line)
     if height is not None and len(lines) > height:
         lines = lines[: max(0, height - 1)]
         lines.append(Text(" … (a taller terminal shows the rest)", style="dim"))
-    for line in lines:
-        line.no_wrap, line.overflow = True, "ellipsis"
-    return Text("\n").join(lines)
+    return Text("\n", no_wrap=True, overflow="ellipsis").join(lines)
 
 
 #: Lines of the features block; the light curve beside it gets the same height.
@@ -513,7 +512,10 @@ def render_item(
         return Group(*names, note, *keys, message, prompt)
 
     rows = None if height is None else height - len(head) - len(tail)
-    if state.show_help:  # in place of the cutouts and the light curve
+    if state.show_help:  # in place of the vetting lines, the cutouts and the light curve
+        head = [h for h in head if not any(h is v for v in vetting)]
+        tail = [Rule(style="cyan"), *keys, message, prompt]
+        rows = None if height is None else height - len(head) - len(tail)
         return Group(*head, help_panel(rows), *tail)
     cutout_width, middle_lines = _layout(width, rows)
     parts: list[Any] = list(head)

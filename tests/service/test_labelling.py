@@ -636,3 +636,66 @@ def test_wait_shows_items_as_they_arrive(config_file, redis_client, queue_prefix
     assert [(f["candid"], f["label"], f["labeller"]) for f in entries] == [
         (str(alerts[0]["candid"]), "real", "bo")
     ]
+
+
+@pytest.mark.parametrize("cols, rows", [(80, 24), (100, 30), (160, 50)])
+def test_every_ordinary_terminal_shows_the_name_the_whole_links_and_the_keys(
+    config_file, redis_client, queue_prefix, tmp_path, alerts, features, cols, rows
+):
+    archive = ParquetArchive(tmp_path / "archive")
+    archive.write_batch(alerts[:2], topic="fink_vra_ztf", partition=0, offsets=[0, 1])
+    queue = LabelQueue(redis_client, prefix=queue_prefix)
+    first, second = (make_item(x, features, 0.9 - i / 10) for i, x in enumerate(alerts[:2]))
+    queue.push([first, second])
+    queue.submit_label(second.candid - 1, "varstar", "bob", objectId=first.objectId)  # earlier
+
+    term = Terminal(finkvra("label", "--config", str(config_file)), cols=cols, rows=rows)
+    try:
+        screen = term.wait_for(first.objectId, "days since alert")
+        lines = screen.rstrip("\n").splitlines()
+        assert len(lines) <= rows and max(len(line) for line in lines) <= cols
+        assert lines[1].lstrip().startswith(first.objectId)  # the name, under the title
+        for url in (lasair_url(first.objectId), fink_url(first.objectId)):
+            assert url in screen  # whole, on one line
+        keys = " ".join(lines[-5:])
+        for key, word in (("r", "real"), ("x", "extragal"), ("g", "gal"), ("a", "agn"),
+                          ("b", "bogus"), ("v", "varstar"), ("s", "skip"), ("u", "undo"),
+                          ("q", "quit"), ("?", "help")):  # fmt: skip
+            assert f" {key}  {word}" in keys, (key, keys)
+        alert = alerts[0]["candidate"]
+        band = "g" if alert["fid"] == 1 else "r"
+        assert f"alert {band} {alert['magpsf']:.2f}±{alert['sigmapsf']:.2f}" in screen
+        assert f"MJD {alert['jd'] - 2400000.5:.3f}" in screen and "gal. lat." in screen
+        assert "labelled before varstar by bob" in screen and "SIMBAD" in screen
+        assert "priority 0.900 (uncertainty on gal v3)" in screen
+        if rows >= 30:
+            assert "▀" in term.wait_for(first.objectId, "▀")  # the cutouts are drawn
+        if rows >= 50:
+            assert "nearest PS1" in screen and "all dets, g+r" in screen
+        term.press("?")
+        screen = term.wait_for("prequential:", "held-out:")
+        assert len(screen.rstrip("\n").splitlines()) <= rows and first.objectId in screen
+        term.press("q")
+        assert term.finish() == 0
+    finally:
+        if term.process.poll() is None:
+            os.killpg(term.process.pid, signal.SIGKILL)
+
+
+def test_below_the_minimum_the_screen_says_so_and_keeps_name_links_and_keys(
+    config_file, redis_client, queue_prefix, alerts, features
+):
+    queue = LabelQueue(redis_client, prefix=queue_prefix)
+    item = make_item(alerts[0], features, 0.9)
+    queue.push([item])
+    term = Terminal(finkvra("label", "--config", str(config_file)), cols=72, rows=20)
+    try:
+        screen = term.wait_for(item.objectId, "needs at least 80x24")
+        assert lasair_url(item.objectId) in screen and " q  quit" in screen
+        assert len(screen.rstrip("\n").splitlines()) <= 20
+        term.press("g")  # the keys work: the one item is labelled, the session ends
+        assert term.finish() == 0
+    finally:
+        if term.process.poll() is None:
+            os.killpg(term.process.pid, signal.SIGKILL)
+    assert "1 labelled (gal 1)" in plain(term.raw)
