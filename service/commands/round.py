@@ -89,6 +89,34 @@ class _Stop(Exception):
         self.code = code
 
 
+_SEPARATE = (
+    "real and synthetic labels must never train one model: give real alerts their own "
+    "FINKVRA_DATA_DIR (or data_dir in --config)"
+)
+
+
+def _refuse_demo_directory(settings: Any) -> None:
+    """Stop on a data directory where ``finkvra demo`` ran: its labels and models are synthetic."""
+    from service.demo import demo_file
+
+    marker = demo_file(settings.data_dir)
+    if marker.exists():
+        raise _Stop(
+            f"{settings.data_dir} holds the demo's synthetic labels and models ({marker.name}); "
+            + _SEPARATE
+        )
+
+
+def _refuse_mixing(alerts: list[dict[str, Any]], labelled_objects: list[Any]) -> None:
+    """Stop when generated and real objects would meet in one label store."""
+    from finkvra.lightcurve import is_synthetic
+
+    kinds = {is_synthetic(a["objectId"]) for a in alerts}
+    kinds |= {is_synthetic(str(o)) for o in labelled_objects if o}
+    if len(kinds) > 1:
+        raise _Stop("these alerts and the label store mix generated and real objects; " + _SEPARATE)
+
+
 def _random_seed(settings: Any) -> int:
     if settings.seed is not None:
         return int(settings.seed)
@@ -161,6 +189,7 @@ def _round(
     from service.scoring import Scorer
 
     model = args.model
+    _refuse_demo_directory(settings)
     alerts = _read(args.paths)
     print(f"read {len(alerts)} alerts from {' '.join(args.paths)}")
     dust = _dust(settings)
@@ -172,6 +201,7 @@ def _round(
 
     store = LabelStore(settings.labels_dir)
     labels, _n_store, _n_pending = effective_labels(store, main_queue)
+    _refuse_mixing(alerts, labels["objectId"].tolist())
     labelled = set(labels["candid"].tolist())
     in_queue = main_queue.is_labelled(X.index.tolist())
     already = np.array([int(c) in labelled for c in X.index]) | in_queue
