@@ -106,6 +106,9 @@ class LabellingSession:
         Seconds between two looks at an empty queue.
     title
         The screen's title line.
+    prefetch
+        Items after the current one whose cutouts are fetched while the labeller looks
+        (0: none; each item's are then fetched when it comes).
     """
 
     def __init__(
@@ -121,6 +124,7 @@ class LabellingSession:
         wait: bool = False,
         poll_s: float = 1.0,
         title: str = "finkvra label",
+        prefetch: int = PREFETCH,
     ) -> None:
         from rich.console import Console
 
@@ -134,6 +138,7 @@ class LabellingSession:
         self.wait = wait
         self.poll_s = float(poll_s)
         self.title = title
+        self.prefetch = int(prefetch)
         self.result = SessionResult()
         self.state = ScreenState(
             tally=self.result.tally, labeller=labeller, models=self.models, title=title
@@ -365,9 +370,9 @@ class LabellingSession:
         """While the labeller looks: fetch the next items' cutouts, re-read object labels."""
         if time.monotonic() - self._labels_read_at > LABELS_REFRESH_S:
             self._read_object_labels()
-        if self.cutouts is None:
+        if self.cutouts is None or self.prefetch < 1:
             return
-        upcoming = [i for i in self.queue.items(PREFETCH) if i.candid not in self._skipped]
+        upcoming = [i for i in self.queue.items(self.prefetch) if i.candid not in self._skipped]
         self.cutouts.prefetch(upcoming)
 
     def _read_object_labels(self) -> None:
@@ -402,13 +407,14 @@ class LabellingSession:
         interactive = self.console.is_terminal and self.keys.interactive
         cutouts = None
         if self.cutouts is not None:
+            self.cutouts.request_item(item)  # first in line, before the ones after it
+        self._prefetch()  # the next items' stamps come while this one is drawn and looked at
+        if self.cutouts is not None:
             cutouts = self.cutouts.get(item, timeout=CUTOUT_WAIT_S if interactive else None)
         self.state.waiting = int(self.queue.client.zcard(self.queue.key("queue")))
         self.draw(item, cutouts)
-        if not interactive:  # a blocking read: fetch ahead first
-            self._prefetch()
+        if not interactive:  # a blocking read
             return self.keys.read_key()
-        prefetched = False
         renew_every = max(1.0, self.queue.lease_seconds / 3)
         renewed_at = time.monotonic()
         while True:
@@ -418,9 +424,6 @@ class LabellingSession:
             if time.monotonic() - renewed_at > renew_every:  # still looking: keep the lease
                 self.queue.renew(item.candid, self.labeller)
                 renewed_at = time.monotonic()
-            if not prefetched:
-                self._prefetch()
-                prefetched = True
             if cutouts is None and self.cutouts is not None:
                 cutouts = self.cutouts.cached(item.candid)
                 if cutouts is not None:
