@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import math
@@ -299,6 +300,23 @@ def test_labels_become_versions_scored_before_they_are_learnt(make_world, labell
     np.testing.assert_allclose(
         model_set.learners["gal"].predict_proba(X_all), version1["gal"].predict_proba(X_all)
     )
+
+
+def test_an_object_is_never_split_between_training_and_held_out(make_world):
+    """Several alerts of one object: all train or all are held out (by objectId's hash)."""
+    generator = AlertGenerator(seed=11, n_objects=12)
+    pairs = [(a, label) for a, label in generator.labelled(60) if label != "bogus"][:40]
+    objects = collections.Counter(a["objectId"] for a, _ in pairs)
+    assert sum(1 for n in objects.values() if n > 1) >= 5, "fixture: too few repeated objects"
+    world = make_world(models=["real"], holdout_fraction=0.4)
+    world.archive_alerts([a for a, _ in pairs])
+    world.post(pairs)
+    (result,) = world.trainer().step(block_ms=0).rounds
+    ids = pd.read_csv(run_artifacts(world.tracker, result.run_id)["training_ids.csv"])
+    splits = ids.groupby("objectId")["split"].nunique()
+    assert (splits == 1).all(), splits[splits > 1]
+    held = set(ids.loc[ids["split"] == "holdout", "objectId"])
+    assert held == {o for o in objects if holdout_mask([o], 0.4)[0]} and held != set(objects)
 
 
 def test_held_out_labels_give_metrics_and_importance(make_world, alerts_with_bogus):
