@@ -178,7 +178,7 @@ def _round(
     from finkvra.context import make_context
     from finkvra.features import make_features
     from finkvra.labels import apply_label_map
-    from finkvra.lightcurve import compact_lightcurve
+    from finkvra.lightcurve import compact_lightcurve, vetting_info
     from finkvra.tracking import Tracker
     from service.commands.label import run_screen
     from service.commands.queue import effective_labels
@@ -240,6 +240,10 @@ def _round(
             scores={m: float(p[i]) for m, p in scores.p1.items()},
             model_version=dict(scores.versions),
             lightcurve=compact_lightcurve(alerts[i]),
+            vetting={
+                **vetting_info(alerts[i]),
+                "queued_by": {"strategy": "random" if scores.cold else strategy, "model": model},
+            },
         )
         for i in rows
     ]
