@@ -160,3 +160,26 @@ def test_run_startup_error_leaves_no_redis_server_and_says_it_once(tmp_path: Pat
     assert any(re.search(r"repeated \d+ times", line) for line in refused), refused
     assert lines[-1].startswith("finkvra: cannot start: cannot reach Kafka at 127.0.0.1:1")
     wait_for(lambda: not servers_in(data), 10, "no redis-server left in the data directory")
+
+
+def test_repeated_client_errors_are_counted_not_printed() -> None:
+    """The filter behind "one Kafka error, one line": first sight, then a count."""
+    import logging
+
+    from service.logs import RepeatFilter
+
+    filt = RepeatFilter(interval=3600)
+
+    def record(name: str, text: str) -> logging.LogRecord:
+        return logging.makeLogRecord({"name": name, "levelno": 40, "msg": text})
+
+    refused = "FAIL [rdkafka#consumer-{}] Connect to ipv4#127.0.0.1:1 failed (after {}ms)"
+    kafka = "service.kafka_source.librdkafka"
+    passed = [filt.filter(record(kafka, refused.format(i % 3, i))) for i in range(195)]
+    assert passed == [True] + [False] * 194  # one message, whatever the client or duration
+    assert filt.filter(record(kafka, "Kafka: another error"))  # a distinct one gets through
+    assert filt.filter(record("service.daemon", "batch: 1 consumed"))  # other loggers: all
+    assert filt.filter(record("service.daemon", "batch: 1 consumed"))
+    (summary,) = filt.flush()
+    assert re.search(r"\(repeated 194 times in the last \d+ s\)$", summary.getMessage())
+    assert filt.flush() == []  # said once
