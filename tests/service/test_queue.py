@@ -661,12 +661,16 @@ def test_what_a_vetter_reads_travels_with_the_item_from_real_alerts(
             "jd": c["jd"], "fid": c["fid"], "magpsf": c["magpsf"], "sigmapsf": c["sigmapsf"],
             "isdiffpos": c["isdiffpos"],
         }  # fmt: skip
-        assert v["sgscore1"] == c["sgscore1"] and v["distnr"] == (c["distnr"] if c["distnr"] >= 0 else None)
+        assert v["sgscore1"] == c["sgscore1"] and v["distnr"] == (
+            c["distnr"] if c["distnr"] >= 0 else None
+        )
         assert v["ssdistnr"] == (c["ssdistnr"] if c["ssdistnr"] >= 0 else None)
         assert v["queued_by"]["strategy"] == "margin"
         # the model whose margin informativeness is the higher gave the priority
         i = list(X.index).index(alert["candid"])
-        margins = {m: 1 - abs(2 * learners[m].predict_proba(X.iloc[[i]])[0, 1] - 1) for m in learners}
+        margins = {
+            m: 1 - abs(2 * learners[m].predict_proba(X.iloc[[i]])[0, 1] - 1) for m in learners
+        }
         assert v["queued_by"]["model"] == max(margins, key=margins.get)
     assert {v.vetting["tns"] for v in leased.values()} >= {"SLSN-I", None}
 
