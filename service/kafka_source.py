@@ -248,8 +248,8 @@ class KafkaSource:
         def on_error(error: KafkaError) -> None:
             if error.fatal():
                 self._fatal = error
-            elif user_error_cb is None:
-                log.warning("Kafka: %s", error)
+            elif user_error_cb is None:  # the client logger: repeats are counted (logs.py)
+                logging.getLogger(f"{__name__}.librdkafka").warning("Kafka: %s", error)
             if user_error_cb is not None:
                 user_error_cb(error)
 

@@ -22,7 +22,7 @@ import pandas as pd
 import redis
 
 from finkvra.features import FEATURE_COLUMNS, make_features
-from finkvra.lightcurve import compact_lightcurve, fink_url, lasair_url
+from finkvra.lightcurve import compact_lightcurve, vetting_info
 from finkvra.validation import alert_problem
 from service.queue import _priority_text
 from service.retry import StopRequested, retry_until_stopped
@@ -346,7 +346,7 @@ class Pipeline:
         admitted: np.ndarray,
     ) -> list[Any]:
         """Queue items for the admitted rows (``X`` rows are in the order of ``alerts``)."""
-        from service.queue import QueueItem
+        from service.queue import QueueItem, links_for
 
         now = datetime.now(UTC).isoformat()
         rows = np.flatnonzero(admitted)
@@ -358,6 +358,8 @@ class Pipeline:
         priorities = np.asarray(scores.priority, dtype=float)[rows].tolist()
         p1 = {m: np.asarray(p, dtype=float)[rows].tolist() for m, p in scores.p1.items()}
         versions = dict(scores.versions)
+        strategy = "random" if scores.cold else getattr(self.scorer.strategy, "name", "")
+        by = [scores.by[i] for i in rows.tolist()] if scores.by else [None] * len(rows)
         items = []
         for j, i in enumerate(rows.tolist()):
             object_id = str(object_ids[j])
@@ -370,8 +372,12 @@ class Pipeline:
                     scores={m: p[j] for m, p in p1.items()},
                     model_version=dict(versions),
                     lightcurve=compact_lightcurve(alerts[i]),
-                    links={"lasair": lasair_url(object_id), "fink": fink_url(object_id)},
+                    links=links_for(object_id),
                     enqueued_at=now,
+                    vetting={
+                        **vetting_info(alerts[i]),
+                        "queued_by": {"strategy": strategy, "model": by[j]},
+                    },
                 )
             )
         return items

@@ -41,7 +41,7 @@ import redis
 
 from finkvra.features import FEATURE_COLUMNS, FEATURE_VERSION
 from finkvra.labels import LABELS
-from finkvra.lightcurve import fink_url, lasair_url
+from finkvra.lightcurve import fink_url, is_synthetic, lasair_url
 
 __all__ = [
     "AlreadyLabelledError",
@@ -59,7 +59,9 @@ LABEL_KINDS = ("label", "correction")
 
 
 def links_for(object_id: str) -> dict[str, str]:
-    """Where a human eyeballs ``object_id`` (DESIGN §1)."""
+    """Where a human eyeballs ``object_id`` (DESIGN §1); none for a generated object."""
+    if is_synthetic(object_id):
+        return {}
     return {"lasair": lasair_url(object_id), "fink": fink_url(object_id)}
 
 
@@ -132,6 +134,9 @@ class QueueItem:
     accepted too, and ``feature_version`` says which definition computed them (it
     travels with the label to the trainer). ``links`` defaults to the Lasair and Fink
     pages of the object; ``enqueued_at`` (ISO UTC) is set by `LabelQueue.push` when empty.
+    ``vetting`` holds what a vetter reads besides the features (`finkvra.lightcurve.
+    vetting_info`: SIMBAD type, TNS name, the triggering detection, star/galaxy and
+    solar-system hints) and why the item was queued (``queued_by``: strategy, model).
     """
 
     candid: int
@@ -144,6 +149,7 @@ class QueueItem:
     links: dict[str, str] = field(default_factory=dict)
     enqueued_at: str = ""
     feature_version: str = FEATURE_VERSION
+    vetting: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.candid = int(self.candid)
@@ -173,6 +179,7 @@ class QueueItem:
             "links": _dumps(self.links),
             "enqueued_at": self.enqueued_at,
             "feature_version": self.feature_version,
+            "vetting": _dumps(self.vetting),
         }
 
     @classmethod
@@ -193,6 +200,7 @@ class QueueItem:
             links=json.loads(h.get("links") or "{}"),
             enqueued_at=h.get("enqueued_at", ""),
             feature_version=h.get("feature_version", ""),
+            vetting=json.loads(h.get("vetting") or "{}"),
         )
 
 
@@ -283,14 +291,14 @@ local function forget_object(c, ikey)
 end
 """
 
-# ARGV: prefix, max_size, then 10 per item: candid, objectId, priority, features, scores,
-# model_version, lightcurve, links, enqueued_at, feature_version.
+# ARGV: prefix, max_size, then 11 per item: candid, objectId, priority, features, scores,
+# model_version, lightcurve, links, enqueued_at, feature_version, vetting.
 _LUA_PUSH = (
     _LUA_COMMON
     + """
 local max_size = tonumber(ARGV[2])
 local added, replaced, dropped_labelled, dropped_lower, dropped_leased, duplicates, evicted = 0, 0, 0, 0, 0, 0, 0
-for i = 3, #ARGV, 10 do
+for i = 3, #ARGV, 11 do
   local c, oid, prio_s = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local prio = tonumber(prio_s)
   local ikey = item_key(c)
@@ -299,7 +307,7 @@ for i = 3, #ARGV, 10 do
   elseif redis.call('EXISTS', ikey) == 1 then
     redis.call('HSET', ikey, 'priority', prio_s, 'features', ARGV[i + 3], 'scores', ARGV[i + 4],
       'model_version', ARGV[i + 5], 'lightcurve', ARGV[i + 6], 'links', ARGV[i + 7],
-      'feature_version', ARGV[i + 9])
+      'feature_version', ARGV[i + 9], 'vetting', ARGV[i + 10])
     if redis.call('ZSCORE', QUEUE, c) then redis.call('ZADD', QUEUE, prio_s, c) end
     duplicates = duplicates + 1
   else
@@ -323,7 +331,7 @@ for i = 3, #ARGV, 10 do
       redis.call('HSET', ikey, 'candid', c, 'objectId', oid, 'priority', prio_s,
         'features', ARGV[i + 3], 'scores', ARGV[i + 4], 'model_version', ARGV[i + 5],
         'lightcurve', ARGV[i + 6], 'links', ARGV[i + 7], 'enqueued_at', ARGV[i + 8],
-        'feature_version', ARGV[i + 9])
+        'feature_version', ARGV[i + 9], 'vetting', ARGV[i + 10])
       redis.call('ZADD', QUEUE, prio_s, c)
       redis.call('SET', okey, c)
       if replacing then replaced = replaced + 1 else added = added + 1 end
@@ -629,6 +637,7 @@ class LabelQueue:
                 stored["links"],
                 item.enqueued_at or now,
                 stored["feature_version"],
+                stored["vetting"],
             ]
         return PushResult(*(int(v) for v in self._push(args=args)))
 
@@ -891,6 +900,26 @@ class LabelQueue:
             part = values[start : start + chunk]
             flags = self.client.smismember(self.key("labelled"), part)
             out[start : start + len(part)] = [bool(int(f)) for f in flags]
+        return out
+
+    def object_labels(self) -> dict[str, list[dict[str, Any]]]:
+        """The current label of every labelled candid, by objectId (from ``last_label``).
+
+        What the labelling screen says of an object that comes back under a new candid:
+        who labelled its earlier alerts, and how. Undone labels are not in it.
+        """
+        out: dict[str, list[dict[str, Any]]] = {}
+        for candid, text in self.client.hscan_iter(self.key("last_label"), count=1000):
+            entry = json.loads(_text(text))
+            object_id = entry.get("objectId") or ""
+            if object_id:
+                out.setdefault(object_id, []).append(
+                    {
+                        "candid": int(_text(candid)),
+                        "label": entry.get("label"),
+                        "labeller": entry.get("labeller"),
+                    }
+                )
         return out
 
     def labelled_count(self) -> int:

@@ -24,6 +24,8 @@ class Scores:
     p1: dict[str, np.ndarray]
     priority: np.ndarray
     versions: dict[str, int] = field(default_factory=dict)
+    #: Per row, the model whose informativeness gave the priority (shown to labellers).
+    by: list[str] = field(default_factory=list)
 
     @property
     def cold(self) -> bool:
@@ -35,7 +37,9 @@ class Scorer:
     """Score feature tables with the current learners; seeded, so a replay scores alike."""
 
     def __init__(self, strategy: str | QueryStrategy = "uncertainty", *, seed: int = 0) -> None:
-        self.strategy = make_strategy(strategy, seed=seed) if isinstance(strategy, str) else strategy
+        self.strategy = (
+            make_strategy(strategy, seed=seed) if isinstance(strategy, str) else strategy
+        )
         self.seed = seed
         self._rng = np.random.default_rng(seed)
 
@@ -56,7 +60,10 @@ class Scorer:
             informativeness[name] = self.strategy.priority(proba)
         priority = combine_scores(informativeness, how="max")
         priority = np.where(np.isnan(priority), 0.0, priority)
-        return Scores(p1=p1, priority=priority, versions=dict(versions or {}))
+        names = list(informativeness)
+        stacked = np.nan_to_num(np.vstack([informativeness[m] for m in names]), nan=-np.inf)
+        by = [names[i] for i in np.argmax(stacked, axis=0).tolist()]
+        return Scores(p1=p1, priority=priority, versions=dict(versions or {}), by=by)
 
 
 class QueuePolicy:

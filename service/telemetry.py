@@ -87,8 +87,12 @@ class Telemetry:
         self.health = Health()
         r = self.registry
         self.consumed = Counter("finkvra_alerts_consumed", "Kafka messages consumed", registry=r)
-        self.archived = Counter("finkvra_alerts_archived", "Alerts written to the archive", registry=r)
-        self.queued = Counter("finkvra_alerts_queued", "Alerts added to the labelling queue", registry=r)
+        self.archived = Counter(
+            "finkvra_alerts_archived", "Alerts written to the archive", registry=r
+        )
+        self.queued = Counter(
+            "finkvra_alerts_queued", "Alerts added to the labelling queue", registry=r
+        )
         self.dead_lettered = Counter(
             "finkvra_alerts_dead_lettered", "Messages sent to the dead-letter store", registry=r
         )
@@ -103,6 +107,15 @@ class Telemetry:
         self.queue_size = Gauge("finkvra_queue_size", "Items in the labelling queue", registry=r)
         self.prequential_f1 = Gauge(
             "finkvra_prequential_f1", "Prequential F1 of the latest model", ["model"], registry=r
+        )
+        self.holdout_f1 = Gauge(
+            "finkvra_holdout_f1",
+            "Held-out F1 of the latest model (objects it never saw)",
+            ["model"],
+            registry=r,
+        )
+        self.holdout_auc = Gauge(
+            "finkvra_holdout_auc", "Held-out ROC AUC of the latest model", ["model"], registry=r
         )
         self.batch_latency = Histogram(
             "finkvra_batch_seconds",

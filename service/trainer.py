@@ -62,16 +62,18 @@ GROUP = "trainer"
 CONSUMER = "trainer"
 STATE_FILE = "trainer_state.json"
 #: Held-out rows needed before a permutation importance means anything.
-MIN_IMPORTANCE_ROWS = 10
+MIN_IMPORTANCE_ROWS = 5
 
 
-def holdout_mask(candids: Iterable[int], fraction: float) -> np.ndarray:
-    """Which candids are held out: ``hash(candid) < fraction``, the same in every round.
+def holdout_mask(keys: Iterable[Any], fraction: float) -> np.ndarray:
+    """Which rows are held out: ``hash(str(key)) < fraction``, the same in every round.
 
-    A hash rather than a random draw, so that a held-out label stays held out when the
-    trainer restarts or the label is corrected, and no model ever trains on it.
+    The trainer passes objectIds: every alert of one object falls on the same side, so a
+    model is never tested on an object it trained on under another candid. A hash rather
+    than a random draw, so that a held-out label stays held out when the trainer
+    restarts or the label is corrected, and no model ever trains on it.
     """
-    values = [int(c) for c in candids]
+    values = [str(c) for c in keys]
     if fraction <= 0 or not values:
         return np.zeros(len(values), dtype=bool)
     unit = np.array(
@@ -438,7 +440,8 @@ class Trainer:
 
         s = self.settings
         state = self._state[model]
-        held = holdout_mask(candids, float(s.holdout_fraction))
+        labels = self.store.effective_labels().set_index("candid").loc[candids]
+        held = holdout_mask(labels["objectId"].to_numpy(), float(s.holdout_fraction))
         train = ~held
         if not train.any():
             log.warning("%s: all %d usable labels are held out; not training", model, len(y))
@@ -467,8 +470,10 @@ class Trainer:
         X_held, y_held = X[held], y[held]
         if held.any():
             metrics["holdout"] = classification_metrics(y_held, learner.predict_proba(X_held))
+            if self.telemetry is not None:
+                self.telemetry.holdout_f1.labels(model=model).set(metrics["holdout"]["f1"])
+                self.telemetry.holdout_auc.labels(model=model).set(metrics["holdout"]["roc_auc"])
 
-        labels = self.store.effective_labels().set_index("candid").loc[candids]
         training_ids = pd.DataFrame(
             {
                 "candid": candids,
@@ -485,7 +490,7 @@ class Trainer:
             "feature_version": FEATURE_VERSION,
             "holdout": {
                 "fraction": float(s.holdout_fraction),
-                "rule": "blake2b(str(candid)) / 2**64 < fraction",
+                "rule": "blake2b(objectId) / 2**64 < fraction (an object is never split)",
                 "n": int(held.sum()),
             },
             "evaluation": (

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from finkvra.lightcurve import SYNTHETIC_PREFIX
 from finkvra.synthetic.avro_encoder import SchemalessEncoder, _set_long, _set_str
 from finkvra.synthetic.cutouts import cutout_triplet
 from finkvra.synthetic.lc_features import (
@@ -380,7 +381,7 @@ class AlertGenerator:
             letters = self._rng.integers(0, 26, 7)
             letters[0] = 0
             letters[1] = min(letters[1], 3)
-            name = f"ZTF{year}" + "".join(_ALPHABET[i] for i in letters)
+            name = f"{SYNTHETIC_PREFIX}{year}" + "".join(_ALPHABET[i] for i in letters)
             if name not in self._object_ids:
                 self._object_ids.add(name)
                 return name

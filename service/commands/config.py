@@ -28,16 +28,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the settings; exit 2 when they are invalid (the message says how to fix them)."""
-    from service.config import ConfigError, load_settings, reference_table
+    from service.config import reference_table
 
     action = args.config_action or "show"
     if action == "reference":
         sys.stdout.write(reference_table())
         return 0
-    try:
-        settings = load_settings(getattr(args, "config", None))
-    except ConfigError as exc:
-        print(f"finkvra: invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
+    from service.commands._common import settings_or_exit_code
+
+    settings = settings_or_exit_code(getattr(args, "config", None))
+    if isinstance(settings, int):
+        return settings
     sys.stdout.write(settings.show(getattr(args, "format", "toml")))
     return 0

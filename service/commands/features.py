@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -44,8 +46,45 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="alerts featurised at a time (default 1000)",
     )
+    parser.add_argument(
+        "--keep",
+        metavar="COL,...",
+        help="alert columns carried into the table beside the features, to build labels "
+        "from (e.g. cdsxmatch,candidate.jd: a dot reaches into a struct)",
+    )
     parser.add_argument("--config", metavar="FILE", help="TOML settings file")
     parser.set_defaults(func=run)
+
+
+def kept_columns(alerts: Any, keep: Sequence[str]) -> Any:
+    """The ``keep`` columns of an alert frame, indexed by candid (None where absent).
+
+    ``a.b`` is field ``b`` of the struct column ``a`` (``candidate.jd``). Raises
+    ``KeyError`` naming a column or field the alerts do not have, with the nearest one.
+    """
+    import difflib
+    from collections.abc import Mapping
+
+    import pandas as pd
+
+    out = {}
+    for name in keep:
+        top, _, field = name.partition(".")
+        if top not in alerts.columns:
+            close = difflib.get_close_matches(top, [str(c) for c in alerts.columns], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise KeyError(f"no column {top!r} in the alerts{hint}")
+        column = alerts[top]
+        if field:
+            structs = [v for v in column if isinstance(v, Mapping)]
+            if structs and field not in structs[0]:
+                close = difflib.get_close_matches(field, [str(k) for k in structs[0]], n=1)
+                hint = f" (did you mean {top + '.' + close[0]!r}?)" if close else ""
+                raise KeyError(f"no field {field!r} in {top!r}{hint}")
+            column = pd.Series([v.get(field) if isinstance(v, Mapping) else None for v in column])
+        out[name] = column.to_numpy()
+    index = pd.Index(alerts["candid"].astype("int64").to_numpy(), name="candid")
+    return pd.DataFrame(out, index=index)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +93,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.chunk_size < 1:
         print("finkvra features: --chunk-size must be at least 1", file=sys.stderr)
+        return 2
+    keep = list(dict.fromkeys(c.strip() for c in (args.keep or "").split(",") if c.strip()))
+    from finkvra.features import FEATURE_COLUMNS
+
+    taken = [c for c in keep if c in FEATURE_COLUMNS or c in ("objectId", "candid")]
+    if taken:
+        print(f"finkvra features: --keep {taken[0]!r} is already in the table", file=sys.stderr)
         return 2
     settings = settings_or_exit_code(args.config)
     if isinstance(settings, int):
@@ -91,20 +137,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"finkvra features: {exc}", file=sys.stderr)
         return 2
 
+    columns = list(dict.fromkeys([*INPUT_COLUMNS, *(k.partition(".")[0] for k in keep)]))
     frames: list[pd.DataFrame] = []
     n_alerts = 0
     with tqdm(total=len(files), unit="file", desc="features", disable=None, file=sys.stderr) as bar:
         for path in files:
             try:
-                alerts = read_alerts(path, columns=INPUT_COLUMNS)
+                alerts = read_alerts(path, columns=columns)
             except Exception as exc:  # a corrupt or foreign file: say which, stop cleanly
                 print(f"finkvra features: cannot read {path}: {exc}", file=sys.stderr)
                 return 1
             for start in range(0, len(alerts), args.chunk_size):
-                X, meta = make_features(
-                    alerts.iloc[start : start + args.chunk_size], dust=dust, context=context
-                )
-                frames.append(feature_frame(X, meta))
+                chunk = alerts.iloc[start : start + args.chunk_size]
+                X, meta = make_features(chunk, dust=dust, context=context)
+                frame = feature_frame(X, meta)
+                if keep:
+                    try:
+                        extra = kept_columns(chunk, keep)
+                    except KeyError as exc:
+                        print(f"finkvra features: --keep: {exc.args[0]} ({path})", file=sys.stderr)
+                        return 2
+                    frame = frame.join(extra.loc[~extra.index.duplicated()])
+                frames.append(frame)
                 n_alerts += len(X)
                 bar.set_postfix(alerts=n_alerts)
             bar.update(1)

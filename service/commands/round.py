@@ -89,6 +89,34 @@ class _Stop(Exception):
         self.code = code
 
 
+_SEPARATE = (
+    "real and synthetic labels must never train one model: give real alerts their own "
+    "FINKVRA_DATA_DIR (or data_dir in --config)"
+)
+
+
+def _refuse_demo_directory(settings: Any) -> None:
+    """Stop on a data directory where ``finkvra demo`` ran: its labels and models are synthetic."""
+    from service.demo import demo_file
+
+    marker = demo_file(settings.data_dir)
+    if marker.exists():
+        raise _Stop(
+            f"{settings.data_dir} holds the demo's synthetic labels and models ({marker.name}); "
+            + _SEPARATE
+        )
+
+
+def _refuse_mixing(alerts: list[dict[str, Any]], labelled_objects: list[Any]) -> None:
+    """Stop when generated and real objects would meet in one label store."""
+    from finkvra.lightcurve import is_synthetic
+
+    kinds = {is_synthetic(a["objectId"]) for a in alerts}
+    kinds |= {is_synthetic(str(o)) for o in labelled_objects if o}
+    if len(kinds) > 1:
+        raise _Stop("these alerts and the label store mix generated and real objects; " + _SEPARATE)
+
+
 def _random_seed(settings: Any) -> int:
     if settings.seed is not None:
         return int(settings.seed)
@@ -150,7 +178,7 @@ def _round(
     from finkvra.context import make_context
     from finkvra.features import make_features
     from finkvra.labels import apply_label_map
-    from finkvra.lightcurve import compact_lightcurve
+    from finkvra.lightcurve import compact_lightcurve, vetting_info
     from finkvra.tracking import Tracker
     from service.commands.label import run_screen
     from service.commands.queue import effective_labels
@@ -161,6 +189,7 @@ def _round(
     from service.scoring import Scorer
 
     model = args.model
+    _refuse_demo_directory(settings)
     alerts = _read(args.paths)
     print(f"read {len(alerts)} alerts from {' '.join(args.paths)}")
     dust = _dust(settings)
@@ -172,6 +201,7 @@ def _round(
 
     store = LabelStore(settings.labels_dir)
     labels, _n_store, _n_pending = effective_labels(store, main_queue)
+    _refuse_mixing(alerts, labels["objectId"].tolist())
     labelled = set(labels["candid"].tolist())
     in_queue = main_queue.is_labelled(X.index.tolist())
     already = np.array([int(c) in labelled for c in X.index]) | in_queue
@@ -210,6 +240,10 @@ def _round(
             scores={m: float(p[i]) for m, p in scores.p1.items()},
             model_version=dict(scores.versions),
             lightcurve=compact_lightcurve(alerts[i]),
+            vetting={
+                **vetting_info(alerts[i]),
+                "queued_by": {"strategy": "random" if scores.cold else strategy, "model": model},
+            },
         )
         for i in rows
     ]

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from service.commands._common import settings_or_exit_code
     from service.daemon import Service, StartupError, signals_stop
     from service.http_server import HealthServer
-    from service.logs import setup_logging
+    from service.logs import flush_repeats, setup_logging
     from service.retry import StopRequested
     from service.secrets import secret_values
 
@@ -52,11 +52,12 @@ def run(args: argparse.Namespace) -> int:
         server = HealthServer(
             service.telemetry, host=settings.http_host, port=settings.http_port, secrets=secrets
         ).start()
-    try:
-        with signals_stop(service):
+    try:  # every way out stops what was started (the embedded redis-server included)
+        with signals_stop(service):  # a signal during start-up stops the loops at once
             try:
                 service.start()
             except StartupError as exc:
+                flush_repeats()
                 print(f"finkvra: cannot start: {exc}", file=sys.stderr)
                 return 2
             except StopRequested:
@@ -65,3 +66,4 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.stop()
+        service.close()

@@ -373,7 +373,9 @@ class _CutoutSource:
 
     def _worker(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cutouts")
+            # Two: reading and inflating parquet pages release the GIL, so the next
+            # item's stamps come while the one after is read.
+            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cutouts")
         return self._pool
 
     def _run(self, candid: int, hints: Sequence[str]) -> Cutouts:
@@ -405,14 +407,18 @@ class _CutoutSource:
                 self._pending[candid] = future
             return future
 
+    def request_item(self, item: Any) -> Future:
+        """Start fetching one queue item's stamps (its nights from its light curve)."""
+        return self.request(item.candid, nights_for(item.lightcurve, item.enqueued_at))
+
     def prefetch(self, items: Iterable[Any]) -> None:
         """Start fetching the stamps of queue items (``candid``, ``lightcurve``...)."""
         for item in items:
-            self.request(item.candid, nights_for(item.lightcurve, item.enqueued_at))
+            self.request_item(item)
 
     def get(self, item: Any, timeout: float | None = None) -> Cutouts | None:
         """The stamps of a queue item; None if not fetched within ``timeout`` seconds."""
-        future = self.request(item.candid, nights_for(item.lightcurve, item.enqueued_at))
+        future = self.request_item(item)
         try:
             return future.result(timeout=timeout)
         except TimeoutError:
@@ -471,6 +477,7 @@ class ArchiveCutouts(_CutoutSource):
         self._where: dict[int, tuple[str, int]] = {}  # candid -> (file, row group)
         self._scanned: set[str] = set()  # files whose candids are in _where
         self._index_lock = threading.Lock()
+        self._scan_lock = threading.Lock()  # one worker indexes a night, the other waits
 
     def __repr__(self) -> str:
         return f"ArchiveCutouts({str(self.archive.root)!r})"
@@ -502,9 +509,11 @@ class ArchiveCutouts(_CutoutSource):
         """
         candid = int(candid)
         if candid not in self._where and hints:
-            self._scan(hints)
+            with self._scan_lock:
+                self._scan(hints)
         if candid not in self._where and self.search_all:
-            self._scan([None])
+            with self._scan_lock:
+                self._scan([None])
         return self._where.get(candid)
 
     def _load(self, candid: int, hints: Sequence[str]) -> Cutouts:

@@ -1,7 +1,7 @@
 """A light curve drawn in characters, for the labelling screen (works over SSH).
 
-Magnitude against time in days relative to now, bright at the top as astronomers draw
-it. Detections are dots with their error bars (g green, r red, i yellow), negative
+Magnitude against time in days since the alert's own (triggering) detection, whose MJD
+the legend gives, bright at the top as astronomers draw it. Detections are dots with their error bars (g green, r red, i yellow), negative
 differences hollow, and upper limits (the source was fainter than ``diffmaglim``)
 arrows pointing down to fainter magnitudes.
 """
@@ -50,7 +50,9 @@ def lightcurve_points(
         if jd is None or mag is None:
             continue
         negative = str(sign).strip().lower() in ("f", "0")
-        detections.append((jd, int(finite_or_none(fid) or 0), mag, finite_or_none(sigma) or 0.0, negative))
+        detections.append(
+            (jd, int(finite_or_none(fid) or 0), mag, finite_or_none(sigma) or 0.0, negative)
+        )
     limits: list[tuple[float, int, float]] = []
     u = lightcurve.get("upper_limits") or {}
     for jd, fid, limit in zip(
@@ -90,10 +92,12 @@ def lightcurve_plot(
     height: int = 12,
     *,
     now: float | None = None,
+    since_alert: bool = False,
 ) -> Any:
     """A rich ``Text`` of ``height`` lines, ``width`` cells wide (axes and legend included).
 
-    ``now`` is the Julian date time is measured from (default: this instant).
+    ``now`` is the Julian date time is measured from (default: this instant); with
+    ``since_alert`` it is the triggering detection's, and the legend says so with its MJD.
     Without any point, a note says there is no light curve.
     """
     from rich.text import Text
@@ -176,10 +180,17 @@ def lightcurve_plot(
     text.append(" " * (label_width + 1) + "".join(axis) + "\n", style="dim")
 
     text.append(" " * (label_width + 1))
+    room = width - label_width - 1
     for fid in sorted({p[1] for p in detections} | {p[1] for p in limits}):
         name, colour = BANDS.get(fid, _OTHER_BAND)
         text.append(DETECTION, style=f"bold {colour}")
         text.append(f" {name}  ")
-    legend = f"{NEGATIVE} negative  {UPPER_LIMIT} upper limit   mag vs days from now"
-    text.append(legend[: max(0, width - len(text.plain.split(chr(10))[-1]))], style="dim")
+        room -= 4 + len(name)
+    if since_alert:
+        axis_name = f"days since alert (MJD {now - 2400000.5:.2f})"
+    else:
+        axis_name = "days from now"
+    symbols = f"{NEGATIVE} negative  {UPPER_LIMIT} upper limit  "
+    legend = (symbols if len(symbols) + len(axis_name) <= room else "") + axis_name
+    text.append(legend[: max(0, room)], style="dim")
     return text

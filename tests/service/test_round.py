@@ -171,3 +171,26 @@ def test_unreadable_paths_and_bad_options_are_usage_errors(config_file, tmp_path
     assert main(["round", "--config", str(config_file), "--strategy", "psychic", "x"]) == 2
     assert "unknown strategy" in capsys.readouterr().err
     assert main(["round", "--config", str(config_file), "--n", "0", "x"]) == 2
+
+
+def test_a_round_refuses_the_demos_directory_and_mixed_objects(
+    config_file, tmp_path, capsys, shared_data, redis_client, queue_prefix
+):
+    """Real and synthetic labels must never train one model."""
+    from finkvra.synthetic import AlertGenerator
+    from service.queue import LabelQueue
+
+    real = str(shared_data / "fink_ztf_2026-03_31alerts.avro")
+    (tmp_path / "demo.json").write_text('{"synthetic": true, "runs": []}')
+    assert main(["round", "--config", str(config_file), real]) == 2
+    err = capsys.readouterr().err
+    assert "demo's synthetic labels and models" in err and "FINKVRA_DATA_DIR" in err
+    (tmp_path / "demo.json").unlink()
+
+    generated = tmp_path / "generated.avro"
+    AlertGenerator(seed=4).write_avro(generated, 20)
+    synthetic = next(AlertGenerator(seed=4).alerts(1))
+    queue = LabelQueue(redis_client, prefix=queue_prefix)
+    queue.submit_label(synthetic["candid"], "gal", "tester", objectId=synthetic["objectId"])
+    assert main(["round", "--config", str(config_file), real]) == 2  # a synthetic label here
+    assert "mix generated and real objects" in capsys.readouterr().err

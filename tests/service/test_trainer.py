@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import math
@@ -301,6 +302,23 @@ def test_labels_become_versions_scored_before_they_are_learnt(make_world, labell
     )
 
 
+def test_an_object_is_never_split_between_training_and_held_out(make_world):
+    """Several alerts of one object: all train or all are held out (by objectId's hash)."""
+    generator = AlertGenerator(seed=11, n_objects=12)
+    pairs = [(a, label) for a, label in generator.labelled(60) if label != "bogus"][:40]
+    objects = collections.Counter(a["objectId"] for a, _ in pairs)
+    assert sum(1 for n in objects.values() if n > 1) >= 5, "fixture: too few repeated objects"
+    world = make_world(models=["real"], holdout_fraction=0.4)
+    world.archive_alerts([a for a, _ in pairs])
+    world.post(pairs)
+    (result,) = world.trainer().step(block_ms=0).rounds
+    ids = pd.read_csv(run_artifacts(world.tracker, result.run_id)["training_ids.csv"])
+    splits = ids.groupby("objectId")["split"].nunique()
+    assert (splits == 1).all(), splits[splits > 1]
+    held = set(ids.loc[ids["split"] == "holdout", "objectId"])
+    assert held == {o for o in objects if holdout_mask([o], 0.4)[0]} and held != set(objects)
+
+
 def test_held_out_labels_give_metrics_and_importance(make_world, alerts_with_bogus):
     world = make_world(models=["real"], holdout_fraction=0.5)
     pairs = distinct_objects(alerts_with_bogus)[:30]
@@ -312,9 +330,10 @@ def test_held_out_labels_give_metrics_and_importance(make_world, alerts_with_bog
     (result,) = report.rounds
 
     candids = [a["candid"] for a in alerts]
-    digest = [hashlib.blake2b(str(c).encode(), digest_size=8).digest() for c in candids]
+    objects = [a["objectId"] for a in alerts]  # held out by object, not by alert
+    digest = [hashlib.blake2b(o.encode(), digest_size=8).digest() for o in objects]
     held = [int.from_bytes(d, "big") / 2**64 < 0.5 for d in digest]
-    assert holdout_mask(candids, 0.5).tolist() == held
+    assert holdout_mask(objects, 0.5).tolist() == held
     assert sum(held) >= 10, "fixture: too few held-out rows for an importance"
     assert (result.n_train, result.n_holdout) == (30 - sum(held), sum(held))
 
