@@ -168,12 +168,12 @@ def main() -> None:
     from finkvra.dust import make_dust
     from finkvra.features import make_features
     from finkvra.lightcurve import compact_lightcurve, vetting_info
-    from service.archive import ParquetArchive
+    from service.consumer.archive import ParquetArchive
+    from service.consumer.pipeline import features_payload
     from service.labelling.cutouts import ArchiveCutouts, cutouts_from_alert
     from service.labelling.screen import ScreenState, render_item
-    from service.pipeline import features_payload
-    from service.queue import LabelQueue, QueueItem
-    from service.redis_connection import close, connect
+    from service.queue.connection import close, connect
+    from service.queue.label_queue import LabelQueue, QueueItem
 
     started = time.perf_counter()
     alerts, generate_s = build_alerts(args.items, args.seed)

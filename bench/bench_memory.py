@@ -137,9 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     import redis
 
     from finkvra.synthetic import AlertGenerator
-    from service.mock_cluster import MockCluster
-    from service.queue import LabelQueue
-    from service.replayer import Replayer
+    from service.kafka.mock_cluster import MockCluster
+    from service.kafka.replayer import Replayer
+    from service.queue.label_queue import LabelQueue
 
     prefix = f"bench-memory-{uuid.uuid4().hex[:12]}"
     group = f"bench-{prefix}"

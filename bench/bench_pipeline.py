@@ -103,12 +103,12 @@ def bench_pipeline(args: argparse.Namespace, messages: list, warmup: list, gener
     from finkvra.alerts import SchemaCache, decode_with_schema
     from finkvra.context import make_context
     from finkvra.dust import make_dust
-    from service.archive import ParquetArchive
-    from service.deadletter import DeadLetterStore
-    from service.kafka_source import Batch, Record
-    from service.pipeline import Pipeline
-    from service.queue import LabelQueue
-    from service.scoring import QueuePolicy, Scorer
+    from service.consumer.archive import ParquetArchive
+    from service.consumer.deadletter import DeadLetterStore
+    from service.consumer.pipeline import Pipeline
+    from service.consumer.scoring import QueuePolicy, Scorer
+    from service.kafka.source import Batch, Record
+    from service.queue.label_queue import LabelQueue
 
     parsed = fastavro.parse_schema(json.loads(messages[0][0]))
     client = redis.Redis.from_url(args.redis_url)
@@ -222,9 +222,9 @@ def bench_service(args: argparse.Namespace, messages: list) -> dict:
 
     from service.config import load_settings
     from service.daemon import Service
-    from service.mock_cluster import MockCluster
-    from service.queue import LabelQueue
-    from service.replayer import Replayer
+    from service.kafka.mock_cluster import MockCluster
+    from service.kafka.replayer import Replayer
+    from service.queue.label_queue import LabelQueue
 
     prefix = f"bench-service-{uuid.uuid4().hex[:12]}"
     group = f"bench-{prefix}"

@@ -2,7 +2,7 @@
 
 The issue's target: p95 <= 2 s at 1,000 labels with ``hgb``. Set-up (untimed): a label
 store of record holding ``--labels`` labelled generated alerts with their features, the
-``Trainer`` (service/trainer.py) with a real MLflow SQLite store in a temporary
+``Trainer`` (service/training/trainer.py) with a real MLflow SQLite store in a temporary
 directory, a ``ModelPublisher`` and a consumer-side ``ModelSet`` (its own ``Tracker``,
 as a replica has) on Redis, a ``Scorer``. The first model is trained before timing.
 
@@ -95,7 +95,7 @@ def percentile(values: list[float], q: float) -> float:
 def labelled_features(generator: Any, n: int, dust: Any) -> list[tuple[dict, str, dict]]:
     """``(alert, label, features)`` for ``n`` generated alerts."""
     from finkvra.features import make_features
-    from service.label_store import features_to_json
+    from service.training.label_store import features_to_json
 
     pairs = list(generator.labelled(n))
     X, _meta = make_features([a for a, _ in pairs], dust=dust)
@@ -109,13 +109,13 @@ def run_config(args: argparse.Namespace, holdout: float, dust: Any) -> dict[str,
     from finkvra.learners import learner_class
     from finkvra.synthetic import AlertGenerator
     from finkvra.tracking import Tracker
-    from service import trainer as trainer_module
-    from service.archive import ParquetArchive
     from service.config import Settings
-    from service.label_store import LabelStore
-    from service.model_registry import ModelPublisher, ModelSet
-    from service.queue import LabelQueue, QueueItem
-    from service.scoring import Scorer
+    from service.consumer.archive import ParquetArchive
+    from service.consumer.scoring import Scorer
+    from service.queue.label_queue import LabelQueue, QueueItem
+    from service.queue.registry import ModelPublisher, ModelSet
+    from service.training import trainer as trainer_module
+    from service.training.label_store import LabelStore
 
     prefix = f"bench-retrain-{uuid.uuid4().hex[:12]}"
     client = redis.Redis.from_url(args.redis_url)

@@ -51,7 +51,7 @@ def cpu_seconds(pid: int) -> float:
 def measure(
     replicas: int, args: argparse.Namespace, cluster, messages: list, root: Path
 ) -> dict[str, float]:
-    from service.replayer import Replayer
+    from service.kafka.replayer import Replayer
     from tests.deploy.replicas import Replica, service_env, wait_for
 
     tag = uuid.uuid4().hex[:8]
@@ -134,7 +134,7 @@ def main() -> None:
     args.prefix = f"finkvra-bench-scale-{uuid.uuid4().hex[:8]}"
 
     from finkvra.synthetic import AlertGenerator
-    from service.mock_cluster import MockCluster
+    from service.kafka.mock_cluster import MockCluster
 
     messages = list(AlertGenerator(seed=args.seed, n_objects=3000).messages(args.warmup + args.n))
     load = os.getloadavg()[0]

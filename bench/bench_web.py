@@ -41,14 +41,14 @@ CHROMIUM = "/usr/bin/chromium"
 def fill(root: Path, alerts: list[dict[str, Any]], queued: int, batch: int) -> tuple[Any, Any, Any]:
     """Settings, queue and embedded Redis client after the pipeline processed ``alerts``."""
     from finkvra.dust import make_dust
-    from service.archive import ParquetArchive
     from service.config import Settings
-    from service.deadletter import DeadLetterStore
-    from service.kafka_source import Batch, Record
-    from service.pipeline import Pipeline
-    from service.queue import LabelQueue
-    from service.redis_connection import connect
-    from service.scoring import QueuePolicy, Scorer
+    from service.consumer.archive import ParquetArchive
+    from service.consumer.deadletter import DeadLetterStore
+    from service.consumer.pipeline import Pipeline
+    from service.consumer.scoring import QueuePolicy, Scorer
+    from service.kafka.source import Batch, Record
+    from service.queue.connection import connect
+    from service.queue.label_queue import LabelQueue
 
     settings = Settings(
         data_dir=root, queue_prefix="bench", queue_max_size=queued, fink_credentials="", http_port=0
@@ -120,7 +120,7 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    from service.redis_connection import close
+    from service.queue.connection import close
     from service.web.app import app_from_settings
 
     started = time.perf_counter()

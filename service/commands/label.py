@@ -146,8 +146,8 @@ def connect_queue(config: str | None, command: str) -> tuple[Any, Any] | int:
     Shared by the commands that talk to the queue (``label``, ``queue``, ``round``).
     """
     from service.commands._common import settings_or_exit_code
-    from service.queue import LabelQueue
-    from service.redis_connection import RedisUnavailable, connect_and_ping
+    from service.queue.connection import RedisUnavailable, connect_and_ping
+    from service.queue.label_queue import LabelQueue
 
     settings = settings_or_exit_code(config)
     if isinstance(settings, int):
@@ -178,7 +178,7 @@ def _classes(label: str, models: list[str]) -> str:
 
 
 def _run_one(args: argparse.Namespace, settings: Any, queue: Any, label: str, labeller: str) -> int:
-    from service.queue import AlreadyLabelledError
+    from service.queue.label_queue import AlreadyLabelledError
 
     kind = "correction" if args.correction else "label"
     try:
@@ -196,7 +196,7 @@ def _run_one(args: argparse.Namespace, settings: Any, queue: Any, label: str, la
 
 
 def _run_undo(queue: Any, candid: int, labeller: str) -> int:
-    from service.queue import NotLabelledError
+    from service.queue.label_queue import NotLabelledError
 
     try:
         queue.undo(candid, labeller, lease=False)
@@ -208,8 +208,8 @@ def _run_undo(queue: Any, candid: int, labeller: str) -> int:
 
 
 def _run_import(args: argparse.Namespace, settings: Any, queue: Any) -> int:
-    from service.label_store import ImportReport, LabelStore, read_label_csv
-    from service.queue import AlreadyLabelledError
+    from service.queue.label_queue import AlreadyLabelledError
+    from service.training.label_store import ImportReport, LabelStore, read_label_csv
 
     path = Path(args.import_file)
     try:

@@ -131,7 +131,7 @@ def effective_labels(store: Any, queue: Any) -> tuple[Any, int, int]:
     """
     import tempfile
 
-    from service.label_store import LabelStore
+    from service.training.label_store import LabelStore
 
     stored = store.events()
     pending = [e for e in stream_events(queue) if e["stream_id"] not in store]
@@ -157,7 +157,7 @@ def effective_labels(store: Any, queue: Any) -> tuple[Any, int, int]:
 
 
 def _store(settings: Any) -> Any:
-    from service.label_store import LabelStore
+    from service.training.label_store import LabelStore
 
     return LabelStore(settings.labels_dir, readonly=True)
 
@@ -260,7 +260,7 @@ def collect_stats(settings: Any, queue: Any) -> dict[str, Any]:
 
     from finkvra.labels import LABEL_MAPS, apply_label_map
     from finkvra.metrics import Prequential
-    from service.model_registry import ModelPublisher
+    from service.queue.registry import ModelPublisher
 
     counters = queue.stats()
     per_labeller: dict[str, int] = {}

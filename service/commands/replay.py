@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from service.replayer import Replayer, ReplayError, messages_from_files
+    from service.kafka.replayer import Replayer, ReplayError, messages_from_files
 
     if (args.follow_group is None) != (args.max_lag is None):
         return _usage_error("--follow-group and --max-lag go together")
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     cluster = None
     bootstrap = args.bootstrap
     if bootstrap == "mock":
-        from service.mock_cluster import MockCluster
+        from service.kafka.mock_cluster import MockCluster
 
         cluster = MockCluster().start()
         bootstrap = cluster.bootstrap

@@ -182,11 +182,11 @@ def _round(
     from finkvra.tracking import Tracker
     from service.commands.label import run_screen
     from service.commands.queue import effective_labels
-    from service.label_store import LabelStore
+    from service.consumer.pipeline import features_payload
+    from service.consumer.scoring import Scorer
     from service.labelling.cutouts import MemoryCutouts
-    from service.pipeline import features_payload
-    from service.queue import LabelQueue, QueueItem
-    from service.scoring import Scorer
+    from service.queue.label_queue import LabelQueue, QueueItem
+    from service.training.label_store import LabelStore
 
     model = args.model
     _refuse_demo_directory(settings)
@@ -298,9 +298,9 @@ def _train(
     n_events: int,
 ) -> None:
     """Hand the round's labels to the service's trainer and print what it made."""
-    from service.archive import ParquetArchive
-    from service.model_registry import ModelPublisher
-    from service.trainer import Trainer
+    from service.consumer.archive import ParquetArchive
+    from service.queue.registry import ModelPublisher
+    from service.training.trainer import Trainer
 
     models = list(dict.fromkeys([model, *settings.models]))
     round_settings = settings.model_copy(update={"models": models, "retrain_step": 1})

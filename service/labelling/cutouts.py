@@ -456,7 +456,7 @@ class MemoryCutouts(_CutoutSource):
 
 
 class ArchiveCutouts(_CutoutSource):
-    """Stamps from the service's parquet archive (`service.archive.ParquetArchive` layout).
+    """Stamps from the service's parquet archive (`service.consumer.archive.ParquetArchive` layout).
 
     Parameters
     ----------
@@ -469,7 +469,7 @@ class ArchiveCutouts(_CutoutSource):
 
     def __init__(self, root: str | Path, *, search_all: bool = False, cache_size: int = 64):
         super().__init__(cache_size)
-        from service.archive import ParquetArchive
+        from service.consumer.archive import ParquetArchive
 
         self.archive = ParquetArchive(root)
         self.search_all = search_all

@@ -1,6 +1,6 @@
 """The labelling loop: lease an item, show it, read one key, act; until the labeller quits.
 
-What each key does to the queue (`service.queue.LabelQueue`):
+What each key does to the queue (`service.queue.label_queue.LabelQueue`):
 
 ``r x g a b v``
     ``submit_label`` (kind ``label``): the item leaves the queue, the label goes to the
@@ -85,7 +85,7 @@ class LabellingSession:
     Parameters
     ----------
     queue
-        The `service.queue.LabelQueue` to lease from and post labels to.
+        The `service.queue.label_queue.LabelQueue` to lease from and post labels to.
     labeller
         Who labels (goes with every label and lease).
     cutouts
@@ -234,7 +234,7 @@ class LabellingSession:
     # ------------------------------------------------------------------ keys
 
     def _label(self, label: str) -> None:
-        from service.queue import AlreadyLabelledError
+        from service.queue.label_queue import AlreadyLabelledError
 
         item, undone = self._current, self.state.correcting  # undone: the withdrawn label
         try:
@@ -275,7 +275,7 @@ class LabellingSession:
         self.state.correcting = None
 
     def _undo(self) -> None:
-        from service.queue import NotLabelledError
+        from service.queue.label_queue import NotLabelledError
 
         if not self._history:
             self._say("nothing to undo in this session", "yellow")

@@ -4,7 +4,7 @@ The same queue, leases, labels stream and trainer as the terminal screen (`servi
 only the drawing differs. Modules, each with one job: `app` builds the ASGI app from the
 settings, `pages` holds the routes (pages and their JSON API), `auth` the labeller accounts,
 sessions and cross-site request forgery checks, `labelling` the per-labeller state (skips, undo)
-over `service.queue.LabelQueue`, `images` the cutouts as PNG, `plots` the light curve as
+over `service.queue.label_queue.LabelQueue`, `images` the cutouts as PNG, `plots` the light curve as
 JSON for ``static/plot.js``, `history` the labels given so far (store + stream), and
 `dashboard` the numbers of the dashboard. Everything the browser runs is in ``static/``:
 no build step and no CDN (observatory networks are often closed).

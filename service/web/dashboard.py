@@ -155,7 +155,7 @@ class Dashboard:
     # ------------------------------------------------------------------ MLflow
 
     def model_numbers(self) -> dict[str, Any]:
-        from service.model_registry import ModelPublisher
+        from service.queue.registry import ModelPublisher
 
         live = ModelPublisher(self.queue.client, self.queue.prefix).current()
         out: dict[str, Any] = {"live": live, "rounds": {}, "importance": {}, "error": None}
@@ -267,8 +267,8 @@ class Dashboard:
     def store_numbers(self) -> dict[str, Any]:
         import pyarrow.parquet as pq
 
-        from service.archive import ParquetArchive
-        from service.deadletter import DeadLetterStore
+        from service.consumer.archive import ParquetArchive
+        from service.consumer.deadletter import DeadLetterStore
 
         archive = ParquetArchive(self.settings.archive_dir)
         files = archive.files() if self.settings.archive_dir.exists() else []

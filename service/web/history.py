@@ -1,6 +1,6 @@
 """Every label event so far, by object: the label store of record plus the stream's tail.
 
-Why both: the trainer writes the store (`service.label_store.LabelStore`) some time after
+Why both: the trainer writes the store (`service.training.label_store.LabelStore`) some time after
 a label is posted, and the Redis stream may be trimmed; the union by stream id holds every
 event once, including the one posted a second ago. The store is read again when its file
 changes; the stream is read incrementally from the last id seen, so showing an item's
@@ -20,7 +20,7 @@ __all__ = ["LabelHistory", "effective_labels"]
 def effective_labels(store_dir: Path, queue: Any) -> Any:
     """One row per labelled candid, as ``finkvra queue stats`` counts them (store + stream)."""
     from service.commands.queue import effective_labels as merged
-    from service.label_store import LabelStore
+    from service.training.label_store import LabelStore
 
     labels, _, _ = merged(LabelStore(store_dir, readonly=True), queue)
     return labels
@@ -56,7 +56,7 @@ class LabelHistory:
 
     def refresh(self) -> None:
         """Read the store again if its file changed, and the stream's new entries."""
-        from service.label_store import LABELS_FILE, LabelStore
+        from service.training.label_store import LABELS_FILE, LabelStore
 
         with self._lock:
             path = self.store_dir / LABELS_FILE

@@ -110,7 +110,7 @@ class WebLabelling:
 
         ``(None, None)`` when there is nothing to undo in this session.
         """
-        from service.queue import NotLabelledError
+        from service.queue.label_queue import NotLabelledError
 
         state = self.state(labeller)
         with state.lock:

@@ -331,7 +331,7 @@ def _candid(body: dict[str, Any]) -> int | None:
 @router.post("/api/label")
 async def api_label(request: Request) -> Response:
     from finkvra.labels import UnknownLabelError
-    from service.queue import AlreadyLabelledError
+    from service.queue.label_queue import AlreadyLabelledError
 
     actor = _actor(request)
     if isinstance(actor, Response):
@@ -428,7 +428,7 @@ async def api_relabel(request: Request) -> Response:
 
 def _known_item(parts: Any, candid: int) -> Any:
     """The queue item of ``candid``: queued, leased, or labelled within ``done_ttl``."""
-    from service.queue import QueueItem
+    from service.queue.label_queue import QueueItem
 
     item = parts.queue.get(candid)
     if item is None:

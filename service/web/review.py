@@ -44,7 +44,7 @@ def review_rows(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """``(rows, every labeller)``, newest first; ``since``/``until`` are ``YYYY-MM-DD`` (UTC)."""
     from service.commands.queue import stream_events
-    from service.label_store import LabelStore
+    from service.training.label_store import LabelStore
     from service.web.history import effective_labels
 
     labels = effective_labels(parts.settings.labels_dir, parts.queue)

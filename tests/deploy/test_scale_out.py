@@ -23,10 +23,10 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from finkvra.synthetic import AlertGenerator
-from service.archive import ParquetArchive
-from service.mock_cluster import MockCluster
-from service.queue import LabelQueue
-from service.replayer import Replayer
+from service.consumer.archive import ParquetArchive
+from service.kafka.mock_cluster import MockCluster
+from service.kafka.replayer import Replayer
+from service.queue.label_queue import LabelQueue
 from tests.deploy.replicas import Replica, archive_counts, service_env, wait_for
 from tests.service.conftest import RedisServer, find_redis_server
 

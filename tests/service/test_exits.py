@@ -121,7 +121,7 @@ def test_demo_duration_leaves_no_redis_server(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_run_signal_leaves_no_redis_server(tmp_path: Path, how: int) -> None:
-    from service.mock_cluster import MockCluster
+    from service.kafka.mock_cluster import MockCluster
 
     data = tmp_path / "data"
     with MockCluster() as cluster:
@@ -174,7 +174,7 @@ def test_repeated_client_errors_are_counted_not_printed() -> None:
         return logging.makeLogRecord({"name": name, "levelno": 40, "msg": text})
 
     refused = "FAIL [rdkafka#consumer-{}] Connect to ipv4#127.0.0.1:1 failed (after {}ms)"
-    kafka = "service.kafka_source.librdkafka"
+    kafka = "service.kafka.source.librdkafka"
     passed = [filt.filter(record(kafka, refused.format(i % 3, i))) for i in range(195)]
     assert passed == [True] + [False] * 194  # one message, whatever the client or duration
     assert filt.filter(record(kafka, "Kafka: another error"))  # a distinct one gets through

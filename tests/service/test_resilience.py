@@ -31,13 +31,13 @@ import pytest
 from finkvra.alerts import SchemaCache, decode_with_schema, encode_message
 from finkvra.context import ZtfContext
 from finkvra.synthetic import AlertGenerator
-from service.archive import ParquetArchive
+from service.consumer.archive import ParquetArchive
+from service.consumer.deadletter import DeadLetterStore
 from service.daemon import Service
-from service.deadletter import DeadLetterStore
 from service.http_server import HealthServer
-from service.mock_cluster import MockCluster
-from service.queue import LabelQueue
-from service.replayer import Replayer, messages_from_files
+from service.kafka.mock_cluster import MockCluster
+from service.kafka.replayer import Replayer, messages_from_files
+from service.queue.label_queue import LabelQueue
 from tests.helpers import FAST_KAFKA, archive_counts, free_port, wait_for
 from tests.service.test_service import REPO, TOPIC, assert_queue_sound, replay, settings_for
 
@@ -287,7 +287,7 @@ def test_each_poison_alert_is_dead_lettered_alone_and_its_neighbours_archived_an
 
     settings = settings_for(tmp_path, cluster, redis_url, queue_prefix, batch_size=100)
     service = started(settings)
-    service.pipeline.context = PoisonContext(broken)  # type: ignore[union-attr]
+    service.consumer.pipeline.context = PoisonContext(broken)  # type: ignore[union-attr]
     running = Running(service)
     replay(cluster, iter(messages), settings.kafka_group_id)
     store = DeadLetterStore(settings.deadletter_dir)
@@ -470,7 +470,7 @@ def test_stale_temporary_files_are_removed_at_start_and_live_ones_kept(
 ) -> None:
     import socket
 
-    from service.archive import _HOST
+    from service.consumer.archive import _HOST
 
     settings = settings_for(tmp_path, cluster, redis_url, queue_prefix)
     night = settings.archive_dir / "night=20250101"
@@ -505,7 +505,7 @@ def test_mlflow_runs_and_models_left_open_by_a_kill_are_closed_at_start(
     logged = client.create_logged_model(experiment, name="model", source_run_id=run.info.run_id)
     finished = client.create_run(experiment, run_name="round_0")
     client.set_terminated(finished.info.run_id, "FINISHED")
-    service.trainer.step(block_ms=0)  # type: ignore[union-attr]
+    service.training.trainer.step(block_ms=0)  # type: ignore[union-attr]
     assert client.get_run(run.info.run_id).info.status == "FAILED"
     assert str(client.get_logged_model(logged.model_id).status.value) == "FAILED"
     assert client.get_run(finished.info.run_id).info.status == "FINISHED"
@@ -534,7 +534,7 @@ def test_a_disk_that_fills_loses_no_label_and_tears_no_record(
     tmp_path: Path, cluster: MockCluster, redis_url: str, redis_client, queue_prefix: str,
     small_disk: Path,
 ) -> None:  # fmt: skip
-    from service.label_store import LabelStore
+    from service.training.label_store import LabelStore
 
     settings = settings_for(tmp_path, cluster, redis_url, queue_prefix, data_dir=tmp_path)
     assert settings.labels_dir == small_disk
@@ -592,7 +592,7 @@ def test_a_disk_that_fills_loses_no_label_and_tears_no_record(
 def test_a_malformed_label_entry_is_rejected_alone(
     tmp_path: Path, cluster: MockCluster, redis_url: str, redis_client, queue_prefix: str
 ) -> None:
-    from service.label_store import LabelStore
+    from service.training.label_store import LabelStore
 
     settings = settings_for(tmp_path, cluster, redis_url, queue_prefix)
     queue = LabelQueue(redis_client, prefix=queue_prefix)
@@ -609,7 +609,7 @@ def test_a_malformed_label_entry_is_rejected_alone(
                  "timestamp": "2025-01-01T00:00:00Z", "kind": "label", "features": "{not json"},
             )  # fmt: skip
     service = started(settings, role="trainer")
-    report = service.trainer.step(block_ms=0)  # type: ignore[union-attr]
+    report = service.training.trainer.step(block_ms=0)  # type: ignore[union-attr]
     assert (report.read, report.stored, report.rejected, report.acked) == (11, 10, 1, 11)
     assert redis_client.xpending(f"{queue_prefix}:labels", "trainer")["pending"] == 0
     reopened = LabelStore(settings.labels_dir)  # as after a restart
@@ -624,7 +624,7 @@ def test_a_malformed_label_entry_is_rejected_alone(
 def test_a_correction_from_a_slow_clock_wins_in_the_store_as_in_redis(
     tmp_path: Path, cluster: MockCluster, redis_url: str, redis_client, queue_prefix: str
 ) -> None:
-    from service.label_store import LabelStore
+    from service.training.label_store import LabelStore
 
     settings = settings_for(tmp_path, cluster, redis_url, queue_prefix)
     queue = LabelQueue(redis_client, prefix=queue_prefix)
@@ -637,7 +637,7 @@ def test_a_correction_from_a_slow_clock_wins_in_the_store_as_in_redis(
                        timestamp=(now - pd.Timedelta(seconds=1)).isoformat(), kind="correction")  # fmt: skip
     in_redis = json.loads(redis_client.hget(f"{queue_prefix}:last_label", alert["candid"]))["label"]
     service = started(settings, role="trainer")
-    assert service.trainer.step(block_ms=0).stored == 2  # type: ignore[union-attr]
+    assert service.training.trainer.step(block_ms=0).stored == 2  # type: ignore[union-attr]
     stored = LabelStore(settings.labels_dir).effective_labels().set_index("candid")["label"]
     assert in_redis == "agn" and stored[alert["candid"]] == "agn"
 

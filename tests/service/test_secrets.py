@@ -17,8 +17,8 @@ import pytest
 
 from service.cli import main as cli_main
 from service.config import load_settings
+from service.kafka.mock_cluster import MockCluster
 from service.logs import setup_logging
-from service.mock_cluster import MockCluster
 from service.secrets import LIBRDKAFKA_SENSITIVE, MASK, mask_url, masked, redact, secret_values
 from tests.helpers import FAST_KAFKA, free_port, wait_for
 

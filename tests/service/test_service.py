@@ -22,11 +22,11 @@ from finkvra.alerts import SchemaCache, decode_message
 from finkvra.synthetic import AlertGenerator
 from service.cli import main as cli_main
 from service.config import load_settings
+from service.consumer.deadletter import DeadLetterStore
 from service.daemon import Service
-from service.deadletter import DeadLetterStore
-from service.mock_cluster import MockCluster
-from service.queue import LabelQueue
-from service.replayer import Replayer
+from service.kafka.mock_cluster import MockCluster
+from service.kafka.replayer import Replayer
+from service.queue.label_queue import LabelQueue
 from tests.helpers import FAST_KAFKA, archive_counts, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,7 +66,9 @@ class Running:
         self.service = Service(settings, role="all")
         self.service.start()
         self.result: list[int] = []
-        self.thread = threading.Thread(target=lambda: self.result.append(self.service.run()), daemon=True)
+        self.thread = threading.Thread(
+            target=lambda: self.result.append(self.service.run()), daemon=True
+        )
         self.thread.start()
 
     def archived(self) -> float:
@@ -107,10 +109,12 @@ def test_2000_alerts_archived_once_and_queued_by_priority(
     alerts = list(generator.alerts(2000))
     produced = {int(a["candid"]) for a in alerts}
     without_dets = sum(
-        1 for a in alerts
+        1
+        for a in alerts
         if not (a["candidate"]["magpsf"] is not None and a["candidate"]["isdiffpos"] in ("t", "1"))
         and not any(
-            p["magpsf"] is not None and p["isdiffpos"] in ("t", "1") for p in a["prv_candidates"] or []
+            p["magpsf"] is not None and p["isdiffpos"] in ("t", "1")
+            for p in a["prv_candidates"] or []
         )
     )
     running = Running(settings)
@@ -125,9 +129,13 @@ def test_2000_alerts_archived_once_and_queued_by_priority(
     queue = LabelQueue(redis_client, prefix=queue_prefix)
     items = assert_queue_sound(queue, set(counts))
     objects_with_dets = {
-        a["objectId"] for a in alerts
+        a["objectId"]
+        for a in alerts
         if a["candidate"]["isdiffpos"] in ("t", "1")
-        or any(p["magpsf"] is not None and p["isdiffpos"] in ("t", "1") for p in a["prv_candidates"] or [])
+        or any(
+            p["magpsf"] is not None and p["isdiffpos"] in ("t", "1")
+            for p in a["prv_candidates"] or []
+        )
     }
     assert {item.objectId for item in items} == objects_with_dets
     print(f"\n2000 alerts: {len(items)} objects queued, {without_dets} alerts without detections")
@@ -163,7 +171,8 @@ def test_labels_train_version_1_then_2_and_rescore_the_queue(
     wait_for(lambda: running.service.parts.publisher.current() == {"gal": 1, "real": 1}, 120, "v1")
     wait_for(
         lambda: all(i.model_version == {"gal": 1, "real": 1} for i in queue.items(n=1000)),
-        60, "queue re-scored with v1",
+        60,
+        "queue re-scored with v1",
     )
     items = queue.items(n=1000)
     assert all(set(i.scores) == {"gal", "real"} for i in items)
@@ -179,7 +188,8 @@ def test_labels_train_version_1_then_2_and_rescore_the_queue(
     wait_for(lambda: running.service.parts.publisher.current() == {"gal": 2, "real": 2}, 120, "v2")
     wait_for(
         lambda: all(i.model_version == {"gal": 2, "real": 2} for i in queue.items(n=1000)),
-        60, "queue re-scored with v2",
+        60,
+        "queue re-scored with v2",
     )
     assert running.stop() == 0
 
@@ -234,7 +244,9 @@ def test_redis_outage_waits_and_loses_nothing(
     wait_for(lambda: running.archived() >= 300, 120, "300 alerts archived")
     server.stop(kill=True)
     try:
-        wait_for(lambda: "redis" in running.service.telemetry.health.problems, 30, "redis reported down")
+        wait_for(
+            lambda: "redis" in running.service.telemetry.health.problems, 30, "redis reported down"
+        )
         assert not running.service.telemetry.health.is_ready()
         time.sleep(10)
     finally:
@@ -244,7 +256,9 @@ def test_redis_outage_waits_and_loses_nothing(
     assert running.stop() == 0
     counts = archive_counts(settings.data_dir)
     assert len(counts) == 1500 and set(counts.values()) == {1}
-    retries = running.service.telemetry.registry.get_sample_value("finkvra_retries_total", {"part": "redis"})
+    retries = running.service.telemetry.registry.get_sample_value(
+        "finkvra_retries_total", {"part": "redis"}
+    )
     assert retries and retries > 0
     assert_queue_sound(LabelQueue(server.client(), prefix=queue_prefix), set(counts))
 
@@ -291,20 +305,22 @@ def test_sigkill_three_times_loses_and_duplicates_nothing(
     n = 5000
     settings = settings_for(tmp_path, cluster, redis_url, queue_prefix, batch_size=200)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINKVRA_")}
-    env.update({
-        "FINKVRA_DATA_DIR": str(settings.data_dir),
-        "FINKVRA_KAFKA_BOOTSTRAP": cluster.bootstrap,
-        "FINKVRA_KAFKA_GROUP_ID": settings.kafka_group_id,
-        "FINKVRA_KAFKA_EXTRA": '{"fetch.wait.max.ms": 50, "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}',
-        "FINKVRA_REDIS_URL": redis_url,
-        "FINKVRA_QUEUE_PREFIX": queue_prefix,
-        "FINKVRA_BATCH_SIZE": "200",
-        "FINKVRA_BATCH_TIMEOUT_S": "0.5",
-        "FINKVRA_HTTP_PORT": "0",
-        "FINKVRA_FINK_CREDENTIALS": "",
-        "FINKVRA_SEED": "1",
-        "FINKVRA_LOG_FORMAT": "json",
-    })
+    env.update(
+        {
+            "FINKVRA_DATA_DIR": str(settings.data_dir),
+            "FINKVRA_KAFKA_BOOTSTRAP": cluster.bootstrap,
+            "FINKVRA_KAFKA_GROUP_ID": settings.kafka_group_id,
+            "FINKVRA_KAFKA_EXTRA": '{"fetch.wait.max.ms": 50, "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}',
+            "FINKVRA_REDIS_URL": redis_url,
+            "FINKVRA_QUEUE_PREFIX": queue_prefix,
+            "FINKVRA_BATCH_SIZE": "200",
+            "FINKVRA_BATCH_TIMEOUT_S": "0.5",
+            "FINKVRA_HTTP_PORT": "0",
+            "FINKVRA_FINK_CREDENTIALS": "",
+            "FINKVRA_SEED": "1",
+            "FINKVRA_LOG_FORMAT": "json",
+        }
+    )
     log = open(tmp_path / "service.log", "ab")  # noqa: SIM115
 
     def start() -> subprocess.Popen:
@@ -320,8 +336,12 @@ def test_sigkill_three_times_loses_and_duplicates_nothing(
     try:
         for kill in range(3):
             floor = sum(archive_counts(settings.data_dir).values())
-            wait_for(lambda f=floor: sum(archive_counts(settings.data_dir).values()) > f + 300,
-                     240, f"progress before kill {kill + 1}", every=0.5)
+            wait_for(
+                lambda f=floor: sum(archive_counts(settings.data_dir).values()) > f + 300,
+                240,
+                f"progress before kill {kill + 1}",
+                every=0.5,
+            )
             for item in queue.lease("crash-tester", n=5):
                 label = generator.label_of(item.candid)
                 queue.submit_label(item.candid, label, "crash-tester", objectId=item.objectId)
@@ -330,13 +350,22 @@ def test_sigkill_three_times_loses_and_duplicates_nothing(
             process.send_signal(signal.SIGKILL)
             process.wait(30)
             process = start()
-        wait_for(lambda: len(archive_counts(settings.data_dir)) >= n, 600, f"{n} alerts archived", every=1)
-        from service.label_store import LabelStore
+        wait_for(
+            lambda: len(archive_counts(settings.data_dir)) >= n,
+            600,
+            f"{n} alerts archived",
+            every=1,
+        )
+        from service.training.label_store import LabelStore
 
         store_dir = settings.labels_dir
         wait_for(
-            lambda: set(LabelStore(store_dir, readonly=True).effective_labels()["candid"]) >= set(labelled),
-            120, "every label stored",
+            lambda: (
+                set(LabelStore(store_dir, readonly=True).effective_labels()["candid"])
+                >= set(labelled)
+            ),
+            120,
+            "every label stored",
         )
     finally:
         process.send_signal(signal.SIGTERM)
@@ -346,8 +375,12 @@ def test_sigkill_three_times_loses_and_duplicates_nothing(
     counts = archive_counts(settings.data_dir)
     assert len(counts) == n and set(counts.values()) == {1}, "lost or duplicated alerts"
     assert_queue_sound(queue, set(counts))
-    from service.label_store import LabelStore
+    from service.training.label_store import LabelStore
 
-    stored = LabelStore(settings.labels_dir, readonly=True).effective_labels().set_index("candid")["label"]
+    stored = (
+        LabelStore(settings.labels_dir, readonly=True)
+        .effective_labels()
+        .set_index("candid")["label"]
+    )
     assert {c: stored[c] for c in labelled} == labelled
     assert len(labelled) == 15

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from service.consumer.scoring import QueuePolicy, Scorer
 from service.http_server import HealthServer
 from service.logs import JsonFormatter, RedactSecrets
 from service.retry import ExponentialBackoff, StopRequested, retry_until_stopped
-from service.scoring import QueuePolicy, Scorer
 from service.telemetry import Telemetry
 
 
@@ -43,7 +43,9 @@ def test_endpoints_follow_the_health_state() -> None:
         assert get(server.port, "/readyz")[0] == 200
         telemetry.health.set_problem("redis", "ConnectionError: refused")
         status, body = get(server.port, "/readyz")
-        assert status == 503 and json.loads(body)["problems"] == {"redis": "ConnectionError: refused"}
+        assert status == 503 and json.loads(body)["problems"] == {
+            "redis": "ConnectionError: refused"
+        }
         assert get(server.port, "/healthz")[0] == 200  # alive while waiting for Redis
         telemetry.health.set_problem("redis", None)
         telemetry.health.set_ready("kafka", False)
@@ -64,8 +66,12 @@ def test_retry_waits_then_succeeds_and_reports() -> None:
         return "ok"
 
     result = retry_until_stopped(
-        flaky, part="redis", errors=(ConnectionError,), stop=threading.Event(),
-        telemetry=telemetry, backoff=ExponentialBackoff(base=0.001, cap=0.01),
+        flaky,
+        part="redis",
+        errors=(ConnectionError,),
+        stop=threading.Event(),
+        telemetry=telemetry,
+        backoff=ExponentialBackoff(base=0.001, cap=0.01),
     )
     assert result == "ok" and len(calls) == 3
     assert telemetry.registry.get_sample_value("finkvra_retries_total", {"part": "redis"}) == 2
@@ -78,12 +84,16 @@ def test_retry_gives_up_only_when_stopped() -> None:
     with pytest.raises(StopRequested):
         retry_until_stopped(
             lambda: (_ for _ in ()).throw(ConnectionError("down")),
-            part="redis", errors=(ConnectionError,), stop=stop,
+            part="redis",
+            errors=(ConnectionError,),
+            stop=stop,
         )
     with pytest.raises(ValueError):  # errors not listed are not retried
         retry_until_stopped(
             lambda: (_ for _ in ()).throw(ValueError("bug")),
-            part="redis", errors=(ConnectionError,), stop=threading.Event(),
+            part="redis",
+            errors=(ConnectionError,),
+            stop=threading.Event(),
         )
 
 
@@ -96,7 +106,9 @@ def test_logs_are_json_and_secrets_redacted() -> None:
     logger.addHandler(handler)
     logger.propagate = False
     try:
-        logger.warning("connecting with %s", "redis://:hunter2-password@host", extra={"part": "redis"})
+        logger.warning(
+            "connecting with %s", "redis://:hunter2-password@host", extra={"part": "redis"}
+        )
         try:
             raise RuntimeError("auth failed for hunter2-password")
         except RuntimeError:
@@ -123,7 +135,9 @@ def test_scorer_cold_start_is_random_then_uncertainty() -> None:
     assert cold.cold and cold.priority.shape == (5,) and len(set(cold.priority)) == 5
     again = Scorer("uncertainty", seed=1).score(X, {})
     assert np.array_equal(cold.priority, again.priority)  # seeded
-    warm = Scorer("uncertainty").score(X, {"gal": ConstantLearner(0.9), "real": ConstantLearner(0.6)})
+    warm = Scorer("uncertainty").score(
+        X, {"gal": ConstantLearner(0.9), "real": ConstantLearner(0.6)}
+    )
     assert not warm.cold
     np.testing.assert_allclose(warm.p1["gal"], 0.9)
     np.testing.assert_allclose(warm.priority, 1 - 2 * abs(0.6 - 0.5))  # the max over models

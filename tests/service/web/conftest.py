@@ -1,6 +1,6 @@
 """Fixtures for the web workbench: a queue the service's pipeline filled, the app on loopback, a browser.
 
-The queue and archive come from the real `service.pipeline.Pipeline` (features, cold-start
+The queue and archive come from the real `service.consumer.pipeline.Pipeline` (features, cold-start
 scores, archive, push) over generated alerts, on the session's private Redis under the
 test's own prefix. The app runs under uvicorn in a thread on a free loopback port, and
 the browser is Debian's chromium driven by playwright (``executable_path``: playwright's
@@ -41,13 +41,13 @@ def fill_queue(
 
     from finkvra.dust import make_dust
     from finkvra.synthetic import AlertGenerator
-    from service.archive import ParquetArchive
     from service.config import Settings
-    from service.deadletter import DeadLetterStore
-    from service.kafka_source import Batch, Record
-    from service.pipeline import Pipeline
-    from service.queue import LabelQueue
-    from service.scoring import QueuePolicy, Scorer
+    from service.consumer.archive import ParquetArchive
+    from service.consumer.deadletter import DeadLetterStore
+    from service.consumer.pipeline import Pipeline
+    from service.consumer.scoring import QueuePolicy, Scorer
+    from service.kafka.source import Batch, Record
+    from service.queue.label_queue import LabelQueue
 
     settings = Settings(
         data_dir=data_dir,

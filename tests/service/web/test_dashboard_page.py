@@ -32,13 +32,13 @@ def test_the_dashboard_numbers_equal_independent_counts(
 
     from finkvra.dust import make_dust
     from finkvra.tracking import Tracker
-    from service.archive import ParquetArchive
-    from service.deadletter import DeadLetterStore
+    from service.consumer.archive import ParquetArchive
+    from service.consumer.deadletter import DeadLetterStore
     from service.http_server import HealthServer
-    from service.label_store import LabelStore
-    from service.model_registry import ModelPublisher
+    from service.queue.registry import ModelPublisher
     from service.telemetry import Telemetry
-    from service.trainer import Trainer
+    from service.training.label_store import LabelStore
+    from service.training.trainer import Trainer
 
     telemetry = Telemetry()
     telemetry.consumer_lag.labels(partition="0").set(7)

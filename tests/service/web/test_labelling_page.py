@@ -171,7 +171,7 @@ def test_keys_label_skip_undo_and_relabel_land_in_the_stream_as_meant(
 def test_web_and_terminal_labellers_never_label_one_item_twice(filled, serve, page, redis_url):
     from service.labelling.keys import KeyReader
     from service.labelling.session import LabellingSession
-    from service.queue import LabelQueue
+    from service.queue.label_queue import LabelQueue
 
     queue = filled.queue
     queued = {int(c) for c in queue.client.zrange(queue.key("queue"), 0, -1)}

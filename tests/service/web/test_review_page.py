@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.queue import LabelQueue, QueueItem
+from service.queue.label_queue import LabelQueue, QueueItem
 from service.web.review import disagreements
 
 pytestmark = pytest.mark.timeout(300)

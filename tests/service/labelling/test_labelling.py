@@ -30,8 +30,9 @@ from finkvra.features import make_features
 from finkvra.lightcurve import compact_lightcurve, fink_url, lasair_url, vetting_info
 from finkvra.synthetic import AlertGenerator
 from finkvra.synthetic.cutouts import fits_stamp
-from service.archive import ParquetArchive
 from service.cli import main
+from service.consumer.archive import ParquetArchive
+from service.consumer.pipeline import features_payload
 from service.labelling.cutouts import (
     ArchiveCutouts,
     CutoutImage,
@@ -45,10 +46,9 @@ from service.labelling.keys import KeyReader, key_for_word
 from service.labelling.plots import lightcurve_plot
 from service.labelling.screen import PROMPT, ScreenState, render_item, render_to_text
 from service.labelling.session import LabellingSession
-from service.pipeline import features_payload
-from service.queue import LabelQueue, QueueItem
+from service.queue.label_queue import LabelQueue, QueueItem
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 # ------------------------------------------------------------------------------ data
 
@@ -309,9 +309,9 @@ def test_undo_lands_exactly_in_the_stream_the_store_and_the_export(
 
     from finkvra.tracking import Tracker
     from service.config import load_settings
-    from service.label_store import LabelStore
-    from service.model_registry import ModelPublisher
-    from service.trainer import Trainer
+    from service.queue.registry import ModelPublisher
+    from service.training.label_store import LabelStore
+    from service.training.trainer import Trainer
 
     queue = LabelQueue(redis_client, prefix=queue_prefix)
     items = [make_item(x, features, 1.0 - i / 10) for i, x in enumerate(alerts[:4])]

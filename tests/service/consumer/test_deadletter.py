@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from service.deadletter import DeadLetterStore
+from service.consumer.deadletter import DeadLetterStore
 
 
 def test_put_round_trip(tmp_path):

@@ -23,11 +23,11 @@ from confluent_kafka import Consumer, TopicPartition
 
 from finkvra.alerts import SchemaCache, decode_message, read_alert_dicts
 from service.cli import main
-from service.kafka_source import KafkaSource, consumer_config
-from service.mock_cluster import MOCK_PARTITIONS, MockCluster
-from service.replayer import Replayer, ReplayError, file_schema_key, messages_from_files
+from service.kafka.mock_cluster import MOCK_PARTITIONS, MockCluster
+from service.kafka.replayer import Replayer, ReplayError, file_schema_key, messages_from_files
+from service.kafka.source import KafkaSource, consumer_config
 from tests.helpers import same
-from tests.service.test_kafka_source import (
+from tests.service.kafka.test_source import (
     AVRO_SAMPLE,
     FAST_GROUP,
     GUARD_S,
@@ -35,7 +35,7 @@ from tests.service.test_kafka_source import (
     unique,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 #: Alerts of each sample file checked by the file tests.
 FIRST = 8

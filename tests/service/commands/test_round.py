@@ -23,7 +23,7 @@ from finkvra.labels import LABEL_KEYS, LABEL_MAPS
 from finkvra.synthetic import AlertGenerator
 from finkvra.tracking import Tracker
 from service.cli import main
-from service.label_store import LabelStore
+from service.training.label_store import LabelStore
 
 KEY_OF = {label: key for key, label in LABEL_KEYS.items()}
 
@@ -178,7 +178,7 @@ def test_a_round_refuses_the_demos_directory_and_mixed_objects(
 ):
     """Real and synthetic labels must never train one model."""
     from finkvra.synthetic import AlertGenerator
-    from service.queue import LabelQueue
+    from service.queue.label_queue import LabelQueue
 
     real = str(shared_data / "fink_ztf_2026-03_31alerts.avro")
     (tmp_path / "demo.json").write_text('{"synthetic": true, "runs": []}')

@@ -11,9 +11,9 @@ import pytest
 
 from finkvra.metrics import classification_metrics
 from service.cli import main
-from service.label_store import LabelStore
-from service.model_registry import ModelPublisher
-from service.queue import LabelQueue, QueueItem
+from service.queue.label_queue import LabelQueue, QueueItem
+from service.queue.registry import ModelPublisher
+from service.training.label_store import LabelStore
 from tests.service.conftest import free_port
 
 

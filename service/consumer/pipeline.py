@@ -24,9 +24,9 @@ import redis
 from finkvra.features import FEATURE_COLUMNS, make_features
 from finkvra.lightcurve import compact_lightcurve, vetting_info
 from finkvra.validation import alert_problem
-from service.queue import _priority_text
+from service.consumer.scoring import QueuePolicy, Scorer, Scores
+from service.queue.label_queue import _priority_text
 from service.retry import StopRequested, retry_until_stopped
-from service.scoring import QueuePolicy, Scorer, Scores
 from service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,9 @@ class Pipeline:
                     self._isolated(records[middle:], result)
                     return
                 for index, error in culprits.items():
-                    self._dead_letter_record(records[index], f"unprocessable alert: {error}", result)
+                    self._dead_letter_record(
+                        records[index], f"unprocessable alert: {error}", result
+                    )
                 records = [r for i, r in enumerate(records) if i not in culprits]
                 continue
             self._store(work, result)
@@ -276,9 +278,13 @@ class Pipeline:
         prepared = hasattr(self.archive, "prepare_batch")
         for files, n in work.files:
             if prepared:
-                self._retry(lambda f=files: self.archive.write_prepared(f), "archive", ARCHIVE_ERRORS)
+                self._retry(
+                    lambda f=files: self.archive.write_prepared(f), "archive", ARCHIVE_ERRORS
+                )
             else:
-                self._retry(lambda a=files: self.archive.write_batch(**a), "archive", ARCHIVE_ERRORS)
+                self._retry(
+                    lambda a=files: self.archive.write_batch(**a), "archive", ARCHIVE_ERRORS
+                )
             result.archived += n
         result.eligible += work.eligible
         result.cold = work.cold
@@ -300,9 +306,7 @@ class Pipeline:
                 return
             by_candid = {int(r.alert["candid"]): r for r in records}
             record = by_candid[int(items[0].candid)]
-            self._dead_letter_record(
-                record, f"archived but not queued: {_describe(exc)}", result
-            )
+            self._dead_letter_record(record, f"archived but not queued: {_describe(exc)}", result)
             return
         result.queued += int(getattr(pushed, "added", 0)) + int(getattr(pushed, "replaced", 0))
 
@@ -346,7 +350,7 @@ class Pipeline:
         admitted: np.ndarray,
     ) -> list[Any]:
         """Queue items for the admitted rows (``X`` rows are in the order of ``alerts``)."""
-        from service.queue import QueueItem, links_for
+        from service.queue.label_queue import QueueItem, links_for
 
         now = datetime.now(UTC).isoformat()
         rows = np.flatnonzero(admitted)

@@ -65,7 +65,7 @@ class ModelPublisher:
     Parameters
     ----------
     client
-        A redis-py client (``service.redis_connection.connect``).
+        A redis-py client (``service.queue.connection.connect``).
     prefix
         The queue's key prefix (``Settings.queue_prefix``).
     """

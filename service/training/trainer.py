@@ -49,8 +49,8 @@ from finkvra.metrics import (
     permutation_importance_table,
     write_importance,
 )
-from service.label_store import LabelStore, features_from_json, features_to_json
 from service.secrets import masked
+from service.training.label_store import LabelStore, features_from_json, features_to_json
 
 __all__ = ["GROUP", "RoundResult", "Trainer", "TrainerReport", "holdout_mask"]
 
@@ -137,16 +137,16 @@ class Trainer:
     Parameters
     ----------
     queue
-        `service.queue.LabelQueue` (``read_labels``, ``ack``).
+        `service.queue.label_queue.LabelQueue` (``read_labels``, ``ack``).
     store
         The `LabelStore` of record.
     archive
-        `service.archive.ParquetArchive` (``find``), for labels of alerts that were
+        `service.consumer.archive.ParquetArchive` (``find``), for labels of alerts that were
         not in the queue.
     tracker
         `finkvra.tracking.Tracker` (``log_round``, ``latest_version``, ``load_version``).
     publisher
-        `service.model_registry.ModelPublisher`.
+        `service.queue.registry.ModelPublisher`.
     settings
         `service.config.Settings` (models, learner, strategy, initial_labels,
         retrain_step, holdout_fraction, seed, context_provider, sfd_dir, lasair_token).

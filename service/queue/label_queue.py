@@ -560,7 +560,7 @@ class LabelQueue:
     Parameters
     ----------
     client
-        A redis-py client (``service.redis_connection.connect``); bytes or str replies.
+        A redis-py client (``service.queue.connection.connect``); bytes or str replies.
     prefix
         Namespace of every key, so that several queues (and tests) share one Redis.
     max_size
@@ -666,7 +666,9 @@ class LabelQueue:
         False when ``labeller`` no longer holds it (the lease expired and the item went back).
         """
         return bool(
-            self._renew(args=[self.prefix, int(candid), labeller, _now_arg(now), self.lease_seconds])
+            self._renew(
+                args=[self.prefix, int(candid), labeller, _now_arg(now), self.lease_seconds]
+            )
         )
 
     def requeue_expired(self, now: float | None = None) -> int:

@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 from astropy.time import Time
 
-import service.archive as archive_module
+import service.consumer.archive as archive_module
 from finkvra.alerts import read_alert_dicts, read_alerts
-from service.archive import KAFKA_COLUMNS, ParquetArchive, night_of
+from service.consumer.archive import KAFKA_COLUMNS, ParquetArchive, night_of
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 JD0 = 2460400.7  # 2024-03-31 04:48 UTC, inside a Palomar night
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from finkvra.features import FEATURE_COLUMNS, FEATURE_VERSION
 from finkvra.labels import LABEL_MAPS
-from service.label_store import (
+from service.training.label_store import (
     ImportReport,
     LabelStore,
     features_from_json,
@@ -286,7 +286,7 @@ def test_import_csv_counts_and_is_idempotent(tmp_path):
 
 FILL_AND_APPEND = """
 import json, resource, signal, sys
-from service.label_store import LabelStore
+from service.training.label_store import LabelStore
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the kernel then fails the write (EFBIG)
 store = LabelStore(sys.argv[1])
 size = store.path.stat().st_size
@@ -308,7 +308,7 @@ def test_an_append_that_fails_midway_leaves_the_file_as_it_was(tmp_path):
     big = _event("2-0", 12, "agn", "2025-01-02", objectId="ZTF" + "x" * 400)
     done = subprocess.run(
         [sys.executable, "-c", FILL_AND_APPEND, str(tmp_path), json.dumps(big)],
-        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], check=True,
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[3], check=True,
     )  # fmt: skip
     assert done.stdout.split() == ["failed", "27"], done.stderr  # EFBIG, after a partial write
     assert store.path.read_bytes() == before  # cut back: no half record

@@ -21,14 +21,14 @@ from finkvra.labels import LABEL_MAPS
 from finkvra.metrics import classification_metrics
 from finkvra.synthetic import AlertGenerator
 from finkvra.tracking import Tracker
-from service.archive import ParquetArchive
 from service.cli import main
 from service.config import Settings
-from service.label_store import LabelStore
-from service.model_registry import ModelPublisher, ModelSet
-from service.queue import LabelQueue, QueueItem
+from service.consumer.archive import ParquetArchive
+from service.queue.label_queue import LabelQueue, QueueItem
+from service.queue.registry import ModelPublisher, ModelSet
 from service.telemetry import Telemetry
-from service.trainer import Trainer, holdout_mask
+from service.training.label_store import LabelStore
+from service.training.trainer import Trainer, holdout_mask
 
 # ------------------------------------------------------------------------------ data
 
@@ -445,8 +445,6 @@ def test_publisher_keeps_versions_monotonic_and_logs_events(redis_client, queue_
 
 
 # ------------------------------------------------------------------------------ CLI
-
-
 
 
 def test_label_command_posts_one_label_and_refuses_unknown_ones(

@@ -7,7 +7,7 @@ keeps it open. Known limits of the mock (librdkafka 2.x):
 
 - each partition keeps only about the last 5 MB: older messages are deleted and the low
   watermark moves, so a producer must not run far ahead of its consumers (see
-  ``service.replayer.Replayer``'s ``follow_group``);
+  ``service.kafka.replayer.Replayer``'s ``follow_group``);
 - the AdminClient's CreateTopics never answers; topics are created with 4 partitions by
   a producer's metadata request (``ensure_topic``) or by the first message sent to them;
 - a consumer group's first rebalance waits 3 s, later ones ``session.timeout.ms - 1 s``.

@@ -22,9 +22,9 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from finkvra.alerts import SchemaCache
-from service.kafka_source import Batch, KafkaSource, consumer_config, redacted, topic_exists
-from service.mock_cluster import MOCK_PARTITIONS, MockCluster
-from service.replayer import Replayer
+from service.kafka.mock_cluster import MOCK_PARTITIONS, MockCluster
+from service.kafka.replayer import Replayer
+from service.kafka.source import Batch, KafkaSource, consumer_config, redacted, topic_exists
 
 AVRO_SAMPLE = "fink_ztf_2026-03_31alerts.avro"
 
