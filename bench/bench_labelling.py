@@ -166,10 +166,9 @@ def main() -> None:
     from rich.console import Console
 
     from finkvra.dust import make_dust
-    from finkvra.features import make_features
+    from finkvra.features import feature_record, make_features
     from finkvra.lightcurve import compact_lightcurve, vetting_info
     from service.consumer.archive import ParquetArchive
-    from service.consumer.pipeline import features_payload
     from service.labelling.cutouts import ArchiveCutouts, cutouts_from_alert
     from service.labelling.screen import ScreenState, render_item
     from service.queue.connection import close, connect
@@ -206,7 +205,7 @@ def main() -> None:
                     candid=alert["candid"],
                     objectId=alert["objectId"],
                     priority=float(rng.random()),
-                    features=features_payload(values[rows[source]]),
+                    features=feature_record(values[rows[source]]),
                     scores={"gal": float(rng.random()), "real": float(rng.random())},
                     model_version={"gal": 3, "real": 2},
                     lightcurve=compact_lightcurve(alert),

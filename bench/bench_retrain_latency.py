@@ -94,12 +94,14 @@ def percentile(values: list[float], q: float) -> float:
 
 def labelled_features(generator: Any, n: int, dust: Any) -> list[tuple[dict, str, dict]]:
     """``(alert, label, features)`` for ``n`` generated alerts."""
-    from finkvra.features import make_features
-    from service.training.label_store import features_to_json
+    from finkvra.features import feature_record, make_features
 
     pairs = list(generator.labelled(n))
     X, _meta = make_features([a for a, _ in pairs], dust=dust)
-    return [(alert, label, features_to_json(X.loc[int(alert["candid"])])) for alert, label in pairs]
+    return [
+        (alert, label, feature_record(X.loc[int(alert["candid"])], complete=True))
+        for alert, label in pairs
+    ]
 
 
 def run_config(args: argparse.Namespace, holdout: float, dust: Any) -> dict[str, Any]:

@@ -35,7 +35,9 @@ __all__ = [
     "INPUT_COLUMNS",
     "LC_FEATURES",
     "POSITIVE_ISDIFFPOS",
+    "feature_array",
     "feature_frame",
+    "feature_record",
     "make_features",
 ]
 
@@ -354,3 +356,53 @@ def feature_frame(X: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
     if not X.index.equals(meta.index):
         raise ValueError("X and meta are not on the same candid index")
     return pd.concat([meta, X], axis=1)
+
+
+# --------------------------------------------------------------------------- the record
+
+
+def _finite_or_none(value: Any) -> float | None:
+    """A float, None for null, NaN and infinity; anything else that is no number raises."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def feature_record(
+    values: Mapping[str, Any] | Iterable[Any] | None, *, complete: bool = False
+) -> dict[str, float | None]:
+    """The features of one alert as stored and sent: ``{column: float or None}``.
+
+    The one codec between a row of ``X`` (an array or Series in :data:`FEATURE_COLUMNS`
+    order) and the JSON that the queue, the labels stream and the label store hold: JSON
+    has no NaN, so NaN and infinities become None (`feature_array` turns them back). A
+    mapping keeps its names; with ``complete`` it must hold every column and only those
+    are kept. ``None`` or an empty sequence give ``{}``.
+    """
+    if values is None:
+        return {}
+    if isinstance(values, pd.Series):
+        values = values.to_dict()
+    if isinstance(values, Mapping):
+        if not complete:
+            return {str(name): _finite_or_none(value) for name, value in values.items()}
+        missing = [c for c in FEATURE_COLUMNS if c not in values]
+        if missing:
+            raise ValueError(f"features lack columns {missing}")
+        return {c: _finite_or_none(values[c]) for c in FEATURE_COLUMNS}
+    array = np.asarray(values, dtype=np.float64).ravel()
+    if array.size == 0 and not complete:
+        return {}
+    if array.size != len(FEATURE_COLUMNS):
+        raise ValueError(f"expected {len(FEATURE_COLUMNS)} features, got {array.size}")
+    return {c: _finite_or_none(v) for c, v in zip(FEATURE_COLUMNS, array.tolist(), strict=True)}
+
+
+def feature_array(
+    records: Iterable[Mapping[str, Any] | None], columns: Iterable[str] = FEATURE_COLUMNS
+) -> np.ndarray:
+    """Feature records back as a float matrix (one row each), NaN where None or absent."""
+    names = list(columns)
+    rows = [[np.nan if (v := (r or {}).get(c)) is None else v for c in names] for r in records]
+    return np.array(rows, dtype=np.float64).reshape(len(rows), len(names))

@@ -369,9 +369,8 @@ class Service:
         parts = self.parts
         assert parts is not None and self.pipeline is not None
         tag = ",".join(f"{m}={v}" for m, v in sorted(parts.models.versions.items()))
-        lock = f"{self.settings.queue_prefix}:rescore:{tag}"
         locked = retry_until_stopped(
-            lambda: parts.redis.set(lock, consumer_name(), nx=True, ex=3600),
+            lambda: parts.queue.claim_rescore(tag, consumer_name()),
             part="redis", errors=REDIS_ERRORS, stop=self.stop, telemetry=self.telemetry,
         )  # fmt: skip
         if not locked:
@@ -379,12 +378,12 @@ class Service:
         import numpy as np
         import pandas as pd
 
-        from finkvra.features import FEATURE_COLUMNS
+        from finkvra.features import FEATURE_COLUMNS, feature_array
 
         learners, versions = self._current_learners()
 
         def score(items: list[Any]) -> tuple[Any, list[dict[str, float]], dict[str, int]]:
-            rows = [[item.features.get(c) for c in FEATURE_COLUMNS] for item in items]
+            rows = feature_array(item.features for item in items)
             X = pd.DataFrame(rows, columns=list(FEATURE_COLUMNS), dtype=float)
             scores = self.pipeline.scorer.score(X, learners, versions)  # type: ignore[union-attr]
             per_item = [{m: float(p[i]) for m, p in scores.p1.items()} for i in range(len(items))]

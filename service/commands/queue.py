@@ -95,67 +95,6 @@ def _usage(message: str) -> int:
 # --------------------------------------------------------------------------- labels
 
 
-def stream_events(queue: Any, *, since_ms: int | None = None, chunk: int = 10_000) -> list[dict]:
-    """Label events of the queue's stream (all, or since a unix time in ms), oldest first.
-
-    Each is a dict of the entry's text fields plus ``stream_id``, with ``candid`` an int.
-    """
-
-    def text(value: Any) -> str:
-        return value.decode() if isinstance(value, bytes) else str(value)
-
-    key = queue.key("labels")
-    start = "-" if since_ms is None else f"{int(since_ms)}-0"
-    events = []
-    while True:
-        rows = queue.client.xrange(key, min=start, max="+", count=chunk)
-        for entry_id, fields in rows:
-            if fields:
-                event = {text(k): text(v) for k, v in fields.items()}
-                event["candid"] = int(event["candid"])
-                event["stream_id"] = text(entry_id)
-                events.append(event)
-        if len(rows) < chunk:
-            return events
-        ms, seq = text(rows[-1][0]).split("-")
-        start = f"{ms}-{int(seq) + 1}"
-
-
-def effective_labels(store: Any, queue: Any) -> tuple[Any, int, int]:
-    """``(labels, n_store_events, n_stream_only)``: one row per labelled candid.
-
-    The store's events plus the stream's events it does not hold yet, resolved exactly
-    as the store resolves its own (`LabelStore.effective_labels`: latest by timestamp,
-    then arrival; an undo removes the label). Columns ``candid, objectId, label,
-    labeller, timestamp``.
-    """
-    import tempfile
-
-    from service.training.label_store import LabelStore
-
-    stored = store.events()
-    pending = [e for e in stream_events(queue) if e["stream_id"] not in store]
-    if not pending:
-        return store.effective_labels(), len(stored), 0
-    records = [
-        {
-            "stream_id": e["stream_id"],
-            "candid": e["candid"],
-            "objectId": e.get("objectId") or None,
-            "label": e.get("label") or None,
-            "labeller": e.get("labeller"),
-            "timestamp": e.get("timestamp"),
-            "kind": e.get("kind") or "label",
-            "source": "stream",
-        }
-        for e in pending
-    ]
-    with tempfile.TemporaryDirectory(prefix="finkvra-labels-") as tmp:
-        merged = LabelStore(tmp)
-        merged.append([{**e, "features": None} for e in stored] + records)
-        return merged.effective_labels(), len(stored), len(records)
-
-
 def _store(settings: Any) -> Any:
     from service.training.label_store import LabelStore
 
@@ -260,7 +199,9 @@ def collect_stats(settings: Any, queue: Any) -> dict[str, Any]:
 
     from finkvra.labels import LABEL_MAPS, apply_label_map
     from finkvra.metrics import Prequential
+    from service.queue.labels import stream_events
     from service.queue.registry import ModelPublisher
+    from service.training.label_store import effective_labels
 
     counters = queue.stats()
     per_labeller: dict[str, int] = {}
@@ -385,6 +326,8 @@ def _stats(args: argparse.Namespace, settings: Any, queue: Any) -> int:
 def _export(args: argparse.Namespace, settings: Any, queue: Any) -> int:
     import os
     from pathlib import Path
+
+    from service.training.label_store import effective_labels
 
     labels, n_store, n_pending = effective_labels(_store(settings), queue)
     path = Path(args.output)

@@ -176,17 +176,15 @@ def _round(
     import numpy as np
 
     from finkvra.context import make_context
-    from finkvra.features import make_features
+    from finkvra.features import feature_record, make_features
     from finkvra.labels import apply_label_map
     from finkvra.lightcurve import compact_lightcurve, vetting_info
     from finkvra.tracking import Tracker
     from service.commands.label import run_screen
-    from service.commands.queue import effective_labels
-    from service.consumer.pipeline import features_payload
     from service.consumer.scoring import Scorer
     from service.labelling.cutouts import MemoryCutouts
     from service.queue.label_queue import LabelQueue, QueueItem
-    from service.training.label_store import LabelStore
+    from service.training.label_store import LabelStore, effective_labels
 
     model = args.model
     _refuse_demo_directory(settings)
@@ -236,7 +234,7 @@ def _round(
             candid=int(X.index[i]),
             objectId=str(meta["objectId"].iloc[i]),
             priority=float(scores.priority[i]),
-            features=features_payload(values[i]),
+            features=feature_record(values[i]),
             scores={m: float(p[i]) for m, p in scores.p1.items()},
             model_version=dict(scores.versions),
             lightcurve=compact_lightcurve(alerts[i]),

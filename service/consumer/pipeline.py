@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 import redis
 
-from finkvra.features import FEATURE_COLUMNS, make_features
+from finkvra.features import feature_record, make_features
 from finkvra.lightcurve import compact_lightcurve, vetting_info
 from finkvra.validation import alert_problem
 from service.consumer.scoring import QueuePolicy, Scorer, Scores
-from service.queue.label_queue import _priority_text
+from service.queue.items import priority_text
 from service.retry import StopRequested, retry_until_stopped
 from service.telemetry import Telemetry
 
@@ -86,14 +86,6 @@ class BatchResult:
     duplicates: int = 0
     seconds: float = 0.0
     cold: bool = True
-
-
-def features_payload(row: Sequence[float] | np.ndarray) -> dict[str, float | None]:
-    """The 21 features of one alert as JSON-friendly values (NaN → None)."""
-    return {
-        name: (None if value != value else float(value))  # NaN is the one value != itself
-        for name, value in zip(FEATURE_COLUMNS, row, strict=True)
-    }
 
 
 class Pipeline:
@@ -236,7 +228,7 @@ class Pipeline:
         for item in items:  # what push refuses, refused here, before any write
             if not item.objectId:
                 raise ValueError(f"alert {item.candid} has no objectId")
-            _priority_text(item.priority)
+            priority_text(item.priority)
         return _Work(
             records=records,
             files=self._archive_files(records),
@@ -350,7 +342,7 @@ class Pipeline:
         admitted: np.ndarray,
     ) -> list[Any]:
         """Queue items for the admitted rows (``X`` rows are in the order of ``alerts``)."""
-        from service.queue.label_queue import QueueItem, links_for
+        from service.queue.items import QueueItem, links_for
 
         now = datetime.now(UTC).isoformat()
         rows = np.flatnonzero(admitted)
@@ -372,7 +364,7 @@ class Pipeline:
                     candid=int(candids[j]),
                     objectId=object_id,
                     priority=priorities[j],
-                    features=features_payload(values[j]),
+                    features=feature_record(values[j]),
                     scores={m: p[j] for m, p in p1.items()},
                     model_version=dict(versions),
                     lightcurve=compact_lightcurve(alerts[i]),

@@ -411,7 +411,7 @@ class LabellingSession:
         self._prefetch()  # the next items' stamps come while this one is drawn and looked at
         if self.cutouts is not None:
             cutouts = self.cutouts.get(item, timeout=CUTOUT_WAIT_S if interactive else None)
-        self.state.waiting = int(self.queue.client.zcard(self.queue.key("queue")))
+        self.state.waiting = self.queue.waiting()
         self.draw(item, cutouts)
         if not interactive:  # a blocking read
             return self.keys.read_key()

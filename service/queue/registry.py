@@ -2,16 +2,10 @@
 
 MLflow's registry holds every version ever trained; the replicas need one fact, cheaply
 and often: "which version of each model should I score with now?". That fact lives in
-Redis, beside the queue:
-
-``<prefix>:models``
-    HASH model name → version number (the published versions).
-``<prefix>:model-digests``
-    HASH model name → SHA-256 of the published version's model artifacts: a replica
-    refuses a model whose artifacts do not match (changed in the store since training).
-``<prefix>:model-events``
-    STREAM of publications (``model``, ``version``, ``previous``, ``published_at``), for
-    whoever wants to react at once (re-scoring the queue) or audit the history.
+Redis, beside the queue (`service.queue.keys`): ``models`` (the published versions),
+``model-digests`` (the SHA-256 of each published version's artifacts: a replica refuses a
+model whose artifacts do not match) and ``model-events`` (the stream of publications, for
+whoever wants to react at once or audit the history).
 
 A replica calls `ModelSet.refresh` on each tick: one HGETALL, and a load from MLflow only
 when a version changed. A version that cannot be loaded (not in MLflow, MLflow down,
@@ -28,6 +22,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import redis
+
+from service.queue.keys import Keys
 
 __all__ = ["ModelPublisher", "ModelSet", "VersionLoader"]
 
@@ -75,6 +71,7 @@ class ModelPublisher:
             raise ValueError("prefix must not be empty")
         self.client = client
         self.prefix = prefix
+        self.keys = Keys(prefix)
         self._publish = client.register_script(_LUA_PUBLISH)
 
     def __repr__(self) -> str:
@@ -82,15 +79,15 @@ class ModelPublisher:
 
     @property
     def models_key(self) -> str:
-        return f"{self.prefix}:models"
+        return self.keys.models
 
     @property
     def events_key(self) -> str:
-        return f"{self.prefix}:model-events"
+        return self.keys.model_events
 
     @property
     def digests_key(self) -> str:
-        return f"{self.prefix}:model-digests"
+        return self.keys.model_digests
 
     def publish(
         self, model_name: str, version: int, *, force: bool = False, digest: str | None = None

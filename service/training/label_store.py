@@ -43,7 +43,6 @@ import csv
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import threading
@@ -55,7 +54,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from finkvra.features import FEATURE_COLUMNS, FEATURE_VERSION
+from finkvra.features import FEATURE_COLUMNS, FEATURE_VERSION, feature_array, feature_record
 from finkvra.labels import UnknownLabelError, apply_label_map, normalise_label
 
 __all__ = [
@@ -64,8 +63,8 @@ __all__ = [
     "ImportReport",
     "ImportRow",
     "LabelStore",
+    "effective_labels",
     "features_from_json",
-    "features_to_json",
     "import_id",
     "normalise_timestamp",
     "read_label_csv",
@@ -115,45 +114,14 @@ def normalise_timestamp(value: Any) -> str:
 def features_from_json(value: Any) -> dict[str, float | None] | None:
     """Features as ``{column: float or None}`` from a dict, a list of 21 or their JSON.
 
-    ``None``, ``''`` and ``'null'`` mean "no features". NaN and infinities become None
-    (JSON has no NaN).
+    ``None``, ``''`` and ``'null'`` mean "no features"; the rest is
+    `finkvra.features.feature_record` with every column required.
     """
-    if value is None:
-        return None
     if isinstance(value, bytes):
         value = value.decode()
     if isinstance(value, str):
-        if not value.strip():
-            return None
-        value = json.loads(value)
-        if value is None:
-            return None
-    if isinstance(value, Mapping):
-        missing = [c for c in FEATURE_COLUMNS if c not in value]
-        if missing:
-            raise ValueError(f"features lack columns {missing}")
-        values = [value[c] for c in FEATURE_COLUMNS]
-    else:
-        values = list(value)
-        if len(values) != len(FEATURE_COLUMNS):
-            raise ValueError(f"expected {len(FEATURE_COLUMNS)} features, got {len(values)}")
-    return {c: _finite_or_none(v) for c, v in zip(FEATURE_COLUMNS, values, strict=True)}
-
-
-def features_to_json(row: Mapping[str, Any] | pd.Series) -> dict[str, float | None]:
-    """One row of a feature table as the store writes it (NaN → None)."""
-    return {c: _finite_or_none(row[c]) for c in FEATURE_COLUMNS}
-
-
-def _finite_or_none(value: Any) -> float | None:
-    if value is None:
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _nan_if_none(value: Any) -> float:
-    return float("nan") if value is None else float(value)
+        value = json.loads(value) if value.strip() else None
+    return None if value is None else feature_record(value, complete=True)
 
 
 def import_id(candid: int, label: str, timestamp: str) -> str:
@@ -322,14 +290,18 @@ class LabelStore:
         ``label``; the other fields are optional. Raises ``ValueError`` (nothing
         written) when an event is malformed.
         """
-        records = []
+        return self.append_normalised([self.normalise_event(event) for event in events])
+
+    def append_normalised(self, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`append` for records `normalise_event` made (each label is normalised once)."""
         seen: set[str] = set()
-        for event in events:
-            record = self.normalise_event(event)
+        new = []
+        for record in records:
             if record["stream_id"] in self._ids or record["stream_id"] in seen:
                 continue
             seen.add(record["stream_id"])
-            records.append(record)
+            new.append(record)
+        records = new
         with self._lock:
             self._write(LABELS_FILE, records)
             for record in records:
@@ -466,13 +438,7 @@ class LabelStore:
     def features_of(self, candids: Iterable[int]) -> pd.DataFrame:
         """Features of the current version for these candids (NaN rows where unknown)."""
         index = pd.Index([int(c) for c in candids], dtype="int64", name="candid")
-        nan = float("nan")
-        rows = [
-            [_nan_if_none(self._features[c].get(name)) for name in FEATURE_COLUMNS]
-            if c in self._features
-            else [nan] * len(FEATURE_COLUMNS)
-            for c in index
-        ]
+        rows = feature_array(self._features.get(c) for c in index)
         X = pd.DataFrame(rows, index=index, columns=list(FEATURE_COLUMNS), dtype="float64")
         X.attrs["feature_version"] = FEATURE_VERSION
         return X
@@ -697,3 +663,38 @@ def _plain_value(value: Any) -> Any:
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     return str(value)
+
+
+def effective_labels(store: Any, queue: Any) -> tuple[Any, int, int]:
+    """``(labels, n_store_events, n_stream_only)``: one row per labelled candid.
+
+    The store's events plus the stream's events it does not hold yet, resolved exactly
+    as the store resolves its own (`LabelStore.effective_labels`: latest by timestamp,
+    then arrival; an undo removes the label). Columns ``candid, objectId, label,
+    labeller, timestamp``.
+    """
+    import tempfile
+
+    from service.queue.labels import stream_events
+
+    stored = store.events()
+    pending = [e for e in stream_events(queue) if e["stream_id"] not in store]
+    if not pending:
+        return store.effective_labels(), len(stored), 0
+    records = [
+        {
+            "stream_id": e["stream_id"],
+            "candid": e["candid"],
+            "objectId": e.get("objectId") or None,
+            "label": e.get("label") or None,
+            "labeller": e.get("labeller"),
+            "timestamp": e.get("timestamp"),
+            "kind": e.get("kind") or "label",
+            "source": "stream",
+        }
+        for e in pending
+    ]
+    with tempfile.TemporaryDirectory(prefix="finkvra-labels-") as tmp:
+        merged = LabelStore(tmp)
+        merged.append([{**e, "features": None} for e in stored] + records)
+        return merged.effective_labels(), len(stored), len(records)

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from finkvra.features import FEATURE_VERSION, make_features
+from finkvra.features import FEATURE_VERSION, feature_record, make_features
 from finkvra.labels import label_map
 from finkvra.metrics import (
     Prequential,
@@ -50,7 +50,7 @@ from finkvra.metrics import (
     write_importance,
 )
 from service.secrets import masked
-from service.training.label_store import LabelStore, features_from_json, features_to_json
+from service.training.label_store import LabelStore, features_from_json
 
 __all__ = ["GROUP", "RoundResult", "Trainer", "TrainerReport", "holdout_mask"]
 
@@ -291,7 +291,7 @@ class Trainer:
                 record["features"] = found[record["candid"]]
                 record["feature_version"] = FEATURE_VERSION
 
-        stored = self.store.append(new)
+        stored = self.store.append_normalised(new)
         report.stored = len(stored)
         report.unresolved = len(
             {
@@ -344,7 +344,7 @@ class Trainer:
             return {}
         X, _meta = make_features(alerts, dust=self._dust(), context=self._context())
         X = X[~X.index.duplicated(keep="first")]
-        return {int(candid): features_to_json(row) for candid, row in X.iterrows()}
+        return {int(candid): feature_record(row, complete=True) for candid, row in X.iterrows()}
 
     def _dust(self) -> Any:
         if self.dust is None:

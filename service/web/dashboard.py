@@ -91,20 +91,9 @@ class Dashboard:
     def queue_numbers(self) -> dict[str, Any]:
         queue = self.queue
         stats = queue.stats()
-        candids = [c for c in queue.client.zrange(queue.key("queue"), 0, -1)]
-        pipe = queue.client.pipeline(transaction=False)
-        for candid in candids:
-            c = candid.decode() if isinstance(candid, bytes) else candid
-            pipe.hget(queue.key(f"item:{c}"), "enqueued_at")
         now = datetime.now(UTC)
         ages = sorted(
-            a
-            for a in (
-                _age_seconds(v.decode() if isinstance(v, bytes) else v, now)
-                for v in (pipe.execute() if candids else [])
-                if v
-            )
-            if a is not None
+            a for a in (_age_seconds(v, now) for v in queue.enqueued_times()) if a is not None
         )
         leased_by = Counter(lease.labeller for lease in queue.leased())
         return {

@@ -14,13 +14,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from service.queue.labels import stream_entries
+
 __all__ = ["LabelHistory", "effective_labels"]
 
 
 def effective_labels(store_dir: Path, queue: Any) -> Any:
     """One row per labelled candid, as ``finkvra queue stats`` counts them (store + stream)."""
-    from service.commands.queue import effective_labels as merged
     from service.training.label_store import LabelStore
+    from service.training.label_store import effective_labels as merged
 
     labels, _, _ = merged(LabelStore(store_dir, readonly=True), queue)
     return labels
@@ -69,24 +71,13 @@ class LabelHistory:
                 for event in LabelStore(self.store_dir, readonly=True).events():
                     self._add(event)
                 self._store_stamp = stamp
-            key = self.queue.key("labels")
-            while True:
-                rows = self.queue.client.xrange(
-                    key, min=f"({self._last_stream_id}", max="+", count=5000
-                )
-                for entry_id, fields in rows:
-                    sid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-                    self._last_stream_id = sid
-                    if fields:
-                        event = {
-                            (k.decode() if isinstance(k, bytes) else k): (
-                                v.decode() if isinstance(v, bytes) else v
-                            )
-                            for k, v in fields.items()
-                        }
-                        self._add({**event, "stream_id": sid})
-                if len(rows) < 5000:
-                    break
+            entries = stream_entries(
+                self.queue.client, self.queue.keys.labels, start=f"({self._last_stream_id}",
+                chunk=5000,
+            )  # fmt: skip
+            for sid, fields in entries:
+                self._last_stream_id = sid
+                self._add({**fields, "stream_id": sid})
 
     def of_object(self, object_id: str) -> list[dict[str, Any]]:
         """The object's label events, oldest first (every candid of the object)."""

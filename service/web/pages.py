@@ -428,13 +428,8 @@ async def api_relabel(request: Request) -> Response:
 
 def _known_item(parts: Any, candid: int) -> Any:
     """The queue item of ``candid``: queued, leased, or labelled within ``done_ttl``."""
-    from service.queue.label_queue import QueueItem
-
     item = parts.queue.get(candid)
-    if item is None:
-        mapping = parts.queue.client.hgetall(parts.queue.key(f"done:{candid}"))
-        item = QueueItem.from_hash(mapping) if mapping else None
-    return item
+    return item if item is not None else parts.queue.done_item(candid)
 
 
 @router.get("/cutout/{candid}/{title}.png")

@@ -43,7 +43,7 @@ def review_rows(
     limit: int = 200,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """``(rows, every labeller)``, newest first; ``since``/``until`` are ``YYYY-MM-DD`` (UTC)."""
-    from service.commands.queue import stream_events
+    from service.queue.labels import stream_events
     from service.training.label_store import LabelStore
     from service.web.history import effective_labels
 

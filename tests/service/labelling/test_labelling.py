@@ -26,13 +26,12 @@ import pytest
 import redis
 
 from finkvra.dust import make_dust
-from finkvra.features import make_features
+from finkvra.features import feature_record, make_features
 from finkvra.lightcurve import compact_lightcurve, fink_url, lasair_url, vetting_info
 from finkvra.synthetic import AlertGenerator
 from finkvra.synthetic.cutouts import fits_stamp
 from service.cli import main
 from service.consumer.archive import ParquetArchive
-from service.consumer.pipeline import features_payload
 from service.labelling.cutouts import (
     ArchiveCutouts,
     CutoutImage,
@@ -79,7 +78,7 @@ def make_item(alert: dict, X, priority: float, **overrides) -> QueueItem:
         candid=alert["candid"],
         objectId=alert["objectId"].replace("SIM", "ZTF", 1),
         priority=priority,
-        features=features_payload(X.loc[alert["candid"]].to_numpy()),
+        features=feature_record(X.loc[alert["candid"]].to_numpy()),
         scores={"gal": 0.46, "real": 0.97},
         model_version={"gal": 3, "real": 2},
         lightcurve=compact_lightcurve(alert),

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import redis
 
-from finkvra.features import FEATURE_COLUMNS, FEATURE_VERSION
+from finkvra.features import FEATURE_COLUMNS, FEATURE_VERSION, feature_array
 from service.queue.connection import close, connect
+from service.queue.items import links_for
 from service.queue.label_queue import (
     AlreadyLabelledError,
     LabelQueue,
     NotLabelledError,
     PushResult,
     QueueItem,
-    links_for,
 )
 
 T0 = 1_800_000_000.0  # an explicit clock for lease tests
@@ -75,7 +75,9 @@ def test_queue_item_round_trips_through_its_hash():
     assert back.feature_version == FEATURE_VERSION
     assert back == QueueItem.from_hash(stored)
     expected = np.array([features_for(123)[c] for c in FEATURE_COLUMNS])
-    np.testing.assert_array_equal(back.feature_array(), expected)  # NaN in the same place
+    np.testing.assert_array_equal(
+        feature_array([back.features])[0], expected
+    )  # NaN in the same place
 
 
 def test_queue_item_accepts_features_in_column_order_and_checks_their_number():
@@ -483,7 +485,9 @@ def test_rescore_reorders_without_resurrecting_labelled_items(queue):
         calls.append(len(items))
         if len(calls) == 1:  # a labeller labels candid 3 while the model is scoring
             queue.submit_label(3, "bogus", "bob")
-        p1 = np.array([it.feature_array()[0] / 1000 for it in items])  # from the features
+        p1 = np.array(
+            [feature_array([it.features])[0][0] / 1000 for it in items]
+        )  # from the features
         priorities = 1.0 - np.array([it.priority for it in items])  # reverse the order
         return priorities, {"gal": p1}, {"gal": "7"}
 
