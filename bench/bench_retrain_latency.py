@@ -118,6 +118,7 @@ def run_config(args: argparse.Namespace, holdout: float, dust: Any) -> dict[str,
     from service.queue.registry import ModelPublisher, ModelSet
     from service.training import trainer as trainer_module
     from service.training.label_store import LabelStore
+    from service.wiring import trainer_options
 
     prefix = f"bench-retrain-{uuid.uuid4().hex[:12]}"
     client = redis.Redis.from_url(args.redis_url)
@@ -170,7 +171,13 @@ def run_config(args: argparse.Namespace, holdout: float, dust: Any) -> dict[str,
         )
 
         trainer = trainer_module.Trainer(
-            queue, store, ParquetArchive(data / "archive"), tracker, publisher, settings, dust=dust
+            queue,
+            store,
+            ParquetArchive(data / "archive"),
+            tracker,
+            publisher,
+            trainer_options(settings),
+            dust=dust,
         )
         tracker.log_round = timings.wrap("mlflow_log_round", tracker.log_round)
         tracker._log_model = timings.wrap("mlflow.log_model", tracker._log_model)

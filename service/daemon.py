@@ -15,135 +15,35 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from service.config import Settings
 from service.consumer.pipeline import REDIS_ERRORS, Pipeline
 from service.consumer.scoring import QueuePolicy, Scorer
-from service.retry import ExponentialBackoff, StopRequested, retry_until_stopped
+from service.retry import StopRequested, retry_until_stopped
 from service.telemetry import Telemetry
+from service.wiring import (
+    STARTUP_BACKOFF,
+    Parts,
+    StartupError,
+    Unreachable,
+    build_parts,
+    kafka_source,
+    trainer,
+)
 
 log = logging.getLogger(__name__)
 
 ROLES = ("all", "consumer", "trainer")
 
 
-class StartupError(RuntimeError):
-    """The settings cannot work: a part is missing or refuses them (exit code 2).
-
-    Only configuration errors: a dependency that does not answer yet is waited for
-    (`Unreachable`), with readiness saying so.
-    """
-
-
-class Unreachable(RuntimeError):
-    """A dependency does not answer at start: waited for, never fatal."""
-
-
-@dataclass
-class Parts:
-    """Everything the loops use, built once at start."""
-
-    settings: Settings
-    redis: Any
-    queue: Any
-    archive: Any
-    deadletters: Any
-    tracker: Any
-    publisher: Any
-    models: Any
-    dust: Any
-    context: Any
-
-
-#: Waits between two attempts to reach a dependency at start.
-STARTUP_BACKOFF = ExponentialBackoff(base=0.5, cap=10.0)
-#: Seconds before a model version that failed to load is tried again.
-MODEL_RETRY_S = 30.0
 #: Seconds the trainer waits after a failed step.
 TRAINER_RETRY_S = 5.0
-
-
-def _refused(error: BaseException | None) -> bool:
-    """Whether Redis answered but refused the settings (a wrong password: configuration)."""
-    import redis
-
-    if isinstance(error, redis.AuthenticationError | redis.AuthenticationWrongNumberOfArgsError):
-        return True
-    text = str(error or "")
-    return isinstance(error, redis.ResponseError) and any(
-        word in text for word in ("WRONGPASS", "NOAUTH", "invalid password", "invalid username")
-    )
 
 
 def consumer_name() -> str:
     """A stable name per replica (pod or host + pid), for the labels consumer group and logs."""
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def build_parts(
-    settings: Settings,
-    *,
-    stop: threading.Event | None = None,
-    telemetry: Telemetry | None = None,
-) -> Parts:
-    """Connect to Redis and build the stores; raises StartupError with the fix.
-
-    With ``stop``, an unreachable Redis is waited for (reported in ``telemetry``'s
-    health as ``redis``) until it answers or ``stop`` is set (``StopRequested``);
-    without, it is a StartupError at once.
-    """
-    from finkvra.context import make_context
-    from finkvra.dust import make_dust
-    from finkvra.tracking import Tracker
-    from service.consumer.archive import ParquetArchive
-    from service.consumer.deadletter import DeadLetterStore
-    from service.queue.connection import RedisUnavailable, connect_and_ping
-    from service.queue.label_queue import LabelQueue
-    from service.queue.registry import ModelPublisher, ModelSet
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    url = settings.redis_url.get_secret_value() if settings.redis_url else None
-
-    def connect() -> Any:
-        try:
-            return connect_and_ping(url, settings.data_dir)
-        except ValueError as exc:  # a URL redis-py cannot parse
-            raise StartupError(f"FINKVRA_REDIS_URL is not a usable Redis URL: {exc}") from None
-        except RedisUnavailable as exc:
-            if url is None or stop is None or _refused(exc.__cause__):
-                raise StartupError(str(exc)) from exc
-            raise Unreachable(str(exc)) from exc
-
-    client = retry_until_stopped(
-        connect, part="redis", errors=(Unreachable,), stop=stop or threading.Event(),
-        telemetry=telemetry, backoff=STARTUP_BACKOFF,
-    )  # fmt: skip
-    queue = LabelQueue(
-        client,
-        prefix=settings.queue_prefix,
-        max_size=settings.queue_max_size,
-        lease_seconds=settings.lease_seconds,
-    )
-    tracker = Tracker(settings.mlflow_tracking_uri)
-    publisher = ModelPublisher(client, settings.queue_prefix)
-    models = ModelSet(tracker, publisher, retry_s=MODEL_RETRY_S)
-    dust = make_dust(getattr(settings, "dust", "auto"), sfd_dir=settings.sfd_dir)
-    token = settings.lasair_token.get_secret_value() if settings.lasair_token else None
-    context = make_context(settings.context_provider, lasair_token=token)
-    return Parts(
-        settings=settings,
-        redis=client,
-        queue=queue,
-        archive=ParquetArchive(settings.archive_dir),
-        deadletters=DeadLetterStore(settings.deadletter_dir),
-        tracker=tracker,
-        publisher=publisher,
-        models=models,
-        dust=dust,
-        context=context,
-    )
 
 
 class Service:
@@ -164,7 +64,7 @@ class Service:
         self.role = role
         self.telemetry = telemetry or Telemetry()
         self.stop = stop or threading.Event()
-        self.source_factory = source_factory or default_source
+        self.source_factory = source_factory or kafka_source
         self.parts: Parts | None = None
         self.source: Any = None
         self.pipeline: Pipeline | None = None
@@ -196,8 +96,8 @@ class Service:
                 archive=self.parts.archive,
                 queue=self.parts.queue,
                 deadletters=self.parts.deadletters,
-                scorer=Scorer(s.strategy, seed=s.seed or 0),
-                policy=QueuePolicy(s.queue_budget, seed=s.seed or 0),
+                scorer=Scorer(s.strategy, seed=s.seed),  # unset: a fresh seed per start
+                policy=QueuePolicy(s.queue_budget, seed=s.seed),
                 learners=self._current_learners,
                 dust=self.parts.dust,
                 context=self.parts.context,
@@ -205,19 +105,7 @@ class Service:
                 stop=self.stop,
             )
         if self.role in ("all", "trainer"):
-            from service.training.trainer import Trainer
-
-            self.trainer = Trainer(
-                self.parts.queue,
-                _label_store(s),
-                self.parts.archive,
-                self.parts.tracker,
-                self.parts.publisher,
-                s,
-                dust=self.parts.dust,
-                context=self.parts.context,
-                telemetry=self.telemetry,
-            )
+            self.trainer = trainer(s, self.parts, telemetry=self.telemetry)
         health.set_ready("started", True)
 
     def close(self) -> None:
@@ -424,46 +312,6 @@ class Service:
                 health.set_problem("trainer", None)
 
 
-def _label_store(settings: Settings) -> Any:
-    from service.training.label_store import LabelStore
-
-    return LabelStore(settings.labels_dir)
-
-
-def default_source(settings: Settings) -> Any:
-    """The Kafka source for the configured topic; StartupError if the topic does not exist."""
-    from service.config import kafka_consumer_config
-    from service.kafka.source import KafkaSource, topic_exists
-
-    if not settings.kafka_bootstrap:
-        raise StartupError(
-            "no Kafka server configured: set FINKVRA_KAFKA_BOOTSTRAP (Fink: "
-            "kafka-ztf.fink-broker.org:24499) or register with `finkctl auth register`; "
-            "`finkvra demo` runs everything on an embedded mock cluster"
-        )
-    from confluent_kafka import KafkaException
-
-    config = kafka_consumer_config(settings)
-    try:
-        exists = topic_exists(config, settings.kafka_topic)
-    except KafkaException as exc:
-        raise Unreachable(
-            f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}. "
-            "Check FINKVRA_KAFKA_BOOTSTRAP and the network"
-        ) from exc
-    if not exists:
-        raise StartupError(
-            f"topic {settings.kafka_topic!r} does not exist on {settings.kafka_bootstrap}: "
-            "check FINKVRA_KAFKA_TOPIC (Fink's VRA topic is fink_vra_ztf)"
-        )
-    return KafkaSource(
-        config,
-        settings.kafka_topic,
-        batch_size=settings.batch_size,
-        batch_timeout_s=settings.batch_timeout_s,
-    )
-
-
 @contextmanager
 def signals_stop(service: Service) -> Iterator[None]:
     """SIGTERM/SIGINT set the stop flag; a second one exits at once. Restores the old handlers."""
@@ -483,4 +331,4 @@ def signals_stop(service: Service) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-__all__ = ["ROLES", "Service", "StartupError", "Unreachable", "build_parts", "signals_stop"]
+__all__ = ["ROLES", "Service", "StartupError", "signals_stop"]

@@ -91,17 +91,20 @@ def line(status) -> str:  # noqa: ANN001
 
 def run(args: argparse.Namespace) -> int:
     from service.commands._common import settings_or_exit_code
-    from service.commands.run import secrets_of
-    from service.daemon import StartupError, signals_stop
+    from service.daemon import signals_stop
     from service.demo import Demo
     from service.logs import flush_repeats, setup_logging
+    from service.secrets import secret_values
+    from service.wiring import StartupError
 
     settings = settings_or_exit_code(args.config)
     if isinstance(settings, int):
         return settings
     interactive = sys.stdout.isatty()
     setup_logging(
-        "WARNING" if interactive else settings.log_level, settings.log_format, secrets_of(settings)
+        "WARNING" if interactive else settings.log_level,
+        settings.log_format,
+        secret_values(settings),
     )
     demo = Demo(
         settings,

@@ -21,7 +21,6 @@ like any other label. Forms:
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from pathlib import Path
 from typing import Any
@@ -108,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
     settings, queue = parts
     if args.import_file:
         return _run_import(args, settings, queue)
-    labeller = args.labeller or _user()
+    from service.commands._common import user_name
+
+    labeller = args.labeller or user_name()
     if args.undo:
         return _run_undo(queue, args.candid, labeller)
     return _run_one(args, settings, queue, label, labeller)
@@ -129,42 +130,10 @@ def _usage(message: str) -> int:
     return 2
 
 
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
 def _connect(args: argparse.Namespace) -> tuple[Any, Any] | int:
-    return connect_queue(args.config, "label")
+    from service.commands._common import queue_or_exit_code
 
-
-def connect_queue(config: str | None, command: str) -> tuple[Any, Any] | int:
-    """Settings and the service's label queue, or exit code 2 with the reason printed.
-
-    Shared by the commands that talk to the queue (``label``, ``queue``, ``round``).
-    """
-    from service.commands._common import settings_or_exit_code
-    from service.queue.connection import RedisUnavailable, connect_and_ping
-    from service.queue.label_queue import LabelQueue
-
-    settings = settings_or_exit_code(config)
-    if isinstance(settings, int):
-        return settings
-    url = settings.redis_url.get_secret_value() if settings.redis_url else None
-    try:
-        client = connect_and_ping(url, settings.data_dir, retry=1)
-    except RedisUnavailable as error:
-        print(f"finkvra {command}: {error}", file=sys.stderr)
-        return 2
-    queue = LabelQueue(
-        client,
-        prefix=settings.queue_prefix,
-        max_size=settings.queue_max_size,
-        lease_seconds=settings.lease_seconds,
-    )
-    return settings, queue
+    return queue_or_exit_code(args.config, "label")
 
 
 def _classes(label: str, models: list[str]) -> str:
@@ -259,93 +228,16 @@ def _run_interactive(args: argparse.Namespace) -> int:
     if isinstance(parts, int):
         return parts
     settings, queue = parts
+    from service.commands._common import user_name
     from service.labelling.cutouts import ArchiveCutouts
+    from service.labelling.session import run_screen
 
     code, _result = run_screen(
         queue,
-        args.labeller or _user(),
+        args.labeller or user_name(),
         cutouts=ArchiveCutouts(settings.archive_dir),
         models=list(args.model or settings.models),
         open_browser=args.open,
         wait=args.wait,
     )
     return code
-
-
-def run_screen(
-    queue: Any,
-    labeller: str,
-    *,
-    cutouts: Any = None,
-    models: list[str] | None = None,
-    open_browser: bool = False,
-    wait: bool = False,
-    title: str = "finkvra label",
-    keys: Any = None,
-    console: Any = None,
-) -> tuple[int, Any]:
-    """Run a labelling session and say how it ended: ``(exit code, SessionResult)``.
-
-    Shared by ``finkvra label`` and ``finkvra round`` (on its private queue).
-    """
-    from rich.console import Console
-
-    from service.labelling.session import LabellingSession
-
-    console = console or Console()
-    open_url = None
-    if open_browser:
-        open_url, problem = _browser()
-        if problem:
-            print(f"finkvra label: {problem}", file=sys.stderr)
-    session = LabellingSession(
-        queue,
-        labeller,
-        cutouts=cutouts,
-        keys=keys,
-        console=console,
-        models=models or (),
-        open_url=open_url,
-        wait=wait,
-        title=title,
-    )
-    result = session.run()
-    if result.reason == "redis":
-        print(
-            f"finkvra label: lost the connection to Redis ({result.error}); the labels "
-            "posted so far are safe, the item in hand returns to the queue when its lease "
-            f"expires ({queue.lease_seconds:.0f} s)",
-            file=sys.stderr,
-        )
-        print(result.summary(labeller))
-        return 1, result
-    if result.reason == "empty" and not result.events and not result.skipped:
-        print("the queue is empty: nothing to label (--wait waits for alerts)")
-        return 0, result
-    if result.reason == "empty":
-        print("the queue is empty: that was the last item")
-    print(result.summary(labeller))
-    return (130 if result.reason == "interrupted" else 0), result
-
-
-def _browser() -> tuple[Any, str]:
-    """``(open_url, problem)``: a function opening a URL in a graphical browser, or why not.
-
-    Over SSH there is no display, and Python's webbrowser would start a text browser in
-    the very terminal the screen is drawn on; the links are on screen anyway.
-    """
-    import os
-    import webbrowser
-
-    if sys.platform.startswith("linux") and not (
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-    ):
-        return None, "--open: no graphical display here (over SSH?); follow the links on screen"
-
-    def open_url(url: str) -> None:
-        try:
-            webbrowser.open(url, new=2, autoraise=False)
-        except webbrowser.Error:
-            pass
-
-    return open_url, ""

@@ -70,9 +70,9 @@ def run(args: argparse.Namespace) -> int:
 
         if Path(args.output).suffix.lower() not in EXPORT_SUFFIXES:
             return _usage(f"--output must end in {', '.join(EXPORT_SUFFIXES)}")
-    from service.commands.label import connect_queue
+    from service.commands._common import queue_or_exit_code
 
-    parts = connect_queue(args.config, "queue")
+    parts = queue_or_exit_code(args.config, "queue")
     if isinstance(parts, int):
         return parts
     settings, queue = parts

@@ -25,20 +25,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def secrets_of(settings) -> list[str]:  # noqa: ANN001 (Settings, imported lazily)
-    """Every secret value in the settings, for the log redaction filter (`service.secrets`)."""
-    from service.secrets import secret_values
-
-    return secret_values(settings)
-
-
 def run(args: argparse.Namespace) -> int:
     from service.commands._common import settings_or_exit_code
-    from service.daemon import Service, StartupError, signals_stop
+    from service.daemon import Service, signals_stop
     from service.http_server import HealthServer
     from service.logs import flush_repeats, setup_logging
     from service.retry import StopRequested
     from service.secrets import secret_values
+    from service.wiring import StartupError
 
     settings = settings_or_exit_code(args.config)
     if isinstance(settings, int):

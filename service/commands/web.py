@@ -47,17 +47,17 @@ def run(args: argparse.Namespace) -> int:
     """Serve until interrupted; 2 on configuration errors."""
     if args.hash_password:
         return _hash_password()
-    from service.commands.label import connect_queue
+    from service.commands._common import queue_or_exit_code, user_name
     from service.web.auth import Auth, is_loopback
 
     if not 0 < args.port < 65536:
         print(f"finkvra web: --port {args.port} is not a port (1-65535)", file=sys.stderr)
         return 2
-    parts = connect_queue(args.config, "web")
+    parts = queue_or_exit_code(args.config, "web")
     if isinstance(parts, int):
         return parts
     settings, queue = parts
-    labeller = args.labeller or _user()
+    labeller = args.labeller or user_name("web")
     auth = Auth.from_settings(settings, default_labeller=labeller)
     if not is_loopback(args.host) and not auth.required:
         print(
@@ -87,13 +87,6 @@ def run(args: argparse.Namespace) -> int:
         forwarded_allow_ips="*" if args.behind_proxy else None,
     )
     return 0
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "web"
 
 
 def _hash_password() -> int:

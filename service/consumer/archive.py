@@ -43,7 +43,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -88,6 +88,36 @@ def night_of(jd: float) -> str:
         return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y%m%d")
     except (OverflowError, OSError, ValueError) as exc:
         raise ValueError(f"candidate.jd {jd!r} is not a date ({exc})") from None
+
+
+class Archive(Protocol):
+    """What the pipeline and the trainer need of an archive (`ParquetArchive` is the one)."""
+
+    def write_batch(
+        self,
+        alerts: Sequence[Mapping[str, Any]],
+        *,
+        topic: str,
+        partition: int,
+        offsets: Sequence[int],
+        avro_schema: Mapping[str, Any] | None = None,
+    ) -> list[str]: ...
+
+    def prepare_batch(
+        self,
+        alerts: Sequence[Mapping[str, Any]],
+        *,
+        topic: str,
+        partition: int,
+        offsets: Sequence[int],
+        avro_schema: Mapping[str, Any] | None = None,
+    ) -> list[tuple[str, bytes]]: ...
+
+    def write_prepared(self, prepared: Sequence[tuple[str, bytes]]) -> list[str]: ...
+
+    def find(
+        self, candids: Iterable[int], *, kafka_columns: bool = False
+    ) -> list[dict[str, Any]]: ...
 
 
 class ParquetArchive:

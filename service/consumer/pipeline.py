@@ -15,19 +15,25 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import redis
 
-from finkvra.features import feature_record, make_features
-from finkvra.lightcurve import compact_lightcurve, vetting_info
+from finkvra.features import make_features
 from finkvra.validation import alert_problem
 from service.consumer.scoring import QueuePolicy, Scorer, Scores
 from service.queue.items import priority_text
 from service.retry import StopRequested, retry_until_stopped
 from service.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from finkvra.context import ContextProvider
+    from finkvra.dust import DustProvider
+    from service.consumer.archive import Archive
+    from service.consumer.deadletter import DeadLetterStore
+    from service.queue.label_queue import Queue
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +104,14 @@ class Pipeline:
     def __init__(
         self,
         *,
-        archive: Any,
-        queue: Any,
-        deadletters: Any,
+        archive: Archive,
+        queue: Queue,
+        deadletters: DeadLetterStore,
         scorer: Scorer,
         policy: QueuePolicy,
         learners: Callable[[], tuple[Mapping[str, Any], Mapping[str, int]]],
-        dust: Any = None,
-        context: Any = None,
+        dust: DustProvider | None = None,
+        context: ContextProvider | None = None,
         telemetry: Telemetry | None = None,
         stop: threading.Event | None = None,
     ) -> None:
@@ -342,41 +348,20 @@ class Pipeline:
         admitted: np.ndarray,
     ) -> list[Any]:
         """Queue items for the admitted rows (``X`` rows are in the order of ``alerts``)."""
-        from service.queue.items import QueueItem, links_for
+        from service.queue.items import items_for
 
-        now = datetime.now(UTC).isoformat()
-        rows = np.flatnonzero(admitted)
-        # Whole columns to Python once: per-item pandas and numpy scalar access cost
-        # several times the rest of building an item.
-        values = X.to_numpy(dtype=float)[rows].tolist()
-        candids = X.index.to_numpy()[rows].tolist()
-        object_ids = meta["objectId"].to_numpy()[rows].tolist()
-        priorities = np.asarray(scores.priority, dtype=float)[rows].tolist()
-        p1 = {m: np.asarray(p, dtype=float)[rows].tolist() for m, p in scores.p1.items()}
-        versions = dict(scores.versions)
-        strategy = "random" if scores.cold else getattr(self.scorer.strategy, "name", "")
-        by = [scores.by[i] for i in rows.tolist()] if scores.by else [None] * len(rows)
-        items = []
-        for j, i in enumerate(rows.tolist()):
-            object_id = str(object_ids[j])
-            items.append(
-                QueueItem(
-                    candid=int(candids[j]),
-                    objectId=object_id,
-                    priority=priorities[j],
-                    features=feature_record(values[j]),
-                    scores={m: p[j] for m, p in p1.items()},
-                    model_version=dict(versions),
-                    lightcurve=compact_lightcurve(alerts[i]),
-                    links=links_for(object_id),
-                    enqueued_at=now,
-                    vetting={
-                        **vetting_info(alerts[i]),
-                        "queued_by": {"strategy": strategy, "model": by[j]},
-                    },
-                )
-            )
-        return items
+        return items_for(
+            alerts,
+            X,
+            meta["objectId"].to_numpy(),
+            np.flatnonzero(admitted),
+            priority=scores.priority,
+            p1=scores.p1,
+            versions=scores.versions,
+            strategy="random" if scores.cold else getattr(self.scorer.strategy, "name", ""),
+            by=scores.by,
+            enqueued_at=datetime.now(UTC).isoformat(),
+        )
 
     def _retry(self, operation: Callable[[], Any], part: str, errors: tuple) -> Any:
         return retry_until_stopped(

@@ -36,7 +36,9 @@ class Scores:
 class Scorer:
     """Score feature tables with the current learners; seeded, so a replay scores alike."""
 
-    def __init__(self, strategy: str | QueryStrategy = "uncertainty", *, seed: int = 0) -> None:
+    def __init__(
+        self, strategy: str | QueryStrategy = "uncertainty", *, seed: int | None = 0
+    ) -> None:
         self.strategy = (
             make_strategy(strategy, seed=seed) if isinstance(strategy, str) else strategy
         )
@@ -69,7 +71,7 @@ class Scorer:
 class QueuePolicy:
     """Which scored alerts enter the queue: detections only, then the stream budget if any."""
 
-    def __init__(self, budget: float | None = None, *, seed: int = 0) -> None:
+    def __init__(self, budget: float | None = None, *, seed: int | None = 0) -> None:
         self.budget = StreamBudget(budget, seed=seed) if budget is not None and budget < 1 else None
 
     def admit(self, ndets: np.ndarray, priority: np.ndarray) -> np.ndarray:

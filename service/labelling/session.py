@@ -26,6 +26,7 @@ item returns to the queue.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from collections import Counter
@@ -443,3 +444,82 @@ class LabellingSession:
         else:
             console.print(screen)
             console.file.flush()
+
+
+def run_screen(
+    queue: Any,
+    labeller: str,
+    *,
+    cutouts: Any = None,
+    models: list[str] | None = None,
+    open_browser: bool = False,
+    wait: bool = False,
+    title: str = "finkvra label",
+    keys: Any = None,
+    console: Any = None,
+) -> tuple[int, Any]:
+    """Run a labelling session and say how it ended: ``(exit code, SessionResult)``.
+
+    The terminal end of ``finkvra label`` and ``finkvra round`` (on its private queue):
+    the session, then one line on how it ended (130 after Ctrl-C, 1 when Redis was lost).
+    """
+    from rich.console import Console
+
+    console = console or Console()
+    open_url = None
+    if open_browser:
+        open_url, problem = _browser()
+        if problem:
+            print(f"finkvra label: {problem}", file=sys.stderr)
+    session = LabellingSession(
+        queue,
+        labeller,
+        cutouts=cutouts,
+        keys=keys,
+        console=console,
+        models=models or (),
+        open_url=open_url,
+        wait=wait,
+        title=title,
+    )
+    result = session.run()
+    if result.reason == "redis":
+        print(
+            f"finkvra label: lost the connection to Redis ({result.error}); the labels "
+            "posted so far are safe, the item in hand returns to the queue when its lease "
+            f"expires ({queue.lease_seconds:.0f} s)",
+            file=sys.stderr,
+        )
+        print(result.summary(labeller))
+        return 1, result
+    if result.reason == "empty" and not result.events and not result.skipped:
+        print("the queue is empty: nothing to label (--wait waits for alerts)")
+        return 0, result
+    if result.reason == "empty":
+        print("the queue is empty: that was the last item")
+    print(result.summary(labeller))
+    return (130 if result.reason == "interrupted" else 0), result
+
+
+def _browser() -> tuple[Any, str]:
+    """``(open_url, problem)``: a function opening a URL in a graphical browser, or why not.
+
+    Over SSH there is no display, and Python's webbrowser would start a text browser in
+    the very terminal the screen is drawn on; the links are on screen anyway.
+    """
+    import os
+    import sys
+    import webbrowser
+
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        return None, "--open: no graphical display here (over SSH?); follow the links on screen"
+
+    def open_url(url: str) -> None:
+        try:
+            webbrowser.open(url, new=2, autoraise=False)
+        except webbrowser.Error:
+            pass
+
+    return open_url, ""

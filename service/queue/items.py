@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from finkvra.features import FEATURE_VERSION, feature_record
-from finkvra.lightcurve import fink_url, is_synthetic, lasair_url
+from finkvra.lightcurve import compact_lightcurve, fink_url, is_synthetic, lasair_url, vetting_info
 
-__all__ = ["LABEL_KINDS", "QueueItem", "links_for", "priority_text"]
+__all__ = ["LABEL_KINDS", "QueueItem", "items_for", "links_for", "priority_text"]
 
 #: Kinds of label events a labeller may post with `LabelQueue.submit_label`.
 LABEL_KINDS = ("label", "correction")
@@ -149,3 +149,54 @@ class QueueItem:
             feature_version=h.get("feature_version", ""),
             vetting=json.loads(h.get("vetting") or "{}"),
         )
+
+
+def items_for(
+    alerts: Sequence[Mapping[str, Any]],
+    X: Any,
+    object_ids: Sequence[Any],
+    rows: Sequence[int],
+    *,
+    priority: Sequence[float],
+    p1: Mapping[str, Sequence[float]],
+    versions: Mapping[str, Any],
+    strategy: str,
+    by: Sequence[str | None] | None = None,
+    enqueued_at: str = "",
+) -> list[QueueItem]:
+    """Queue items for rows ``rows`` of a scored batch (``X`` rows in ``alerts`` order).
+
+    The one way an alert becomes an item, for the pipeline and ``finkvra round``: its
+    feature record, scores, light curve and what a vetter reads, with why it was queued
+    (``strategy``, and ``by[i]``: the model whose score gave row ``i`` its priority).
+    """
+    rows = [int(i) for i in rows]
+    # Whole columns to Python once: per-item pandas and numpy scalar access cost
+    # several times the rest of building an item.
+    values = X.to_numpy(dtype=float)[rows].tolist()
+    candids = X.index.to_numpy()[rows].tolist()
+    objects = np.asarray(object_ids)[rows].tolist()
+    priorities = np.asarray(priority, dtype=float)[rows].tolist()
+    scores = {m: np.asarray(p, dtype=float)[rows].tolist() for m, p in p1.items()}
+    models = [by[i] for i in rows] if by else [None] * len(rows)
+    items = []
+    for j, i in enumerate(rows):
+        object_id = str(objects[j])
+        items.append(
+            QueueItem(
+                candid=int(candids[j]),
+                objectId=object_id,
+                priority=priorities[j],
+                features=feature_record(values[j]),
+                scores={m: p[j] for m, p in scores.items()},
+                model_version=dict(versions),
+                lightcurve=compact_lightcurve(alerts[i]),
+                links=links_for(object_id),
+                enqueued_at=enqueued_at,
+                vetting={
+                    **vetting_info(alerts[i]),
+                    "queued_by": {"strategy": strategy, "model": models[j]},
+                },
+            )
+        )
+    return items

@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import redis
@@ -41,9 +41,11 @@ from service.queue.scripts import (
 __all__ = [
     "AlreadyLabelledError",
     "LabelQueue",
+    "LabelSource",
     "Lease",
     "NotLabelledError",
     "PushResult",
+    "Queue",
     "QueueItem",
     "ScoreFn",
 ]
@@ -99,6 +101,24 @@ ScoreFn = Callable[
 
 def _pairs(flat: Sequence[Any]) -> dict[str, str]:
     return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+class Queue(Protocol):
+    """What the pipeline needs of the queue: push a scored batch (`LabelQueue` is the one)."""
+
+    def push(self, items: Sequence[QueueItem]) -> PushResult: ...
+
+
+class LabelSource(Protocol):
+    """What the trainer needs of the labels stream: read, acknowledge, read again."""
+
+    def read_labels(
+        self, group: str, consumer: str, count: int = 100, block_ms: int = 1000
+    ) -> list[tuple[str, dict[str, Any]]]: ...
+
+    def ack(self, group: str, ids: Iterable[str]) -> int: ...
+
+    def redeliver_pending(self, group: str, consumer: str) -> None: ...
 
 
 class LabelQueue:

@@ -25,7 +25,7 @@ import redis
 
 from service.queue.keys import Keys
 
-__all__ = ["ModelPublisher", "ModelSet", "VersionLoader"]
+__all__ = ["ModelPublisher", "ModelSet", "Publisher", "VersionLoader"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,16 @@ return {1, id}
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Publisher(Protocol):
+    """What the trainer needs of the registry: publish a version, read the live ones."""
+
+    def publish(
+        self, model_name: str, version: int, *, force: bool = False, digest: str | None = None
+    ) -> bool: ...
+
+    def current(self) -> dict[str, int]: ...
 
 
 class ModelPublisher:

