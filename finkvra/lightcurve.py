@@ -12,6 +12,9 @@ from collections.abc import Iterable, Mapping
 from operator import itemgetter
 from typing import Any
 
+#: The Julian date of the Unix epoch (1970-01-01T00:00 UTC): alerts time everything in JD.
+UNIX_EPOCH_JD = 2440587.5
+
 DETECTION_FIELDS = ("jd", "fid", "magpsf", "sigmapsf", "isdiffpos")
 UPPER_LIMIT_FIELDS = ("jd", "fid", "diffmaglim")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from finkvra.labels import LABEL_MAPS
+from finkvra.lightcurve import UNIX_EPOCH_JD
 from service.config import Settings
 from service.daemon import Service
 
@@ -64,7 +65,7 @@ def demo_file(data_dir: Path) -> Path:
 
 def _jd(night: str) -> float:
     day = datetime.strptime(night, "%Y%m%d").replace(tzinfo=UTC)
-    return day.timestamp() / 86400.0 + 2440587.5
+    return day.timestamp() / 86400.0 + UNIX_EPOCH_JD
 
 
 def plan_run(data_dir: Path, archive_dir: Path, topic: str, seed: int) -> DemoRun:

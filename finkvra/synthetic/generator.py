@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from finkvra.lightcurve import SYNTHETIC_PREFIX
+from finkvra.lightcurve import SYNTHETIC_PREFIX, UNIX_EPOCH_JD
 from finkvra.synthetic.avro_encoder import SchemalessEncoder, _set_long, _set_str
 from finkvra.synthetic.cutouts import cutout_triplet
 from finkvra.synthetic.lc_features import (
@@ -62,7 +62,6 @@ _SKY_KIND = {
     "agn": "extragalactic",
     "bogus": "anywhere",
 }
-_JD_UNIX_EPOCH = 2440587.5
 _EPOCH = datetime(1970, 1, 1)
 _NID_ZERO_JD = 2457754.5  # ZTF night id 0 (2017-01-01); nid 3367 is 2026-03-22
 _PUBLISHER = "finkvra-synthetic"
@@ -84,12 +83,12 @@ def _field_names(schema: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str,
 
 def _ut_day_strings(day: int) -> tuple[str, str, str]:
     """('2026', '0322', '20260322') of the UT day starting at JD ``day + 0.5``."""
-    date = _EPOCH + timedelta(days=day + 0.5 - _JD_UNIX_EPOCH)
+    date = _EPOCH + timedelta(days=day + 0.5 - UNIX_EPOCH_JD)
     return f"{date.year:04d}", f"{date.month:02d}{date.day:02d}", date.strftime("%Y%m%d")
 
 
 def _datetime(jd: float) -> datetime:
-    return _EPOCH + timedelta(days=jd - _JD_UNIX_EPOCH)
+    return _EPOCH + timedelta(days=jd - UNIX_EPOCH_JD)
 
 
 def _timestamp(jd: float) -> str:

@@ -178,14 +178,15 @@ def _run_undo(queue: Any, candid: int, labeller: str) -> int:
 
 def _run_import(args: argparse.Namespace, settings: Any, queue: Any) -> int:
     from service.queue.label_queue import AlreadyLabelledError
-    from service.training.label_store import ImportReport, LabelStore, read_label_csv
+    from service.training.label_store import ImportReport, read_label_csv
+    from service.wiring import label_store
 
     path = Path(args.import_file)
     try:
         rows, bad = read_label_csv(path)
     except (OSError, ValueError, UnicodeDecodeError) as error:
         return _usage(f"cannot import {path}: {error}")
-    store = LabelStore(settings.labels_dir, readonly=True)
+    store = label_store(settings, readonly=True)
     labeller = args.labeller or f"import:{path.name}"
     report = ImportReport(bad=list(bad))
     labelled = queue.is_labelled([row.candid for row in rows]) if rows else []

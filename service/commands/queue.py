@@ -96,9 +96,9 @@ def _usage(message: str) -> int:
 
 
 def _store(settings: Any) -> Any:
-    from service.training.label_store import LabelStore
+    from service.wiring import label_store
 
-    return LabelStore(settings.labels_dir, readonly=True)
+    return label_store(settings, readonly=True)
 
 
 # --------------------------------------------------------------------------- actions

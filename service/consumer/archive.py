@@ -34,14 +34,16 @@ import contextlib
 import hashlib
 import itertools
 import json
+import math
 import os
 import posixpath
 import re
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,8 +53,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from finkvra.alerts import alerts_to_table, arrow_schema_from_avro, normalise_alert
+from finkvra.lightcurve import UNIX_EPOCH_JD
 
-__all__ = ["KAFKA_COLUMNS", "ParquetArchive", "night_of"]
+__all__ = ["KAFKA_COLUMNS", "Archive", "ArchiveIndex", "ParquetArchive", "night_of", "nights_for"]
 
 #: Columns added to every archived alert (its Kafka coordinates).
 KAFKA_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset")
@@ -63,7 +66,6 @@ ROW_GROUP_SIZE = 64
 #: Arrow schemas kept per archive (one per Avro schema version seen; Fink has a handful).
 ARROW_SCHEMA_CACHE_SIZE = 16
 
-_UNIX_EPOCH_JD = 2440587.5
 _TOPIC_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
 _NIGHT_DIR = re.compile(r"^night=(\d{8})$")
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
@@ -83,11 +85,38 @@ def night_of(jd: float) -> str:
         raise ValueError(f"candidate.jd {jd!r} is not a number")
     if not np.isfinite(jd):
         raise ValueError(f"candidate.jd {jd!r} is not finite")
-    seconds = (float(jd) - _UNIX_EPOCH_JD) * 86400.0
+    seconds = (float(jd) - UNIX_EPOCH_JD) * 86400.0
     try:
         return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y%m%d")
     except (OverflowError, OSError, ValueError) as exc:
         raise ValueError(f"candidate.jd {jd!r} is not a date ({exc})") from None
+
+
+def nights_for(lightcurve: Mapping[str, Any] | None, enqueued_at: str = "") -> list[str]:
+    """Archive nights (``YYYYMMDD``) where an item's alert may be, most likely first.
+
+    The alert is filed under the UTC date of its own detection, the latest one of its
+    light curve; without a light curve, the day it was queued and the day before.
+    """
+    jds = []
+    detections = (lightcurve or {}).get("detections") or {}
+    for jd in detections.get("jd") or []:
+        if jd is not None and math.isfinite(float(jd)):
+            jds.append(float(jd))
+    days: list[datetime] = []
+    if jds:
+        seconds = (max(jds) - UNIX_EPOCH_JD) * 86400.0
+        day = datetime.fromtimestamp(seconds, tz=UTC)
+        days = [day, day - timedelta(days=1), day + timedelta(days=1)]
+    elif enqueued_at:
+        try:
+            day = datetime.fromisoformat(enqueued_at.replace("Z", "+00:00"))
+        except ValueError:
+            day = None
+        if day is not None:
+            day = day if day.tzinfo else day.replace(tzinfo=UTC)
+            days = [day, day - timedelta(days=1)]
+    return list(dict.fromkeys(d.astimezone(UTC).strftime("%Y%m%d") for d in days))
 
 
 class Archive(Protocol):
@@ -368,6 +397,89 @@ class ParquetArchive:
         # written without an Avro schema may differ in their inferred column types.
         with self._fs.open_input_file(path) as handle:
             return pq.read_table(handle, columns=columns)
+
+
+class ArchiveIndex:
+    """Which file and row group of the archive holds each candid, learnt night by night.
+
+    The one index of the archive, for readers that fetch single alerts (the labelling
+    screen's and the web app's cutouts): a night's files are scanned once (their
+    ``candid`` column only), then an alert costs one row group. Thread-safe.
+    """
+
+    def __init__(self, archive: ParquetArchive, *, search_all: bool = False) -> None:
+        self.archive = archive
+        self.search_all = search_all
+        self._where: dict[int, tuple[str, int]] = {}  # candid -> (file, row group)
+        self._scanned: set[str] = set()  # files whose candids are in _where
+        self._index_lock = threading.Lock()
+        self._scan_lock = threading.Lock()  # one thread indexes a night, the others wait
+
+    def __repr__(self) -> str:
+        return f"ArchiveIndex({self.archive!r}, {len(self._where)} candids)"
+
+    def _scan(self, nights: Iterable[str | None]) -> None:
+        for night in nights:
+            for path in self.archive.files(night):
+                if path in self._scanned:
+                    continue
+                with self.archive._fs.open_input_file(path) as handle:
+                    parquet = pq.ParquetFile(handle)
+                    groups = [
+                        parquet.read_row_group(g, columns=["candid"]).column("candid")
+                        for g in range(parquet.num_row_groups)
+                    ]
+                with self._index_lock:
+                    for group, column in enumerate(groups):
+                        for candid in column.to_numpy().tolist():
+                            self._where.setdefault(int(candid), (path, group))
+                    self._scanned.add(path)
+
+    def locate(self, candid: int, nights: Sequence[str] = ()) -> tuple[str, int] | None:
+        """``(file, row group)`` holding ``candid`` (scanning ``nights``), or None.
+
+        Only that row group is read afterwards: an archive written in small row groups
+        makes each fetch proportionally cheaper. With ``search_all``, a candid that is
+        not in ``nights`` is looked for in every night.
+        """
+        candid = int(candid)
+        if candid not in self._where and nights:
+            with self._scan_lock:
+                self._scan(nights)
+        if candid not in self._where and self.search_all:
+            with self._scan_lock:
+                self._scan([None])
+        return self._where.get(candid)
+
+    def read_alert(
+        self, candid: int, nights: Sequence[str], columns: Iterable[str]
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """``(row, file)``: the alert's ``columns`` (those the file has) and where it was.
+
+        ``(None, None)``: not found; ``(None, file)``: the file no longer holds it (a
+        replayed batch replaced it), forgotten so that the next call looks again.
+        """
+        import pyarrow.compute as pc
+
+        candid = int(candid)
+        found = self.locate(candid, nights)
+        if found is None:
+            return None, None
+        path, group = found
+        with self.archive._fs.open_input_file(path) as handle:
+            parquet = pq.ParquetFile(handle)
+            names = parquet.schema_arrow.names
+            wanted = ["candid"] + [c for c in columns if c in names and c != "candid"]
+            table = parquet.read_row_group(group, columns=wanted)
+        rows = table.filter(
+            pc.equal(table.column("candid"), pa.scalar(candid, table.column("candid").type))
+        )
+        if rows.num_rows == 0:
+            with self._index_lock:
+                self._where.pop(candid, None)
+                self._scanned.discard(path)
+            return None, path
+        return rows.slice(0, 1).to_pylist()[0], path
 
 
 def _table(alerts: Sequence[Mapping[str, Any]], arrow_schema: pa.Schema | None) -> pa.Table:

@@ -25,7 +25,6 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,6 @@ __all__ = [
     "MemoryCutouts",
     "cutouts_from_alert",
     "decode_stamp",
-    "nights_for",
     "zscale",
 ]
 
@@ -322,42 +320,6 @@ class CutoutRow:
 # --------------------------------------------------------------------------- sources
 
 
-def nights_for(lightcurve: Mapping[str, Any] | None, enqueued_at: str = "") -> list[str]:
-    """Archive nights (``YYYYMMDD``) where an item's alert may be, most likely first.
-
-    The alert is filed under the UTC date of its own detection, the latest one of its
-    light curve; without a light curve, the day it was queued and the day before.
-    """
-    jds = []
-    detections = (lightcurve or {}).get("detections") or {}
-    for jd in detections.get("jd") or []:
-        if jd is not None and math.isfinite(float(jd)):
-            jds.append(float(jd))
-    days: list[datetime] = []
-    if jds:
-        seconds = (max(jds) - _UNIX_EPOCH_JD) * 86400.0
-        day = datetime.fromtimestamp(seconds, tz=UTC)
-        days = [day, day - timedelta(days=1), day + timedelta(days=1)]
-    elif enqueued_at:
-        try:
-            day = datetime.fromisoformat(enqueued_at.replace("Z", "+00:00"))
-        except ValueError:
-            day = None
-        if day is not None:
-            day = day if day.tzinfo else day.replace(tzinfo=UTC)
-            days = [day, day - timedelta(days=1)]
-    return list(dict.fromkeys(d.astimezone(UTC).strftime("%Y%m%d") for d in days))
-
-
-def _filesystem(root: str | Path) -> Any:
-    """The ``pyarrow.fs`` filesystem of an archive root (as `ParquetArchive` opens it)."""
-    import pyarrow.fs as pafs
-
-    if isinstance(root, Path) or "://" not in str(root):
-        return pafs.LocalFileSystem()
-    return pafs.FileSystem.from_uri(str(root))[0]
-
-
 class _CutoutSource:
     """Shared machinery: a result cache and one background worker."""
 
@@ -409,6 +371,8 @@ class _CutoutSource:
 
     def request_item(self, item: Any) -> Future:
         """Start fetching one queue item's stamps (its nights from its light curve)."""
+        from service.consumer.archive import nights_for
+
         return self.request(item.candid, nights_for(item.lightcurve, item.enqueued_at))
 
     def prefetch(self, items: Iterable[Any]) -> None:
@@ -456,7 +420,7 @@ class MemoryCutouts(_CutoutSource):
 
 
 class ArchiveCutouts(_CutoutSource):
-    """Stamps from the service's parquet archive (`service.consumer.archive.ParquetArchive` layout).
+    """Stamps from the service's parquet archive, found through its one index.
 
     Parameters
     ----------
@@ -467,76 +431,38 @@ class ArchiveCutouts(_CutoutSource):
         archive: off by default, the screen then says the alert is not archived).
     """
 
+    #: The columns read of an alert's row.
+    columns: tuple[str, ...] = tuple(CUTOUT_FIELDS)
+
     def __init__(self, root: str | Path, *, search_all: bool = False, cache_size: int = 64):
         super().__init__(cache_size)
-        from service.consumer.archive import ParquetArchive
+        from service.consumer.archive import ArchiveIndex, ParquetArchive
 
         self.archive = ParquetArchive(root)
-        self.search_all = search_all
-        self._fs = _filesystem(root)
-        self._where: dict[int, tuple[str, int]] = {}  # candid -> (file, row group)
-        self._scanned: set[str] = set()  # files whose candids are in _where
-        self._index_lock = threading.Lock()
-        self._scan_lock = threading.Lock()  # one worker indexes a night, the other waits
+        self.index = ArchiveIndex(self.archive, search_all=search_all)
 
     def __repr__(self) -> str:
         return f"ArchiveCutouts({str(self.archive.root)!r})"
 
-    def _scan(self, nights: Iterable[str | None]) -> None:
-        import pyarrow.parquet as pq
-
-        for night in nights:
-            for path in self.archive.files(night):
-                if path in self._scanned:
-                    continue
-                with self._fs.open_input_file(path) as handle:
-                    parquet = pq.ParquetFile(handle)
-                    groups = [
-                        parquet.read_row_group(g, columns=["candid"]).column("candid")
-                        for g in range(parquet.num_row_groups)
-                    ]
-                with self._index_lock:
-                    for group, column in enumerate(groups):
-                        for candid in column.to_numpy().tolist():
-                            self._where.setdefault(int(candid), (path, group))
-                    self._scanned.add(path)
-
     def locate(self, candid: int, hints: Sequence[str] = ()) -> tuple[str, int] | None:
-        """``(file, row group)`` holding ``candid`` (scanning the hinted nights), or None.
+        """``(file, row group)`` holding ``candid`` (`ArchiveIndex.locate`), or None."""
+        return self.index.locate(candid, hints)
 
-        Only that row group's stamp columns are read afterwards: an archive written in
-        small row groups makes each fetch proportionally cheaper.
-        """
-        candid = int(candid)
-        if candid not in self._where and hints:
-            with self._scan_lock:
-                self._scan(hints)
-        if candid not in self._where and self.search_all:
-            with self._scan_lock:
-                self._scan([None])
-        return self._where.get(candid)
+    def _row(self, candid: int, hints: Sequence[str]) -> tuple[dict[str, Any] | None, str]:
+        """The alert's row (its `columns`), or None and why not (a sentence)."""
+        row, path = self.index.read_alert(candid, hints, self.columns)
+        if row is not None:
+            return row, ""
+        if path is None:
+            return None, self._row_missing(hints)
+        return None, f"not in {posixpath.basename(path)}"
+
+    @staticmethod
+    def _row_missing(hints: Sequence[str]) -> str:
+        return f"not in nights {', '.join(hints)}" if hints else "not in the archive"
 
     def _load(self, candid: int, hints: Sequence[str]) -> Cutouts:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-
-        found = self.locate(candid, hints)
-        if found is None:
-            where = f"nights {', '.join(hints)}" if hints else "the archive"
-            return Cutouts.missing(candid, f"no cutout: not in {where}")
-        path, group = found
-        with self._fs.open_input_file(path) as handle:
-            parquet = pq.ParquetFile(handle)
-            names = parquet.schema_arrow.names
-            columns = ["candid"] + [c for c in CUTOUT_FIELDS if c in names]
-            table = parquet.read_row_group(group, columns=columns)
-        rows = table.filter(
-            pc.equal(table.column("candid"), pa.scalar(candid, table.column("candid").type))
-        )
-        if rows.num_rows == 0:  # the file was replaced (a replayed batch): look again
-            with self._index_lock:
-                self._where.pop(candid, None)
-                self._scanned.discard(path)
-            return Cutouts.missing(candid, f"no cutout: not in {posixpath.basename(path)}")
-        return cutouts_from_alert(rows.slice(0, 1).to_pylist()[0])
+        row, why = self._row(candid, hints)
+        if row is None:
+            return Cutouts.missing(candid, f"no cutout: {why}")
+        return cutouts_from_alert(row)

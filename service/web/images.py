@@ -115,36 +115,16 @@ class WebCutouts(ArchiveCutouts):
         super().__init__(root, cache_size=cache_size)
         self._png: dict[tuple[int, str, str], bytes] = {}
 
-    def _load(self, candid: int, hints: Sequence[str]) -> Stamps:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
+    columns = (*CUTOUT_FIELDS, *XMATCH_FIELDS)
 
-        found = self.locate(candid, hints)
-        if found is None:
-            where = f"nights {', '.join(hints)}" if hints else "the archive"
-            missing = Cutouts.missing(candid, f"no cutout: not in {where}")
-            return Stamps(candid=missing.candid, images=missing.images, notes=missing.notes)
-        path, group = found
-        with self._fs.open_input_file(path) as handle:
-            parquet = pq.ParquetFile(handle)
-            names = parquet.schema_arrow.names
-            wanted = [*CUTOUT_FIELDS, *XMATCH_FIELDS]
-            table = parquet.read_row_group(
-                group, columns=["candid"] + [c for c in wanted if c in names]
-            )
-        rows = table.filter(
-            pc.equal(table.column("candid"), pa.scalar(candid, table.column("candid").type))
-        )
+    def _load(self, candid: int, hints: Sequence[str]) -> Stamps:
+        row, path = self.index.read_alert(candid, hints, self.columns)
         stamps = Stamps(candid=int(candid))
-        if rows.num_rows == 0:
-            with self._index_lock:  # the file was replaced (a replayed batch): look again
-                self._where.pop(candid, None)
-                self._scanned.discard(path)
-            missing = Cutouts.missing(candid, "no cutout: the archive file changed")
+        if row is None:
+            why = self._row_missing(hints) if path is None else "the archive file changed"
+            missing = Cutouts.missing(candid, f"no cutout: {why}")
             stamps.images, stamps.notes = missing.images, missing.notes
             return stamps
-        row = rows.slice(0, 1).to_pylist()[0]
         for name, title in CUTOUT_FIELDS.items():
             stamp = row.get(name)
             data = stamp.get("stampData") if isinstance(stamp, Mapping) else None

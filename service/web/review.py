@@ -44,8 +44,8 @@ def review_rows(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """``(rows, every labeller)``, newest first; ``since``/``until`` are ``YYYY-MM-DD`` (UTC)."""
     from service.queue.labels import stream_events
-    from service.training.label_store import LabelStore
     from service.web.history import effective_labels
+    from service.wiring import label_store
 
     labels = effective_labels(parts.settings.labels_dir, parts.queue)
     labellers = sorted({str(x) for x in labels["labeller"]}) if len(labels) else []
@@ -58,7 +58,7 @@ def review_rows(
         if scores:
             queued_scores[event["candid"]] = scores
     predicted: dict[int, dict[str, float]] = {}
-    predictions = LabelStore(parts.settings.labels_dir, readonly=True).predictions()
+    predictions = label_store(parts.settings, readonly=True).predictions()
     for row in predictions.itertuples():
         predicted.setdefault(int(row.candid), {})[str(row.model)] = float(row.p1)
     rows = []

@@ -31,14 +31,13 @@ from finkvra.lightcurve import compact_lightcurve, fink_url, lasair_url, vetting
 from finkvra.synthetic import AlertGenerator
 from finkvra.synthetic.cutouts import fits_stamp
 from service.cli import main
-from service.consumer.archive import ParquetArchive
+from service.consumer.archive import ParquetArchive, nights_for
 from service.labelling.cutouts import (
     ArchiveCutouts,
     CutoutImage,
     MemoryCutouts,
     cutouts_from_alert,
     decode_stamp,
-    nights_for,
     zscale,
 )
 from service.labelling.keys import KeyReader, key_for_word
