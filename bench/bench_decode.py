@@ -17,7 +17,7 @@ import time
 
 import fastavro
 
-from finkvra.alerts import SchemaCache, decode_message
+from finkvra.avro import SchemaCache, decode_message
 from finkvra.synthetic import AlertGenerator
 
 
@@ -51,24 +51,28 @@ def main() -> None:
     uncached = time.perf_counter() - started
 
     n = len(messages)
-    print(json.dumps({
-        "name": "decode",
-        "params": {"n": n, "seed": args.seed},
-        "n": n,
-        "key_bytes": len(messages[0][0]),
-        "mean_value_bytes": round(sum(len(v) for _, v in messages) / n),
-        "seconds": {"bare_fastavro": bare, "cached": cached, "uncached": uncached},
-        "rate_per_s": {
-            "bare_fastavro": rate(n, bare),
-            "cached": rate(n, cached),
-            "uncached": rate(n, uncached),
-        },
-        "ratios": {
-            "cached_over_uncached": uncached / cached,
-            "cached_over_bare": bare / cached,
-        },
-        "cache": {"hits": cache.hits, "misses": cache.misses},
-    }))
+    print(
+        json.dumps(
+            {
+                "name": "decode",
+                "params": {"n": n, "seed": args.seed},
+                "n": n,
+                "key_bytes": len(messages[0][0]),
+                "mean_value_bytes": round(sum(len(v) for _, v in messages) / n),
+                "seconds": {"bare_fastavro": bare, "cached": cached, "uncached": uncached},
+                "rate_per_s": {
+                    "bare_fastavro": rate(n, bare),
+                    "cached": rate(n, cached),
+                    "uncached": rate(n, uncached),
+                },
+                "ratios": {
+                    "cached_over_uncached": uncached / cached,
+                    "cached_over_bare": bare / cached,
+                },
+                "cache": {"hits": cache.hits, "misses": cache.misses},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

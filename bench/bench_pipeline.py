@@ -6,7 +6,7 @@ run on the same generated messages (``AlertGenerator(seed, n_objects=3000)``: ab
 alerts a night, like the real topic):
 
 - ``bare_decode``: ``fastavro.schemaless_reader`` with a pre-parsed schema;
-- ``pipeline``: ``finkvra.alerts.decode_with_schema`` (with the schema cache, as the
+- ``pipeline``: ``finkvra.avro.decode_with_schema`` (with the schema cache, as the
   Kafka source decodes) then ``Pipeline.process`` on batches of ``--batch``: features,
   scores (hgb models fitted on the warm-up alerts, as in steady state; ``--cold`` for
   none), queue policy, a real parquet archive in a temporary directory and a real Redis
@@ -100,14 +100,14 @@ def bench_pipeline(args: argparse.Namespace, messages: list, warmup: list, gener
     import fastavro
     import redis
 
-    from finkvra.alerts import SchemaCache, decode_with_schema
+    from finkvra.avro import SchemaCache
     from finkvra.context import make_context
     from finkvra.dust import make_dust
     from service.consumer.archive import ParquetArchive
     from service.consumer.deadletter import DeadLetterStore
     from service.consumer.pipeline import Pipeline
     from service.consumer.scoring import QueuePolicy, Scorer
-    from service.kafka.source import Batch, Record
+    from service.kafka.source import Batch, decode_batch
     from service.queue.label_queue import LabelQueue
 
     parsed = fastavro.parse_schema(json.loads(messages[0][0]))
@@ -119,14 +119,8 @@ def bench_pipeline(args: argparse.Namespace, messages: list, warmup: list, gener
     cache = SchemaCache()
 
     def decode(batch: list, start: int) -> Batch:
-        records = []
-        for i, (key, value) in enumerate(batch):
-            offset = start + i
-            alert, schema = decode_with_schema(
-                key, value, cache=cache, topic=TOPIC, partition=0, offset=offset
-            )
-            records.append(Record(alert, TOPIC, 0, offset, None, schema))
-        return Batch(alerts=records)
+        raw = [(TOPIC, 0, start + i, key, value, None) for i, (key, value) in enumerate(batch)]
+        return decode_batch(raw, cache)
 
     def bare(batch: list) -> None:
         for _key, value in batch:

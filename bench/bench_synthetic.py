@@ -4,7 +4,7 @@ Prints one JSON object. Rates are per core (the generator is single-threaded); `
 rates use process time, so they hold on a busy machine, and ``python_loop_us`` (the time
 of ``sum(range(1000))``) tells how fast this machine runs Python, to compare runs made
 elsewhere. The fastavro rate encodes the same alerts with ``fastavro.schemaless_writer``
-(what ``finkvra.alerts.encode_message`` uses), for the ratio.
+(what ``finkvra.avro.encode_message`` uses), for the ratio.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ True
 Modules: :mod:`~finkvra.synthetic.generator` (the stream), :mod:`~finkvra.synthetic.objects`
 (sources and light curves), :mod:`~finkvra.synthetic.sky`, :mod:`~finkvra.synthetic.cutouts`,
 :mod:`~finkvra.synthetic.lc_features` (Fink's light-curve features),
-:mod:`~finkvra.synthetic.schema` and :mod:`~finkvra.synthetic.avro_encoder` (fast
+:mod:`~finkvra.synthetic.schema` and :mod:`~finkvra.avro` (fast
 Fink-format Avro).
 """
 

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from finkvra.avro import SchemalessEncoder, _set_long, _set_str
 from finkvra.lightcurve import SYNTHETIC_PREFIX, UNIX_EPOCH_JD
-from finkvra.synthetic.avro_encoder import SchemalessEncoder, _set_long, _set_str
 from finkvra.synthetic.cutouts import cutout_triplet
 from finkvra.synthetic.lc_features import (
     LC_FEATURE_NAMES,
@@ -218,7 +218,7 @@ class AlertGenerator:
         """The next ``n`` alerts as Kafka ``(key, value)`` in Fink's wire format.
 
         ``key`` is the schema JSON, ``value`` schemaless Avro, decodable by
-        :func:`finkvra.alerts.decode_message`. History points are encoded once and reused.
+        :func:`finkvra.avro.decode_message`. History points are encoded once and reused.
         """
         encoder = self._get_encoder()
         key = self._key
@@ -257,7 +257,7 @@ class AlertGenerator:
 
     def write_avro(self, path: str | os.PathLike[str], n: int, codec: str = "deflate") -> Path:
         """Write the next ``n`` alerts to an Avro container file (``.avro`` or ``.avro.gz``)."""
-        from finkvra.alerts import write_avro
+        from finkvra.avro import write_avro
 
         return Path(write_avro(self.alerts(n), path, self.schema, codec=codec))
 

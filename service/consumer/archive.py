@@ -52,7 +52,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from finkvra.alerts import alerts_to_table, arrow_schema_from_avro, normalise_alert
+from finkvra.alerts import alerts_to_table, normalise_alert
+from finkvra.avro import arrow_schema_from_avro
 from finkvra.lightcurve import UNIX_EPOCH_JD
 
 __all__ = ["KAFKA_COLUMNS", "Archive", "ArchiveIndex", "ParquetArchive", "night_of", "nights_for"]

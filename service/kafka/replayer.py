@@ -12,31 +12,23 @@ would see its oldest alerts deleted before they are read.
 
 from __future__ import annotations
 
-import gzip
-import io
 import itertools
 import json
 import logging
 import os
-import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-import fastavro
-import pyarrow as pa
-import pyarrow.parquet as pq
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from finkvra.alerts import PARQUET_SUFFIXES, iter_alert_batches
+from finkvra.alerts import iter_alert_batches
+from finkvra.avro import file_schema_key, schemaless_encoder
 
 __all__ = [
     "ReplayError",
     "Replayer",
-    "avro_schema_from_arrow",
-    "file_schema_key",
     "messages_from_files",
 ]
 
@@ -358,111 +350,6 @@ def messages_from_files(
     """
     for path, alerts in iter_alert_batches(paths):
         key = file_schema_key(path)
-        encode = _encoder(json.loads(key))
+        encode = schemaless_encoder(json.loads(key))
         for alert in alerts:
             yield key, encode(alert)
-
-
-def _encoder(schema: dict[str, Any]) -> Callable[[Mapping[str, Any]], bytes]:
-    """The fastest schemaless Avro writer that handles ``schema``.
-
-    ``fastavro.schemaless_writer`` resolves every union by validation (~25 ms for a full
-    ZTF alert); ``finkvra.synthetic``'s compiled encoder writes the same bytes ~15 times
-    faster but knows only Fink's kind of schema (``[T, "null"]`` unions, no logical types).
-    """
-    if "logicalType" not in json.dumps(schema):
-        try:
-            from finkvra.synthetic.avro_encoder import SchemalessEncoder
-
-            return SchemalessEncoder(schema).encode
-        except (ImportError, NotImplementedError, ValueError, KeyError) as exc:
-            log.debug("fast Avro encoder unavailable (%s): using fastavro", exc)
-    parsed = fastavro.parse_schema(schema)
-
-    def encode(alert: Mapping[str, Any]) -> bytes:
-        buffer = io.BytesIO()
-        fastavro.schemaless_writer(buffer, parsed, dict(alert))
-        return buffer.getvalue()
-
-    return encode
-
-
-def file_schema_key(path: str | os.PathLike[str]) -> bytes:
-    """The Kafka key (Avro schema JSON) for the alerts of one file; see ``messages_from_files``."""
-    path = Path(path)
-    if path.name.lower().endswith(PARQUET_SUFFIXES):
-        return json.dumps(avro_schema_from_arrow(pq.read_schema(path))).encode()
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        header = fastavro.reader(handle).metadata
-    return header["avro.schema"].encode()
-
-
-def avro_schema_from_arrow(schema: pa.Schema, name: str = "alert") -> dict[str, Any]:
-    """An Avro record schema that holds whatever the Arrow schema holds (all fields nullable).
-
-    Records are named after their path (Avro names must be unique); timestamps without a
-    time zone become ``local-timestamp-micros`` (read back as naive datetimes), those with
-    one ``timestamp-micros``; dictionary-encoded columns take their value type.
-    """
-    fields = [_avro_field(f, name) for f in schema]
-    return {"type": "record", "name": name, "fields": fields}
-
-
-def _avro_field(field: pa.Field, parent: str) -> dict[str, Any]:
-    avro_type = _avro_type(field.type, f"{parent}_{_clean(field.name)}")
-    return {"name": field.name, "type": _nullable(avro_type)}
-
-
-def _nullable(avro_type: Any) -> Any:
-    """``[T, "null"]``, the order Fink's (Spark-written) schemas use."""
-    if avro_type == "null":
-        return "null"
-    return [avro_type, "null"]
-
-
-def _clean(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", name)
-
-
-def _avro_type(arrow: pa.DataType, path: str) -> Any:
-    if pa.types.is_dictionary(arrow):
-        return _avro_type(arrow.value_type, path)
-    if pa.types.is_struct(arrow):
-        fields = [_avro_field(arrow.field(i), path) for i in range(arrow.num_fields)]
-        return {"type": "record", "name": path, "fields": fields}
-    if pa.types.is_map(arrow):
-        if not (pa.types.is_string(arrow.key_type) or pa.types.is_large_string(arrow.key_type)):
-            raise ValueError(f"{path}: Avro maps need string keys, not {arrow.key_type}")
-        return {"type": "map", "values": _nullable(_avro_type(arrow.item_type, f"{path}_value"))}
-    if (
-        pa.types.is_list(arrow)
-        or pa.types.is_large_list(arrow)
-        or pa.types.is_fixed_size_list(arrow)
-    ):
-        return {"type": "array", "items": _nullable(_avro_type(arrow.value_type, f"{path}_item"))}
-    if pa.types.is_timestamp(arrow):
-        kind = "timestamp-micros" if arrow.tz else "local-timestamp-micros"
-        return {"type": "long", "logicalType": kind}
-    for check, avro in _PRIMITIVES:
-        if check(arrow):
-            return avro
-    raise ValueError(f"{path}: no Avro type for Arrow {arrow}")
-
-
-_PRIMITIVES = (
-    (pa.types.is_null, "null"),
-    (pa.types.is_boolean, "boolean"),
-    (lambda t: pa.types.is_integer(t) and t.bit_width <= 32 and not t.equals(pa.uint32()), "int"),
-    (pa.types.is_integer, "long"),
-    (lambda t: pa.types.is_float16(t) or pa.types.is_float32(t), "float"),
-    (pa.types.is_float64, "double"),
-    (lambda t: pa.types.is_string(t) or pa.types.is_large_string(t), "string"),
-    (
-        lambda t: (
-            pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
-        ),
-        "bytes",
-    ),
-    (lambda t: pa.types.is_date(t), {"type": "int", "logicalType": "date"}),
-)

@@ -12,17 +12,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from finkvra.alerts import (
+from finkvra.alerts import iter_alert_files, read_alert_dicts, read_alerts, write_parquet
+from finkvra.avro import (
     AlertDecodeError,
     SchemaCache,
     arrow_schema_from_avro,
     decode_message,
     encode_message,
-    iter_alert_files,
-    read_alert_dicts,
-    read_alerts,
     write_avro,
-    write_parquet,
 )
 from tests.conftest import SHARED_FILES
 from tests.helpers import same
@@ -45,7 +42,9 @@ def avro_alerts(shared_data: Path) -> list[dict]:
 @pytest.mark.parametrize("name", sorted(SHARED_FILES))
 def test_every_shared_file_loads_with_nested_columns(shared_data: Path, name: str) -> None:
     frame = read_alerts(shared_data / name)
-    raw = pq.read_table(shared_data / name, columns=["candid"]) if name.endswith(".parquet") else None
+    raw = (
+        pq.read_table(shared_data / name, columns=["candid"]) if name.endswith(".parquet") else None
+    )
     assert len(frame) == SHARED_FILES[name]
     assert isinstance(frame.index, pd.RangeIndex)
     assert frame["candid"].dtype == "int64"
@@ -125,7 +124,9 @@ def test_bad_messages_raise_decode_error_with_coordinates(
 ) -> None:
     key, value = mangle(*encode_message(avro_alerts[0], writer_schema))
     with pytest.raises(AlertDecodeError, match=reason) as info:
-        decode_message(key, value, cache=SchemaCache(), topic="fink_vra_ztf", partition=3, offset=42)
+        decode_message(
+            key, value, cache=SchemaCache(), topic="fink_vra_ztf", partition=3, offset=42
+        )
     assert (info.value.topic, info.value.partition, info.value.offset) == ("fink_vra_ztf", 3, 42)
     assert "offset=42" in str(info.value)
 
@@ -158,7 +159,9 @@ def test_null_only_column_keeps_its_avro_type(
     assert schema.field("Plx").type == pa.float32()
 
 
-def test_extra_fields_are_appended(tmp_path: Path, avro_alerts: list[dict], writer_schema: dict) -> None:
+def test_extra_fields_are_appended(
+    tmp_path: Path, avro_alerts: list[dict], writer_schema: dict
+) -> None:
     alerts = [{**a, "kafka_offset": i} for i, a in enumerate(avro_alerts[:4])]
     write_parquet(alerts, tmp_path / "e.parquet", writer_schema)
     assert pd.read_parquet(tmp_path / "e.parquet")["kafka_offset"].tolist() == [0, 1, 2, 3]
@@ -176,7 +179,9 @@ def test_arrow_schema_translation(writer_schema: dict) -> None:
     assert schema.field("cutoutScience").type.field("stampData").type == pa.binary()
 
 
-def test_gzipped_avro_and_errors(tmp_path: Path, avro_alerts: list[dict], writer_schema: dict) -> None:
+def test_gzipped_avro_and_errors(
+    tmp_path: Path, avro_alerts: list[dict], writer_schema: dict
+) -> None:
     write_avro(avro_alerts, tmp_path / "a.avro.gz", writer_schema)
     assert [a["candid"] for a in read_alert_dicts(tmp_path / "a.avro.gz")] == [
         a["candid"] for a in avro_alerts
@@ -212,8 +217,10 @@ def test_cache_keeps_the_schema_json_for_the_archive(writer_schema: dict) -> Non
     assert cache.misses == 1 and cache.hits == 2
 
 
-def test_decode_with_schema_looks_the_key_up_once(avro_alerts: list[dict], writer_schema: dict) -> None:
-    from finkvra.alerts import decode_with_schema
+def test_decode_with_schema_looks_the_key_up_once(
+    avro_alerts: list[dict], writer_schema: dict
+) -> None:
+    from finkvra.avro import decode_with_schema
 
     cache = SchemaCache()
     key, value = encode_message(avro_alerts[0], writer_schema)

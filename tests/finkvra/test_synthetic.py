@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 from fastavro.validation import validate
 
-from finkvra.alerts import decode_message, read_alerts
+from finkvra.alerts import read_alerts
+from finkvra.avro import SchemalessEncoder, decode_message, encode_long
 from finkvra.synthetic import (
     CLASSES,
     LC_FEATURE_NAMES,
@@ -27,7 +28,6 @@ from finkvra.synthetic import (
     alert_schema,
     fink_lc_features,
 )
-from finkvra.synthetic.avro_encoder import SchemalessEncoder, encode_long
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 REAL_AVRO = DATA / "fink_ztf_2026-03_31alerts.avro"

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finkvra.alerts import SchemaCache, decode_with_schema, encode_message
+from finkvra.avro import SchemaCache, decode_with_schema, encode_message
 from finkvra.context import ZtfContext
 from finkvra.synthetic import AlertGenerator
 from service.consumer.archive import ParquetArchive

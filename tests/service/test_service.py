@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from finkvra.alerts import SchemaCache, decode_message
+from finkvra.avro import SchemaCache, decode_message
 from finkvra.synthetic import AlertGenerator
 from service.cli import main as cli_main
 from service.config import load_settings

@@ -21,10 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from finkvra.alerts import SchemaCache, decode_message, read_alert_dicts
+from finkvra.alerts import read_alert_dicts
+from finkvra.avro import SchemaCache, decode_message, file_schema_key
 from service.cli import main
 from service.kafka.mock_cluster import MOCK_PARTITIONS, MockCluster
-from service.kafka.replayer import Replayer, ReplayError, file_schema_key, messages_from_files
+from service.kafka.replayer import Replayer, ReplayError, messages_from_files
 from service.kafka.source import KafkaSource, consumer_config
 from tests.helpers import same
 from tests.service.kafka.test_source import (

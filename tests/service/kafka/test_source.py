@@ -21,7 +21,7 @@ import fastavro
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from finkvra.alerts import SchemaCache
+from finkvra.avro import SchemaCache
 from service.kafka.mock_cluster import MOCK_PARTITIONS, MockCluster
 from service.kafka.replayer import Replayer
 from service.kafka.source import Batch, KafkaSource, consumer_config, redacted, topic_exists
