@@ -51,13 +51,14 @@ def run(args: argparse.Namespace) -> int:
             try:
                 service.start()
             except StartupError as exc:
-                flush_repeats()
+                flush_repeats()  # before the last words, so they stay the last line
                 print(f"finkvra: cannot start: {exc}", file=sys.stderr)
                 return 2
             except StopRequested:
                 return 0
             return service.run()
     finally:
+        flush_repeats()  # what the repeat filter held back is said before the process ends
         if server is not None:
             server.stop()
         service.close()
