@@ -121,15 +121,7 @@ class Tracker:
     # -- experiments ----------------------------------------------------------
 
     def _artifact_location(self, name: str) -> str | None:
-        root = self.artifact_root
-        if root is None:
-            database = _sqlite_path(self.tracking_uri)
-            if database is None:
-                return None
-            root = database.parent / "mlartifacts"
-        if isinstance(root, Path) or "://" not in str(root):
-            return Path(root).expanduser().resolve().joinpath(name).as_uri()
-        return f"{str(root).rstrip('/')}/{name}"
+        return artifact_location(self.tracking_uri, self.artifact_root, name)
 
     def experiment_id(self, model_name: str) -> str:
         """The id of the model's experiment, created (with its artifact location) if new."""
@@ -466,6 +458,24 @@ def log_adaptive(client: MlflowClient, run_id: str, strategy: Any) -> int:
             run_id, metrics=metrics[start : start + 1000], params=params if start == 0 else []
         )
     return len(metrics)
+
+
+def artifact_location(tracking_uri: str, artifact_root: str | Path | None, name: str) -> str | None:
+    """Where a new experiment ``name`` keeps its artifacts (None: the server decides).
+
+    Under ``artifact_root`` (a directory or a URI) when given; for a ``sqlite:///``
+    store, beside the database (``<db dir>/mlartifacts/<name>``), so that the store and
+    its artifacts move together. Shared by `Tracker` and the offline experiments.
+    """
+    root = artifact_root
+    if root is None:
+        database = _sqlite_path(tracking_uri)
+        if database is None:
+            return None
+        root = database.parent / "mlartifacts"
+    if isinstance(root, Path) or "://" not in str(root):
+        return Path(root).expanduser().resolve().joinpath(name).as_uri()
+    return f"{str(root).rstrip('/')}/{name}"
 
 
 def _sqlite_path(uri: str) -> Path | None:
