@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import collections
+import io
 import math
 import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import fastavro
 
 #: librdkafka options that make the mock cluster's fetches and rebalances quick.
 FAST_KAFKA = {"fetch.wait.max.ms": 50, "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
@@ -49,3 +52,10 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     return a == b
+
+
+def fastavro_bytes(schema: dict, record: dict) -> bytes:
+    """The schemaless Avro of ``record`` as fastavro writes it (the reference bytes)."""
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, fastavro.parse_schema(schema), record)
+    return buffer.getvalue()

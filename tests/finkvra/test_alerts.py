@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 
-import fastavro
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,29 +11,10 @@ import pytest
 
 from finkvra.alerts import iter_alert_files, read_alert_dicts, read_alerts, write_parquet
 from finkvra.avro import (
-    AlertDecodeError,
-    SchemaCache,
-    arrow_schema_from_avro,
-    decode_message,
-    encode_message,
     write_avro,
 )
 from tests.conftest import SHARED_FILES
 from tests.helpers import same
-
-AVRO_SAMPLE = "fink_ztf_2026-03_31alerts.avro"
-
-
-@pytest.fixture(scope="module")
-def writer_schema(shared_data: Path) -> dict:
-    with open(shared_data / AVRO_SAMPLE, "rb") as handle:
-        return fastavro.reader(handle).writer_schema
-
-
-@pytest.fixture(scope="module")
-def avro_alerts(shared_data: Path) -> list[dict]:
-    with open(shared_data / AVRO_SAMPLE, "rb") as handle:
-        return list(fastavro.reader(handle))
 
 
 @pytest.mark.parametrize("name", sorted(SHARED_FILES))
@@ -85,59 +63,6 @@ def test_columns_subset_skips_cutouts(shared_data: Path) -> None:
     assert len(frame) == sum(SHARED_FILES.values())
 
 
-def test_wire_round_trip_of_real_alerts(avro_alerts: list[dict], writer_schema: dict) -> None:
-    cache = SchemaCache()
-    for alert in avro_alerts:
-        key, value = encode_message(alert, writer_schema)
-        assert json.loads(key) == writer_schema
-        decoded = decode_message(key, value, cache=cache)
-        assert same(decoded, alert)
-    assert cache.misses == 1 and cache.hits == len(avro_alerts) - 1
-
-
-def test_schema_cache_is_bounded_lru(writer_schema: dict) -> None:
-    cache = SchemaCache(maxsize=2)
-    keys = [json.dumps({**writer_schema, "doc": str(i)}).encode() for i in range(3)]
-    for key in keys:
-        cache.parse(key)
-    assert len(cache) == 2 and cache.misses == 3
-    cache.parse(keys[2])
-    assert cache.hits == 1
-    cache.parse(keys[0])  # evicted earlier: parsed again
-    assert cache.misses == 4
-
-
-@pytest.mark.parametrize(
-    ("mangle", "reason"),
-    [
-        (lambda k, v: (k, v[:-200]), "does not decode"),
-        (lambda k, v: (k, v[: len(v) // 2]), "does not decode"),
-        (lambda k, v: (b"not json at all", v), "not an Avro schema in JSON"),
-        (lambda k, v: (b'{"type": "nonsense"}', v), "not a valid Avro schema"),
-        (lambda k, v: (k, v + b"\x00\x01\x02"), "left over"),
-        (lambda k, v: (None, v), "no key"),
-        (lambda k, v: (k, b""), "empty value"),
-    ],
-)
-def test_bad_messages_raise_decode_error_with_coordinates(
-    avro_alerts: list[dict], writer_schema: dict, mangle, reason: str
-) -> None:
-    key, value = mangle(*encode_message(avro_alerts[0], writer_schema))
-    with pytest.raises(AlertDecodeError, match=reason) as info:
-        decode_message(
-            key, value, cache=SchemaCache(), topic="fink_vra_ztf", partition=3, offset=42
-        )
-    assert (info.value.topic, info.value.partition, info.value.offset) == ("fink_vra_ztf", 3, 42)
-    assert "offset=42" in str(info.value)
-
-
-def test_record_without_alert_fields_is_rejected() -> None:
-    schema = {"type": "record", "name": "x", "fields": [{"name": "objectId", "type": "string"}]}
-    key, value = encode_message({"objectId": "ZTF1"}, schema)
-    with pytest.raises(AlertDecodeError, match="lacks candid"):
-        decode_message(key, value)
-
-
 def test_parquet_written_from_avro_schema_round_trips(
     tmp_path: Path, avro_alerts: list[dict], writer_schema: dict
 ) -> None:
@@ -167,18 +92,6 @@ def test_extra_fields_are_appended(
     assert pd.read_parquet(tmp_path / "e.parquet")["kafka_offset"].tolist() == [0, 1, 2, 3]
 
 
-def test_arrow_schema_translation(writer_schema: dict) -> None:
-    schema = arrow_schema_from_avro(writer_schema)
-    assert schema.names == [f["name"] for f in writer_schema["fields"]]
-    assert schema.field("candid").type == pa.int64()
-    candidate = schema.field("candidate").type
-    assert candidate.field("fid").type == pa.int32()
-    assert candidate.field("jd").type == pa.float64()
-    assert pa.types.is_list(schema.field("prv_candidates").type)
-    assert pa.types.is_map(schema.field("mangrove").type)
-    assert schema.field("cutoutScience").type.field("stampData").type == pa.binary()
-
-
 def test_gzipped_avro_and_errors(
     tmp_path: Path, avro_alerts: list[dict], writer_schema: dict
 ) -> None:
@@ -193,38 +106,3 @@ def test_gzipped_avro_and_errors(
         read_alerts(tmp_path / "notes.txt")
     (tmp_path / ".tmp-part.parquet").write_bytes(b"partial")  # a temp file of an atomic write
     assert [p.name for p in iter_alert_files(tmp_path)] == ["a.avro.gz"]
-
-
-def test_schemaless_value_matches_fastavro(avro_alerts: list[dict], writer_schema: dict) -> None:
-    _, value = encode_message(avro_alerts[1], writer_schema)
-    buffer = io.BytesIO()
-    fastavro.schemaless_writer(buffer, fastavro.parse_schema(writer_schema), avro_alerts[1])
-    assert value == buffer.getvalue()
-
-
-def test_alert_without_time_is_rejected(avro_alerts: list[dict], writer_schema: dict) -> None:
-    alert = {**avro_alerts[0], "candidate": {**avro_alerts[0]["candidate"], "jd": None}}
-    key, value = encode_message(alert, writer_schema)
-    with pytest.raises(AlertDecodeError, match="candidate.jd"):
-        decode_message(key, value)
-
-
-def test_cache_keeps_the_schema_json_for_the_archive(writer_schema: dict) -> None:
-    cache = SchemaCache()
-    key = json.dumps(writer_schema).encode()
-    assert cache.schema(key) == writer_schema
-    assert cache.schema(key) is cache.schema(key)  # shared, not re-parsed
-    assert cache.misses == 1 and cache.hits == 2
-
-
-def test_decode_with_schema_looks_the_key_up_once(
-    avro_alerts: list[dict], writer_schema: dict
-) -> None:
-    from finkvra.avro import decode_with_schema
-
-    cache = SchemaCache()
-    key, value = encode_message(avro_alerts[0], writer_schema)
-    alert, schema = decode_with_schema(key, value, cache=cache)
-    assert same(alert, avro_alerts[0]) and schema == writer_schema
-    assert (cache.misses, cache.hits) == (1, 0)
-    assert decode_with_schema(key, value)[1] == writer_schema  # without a cache too

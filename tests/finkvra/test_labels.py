@@ -21,7 +21,12 @@ from finkvra.labels import (
 
 def test_keys_are_the_prototypes() -> None:
     assert LABEL_KEYS == {
-        "r": "real", "x": "extragal", "g": "gal", "a": "agn", "b": "bogus", "v": "varstar",
+        "r": "real",
+        "x": "extragal",
+        "g": "gal",
+        "a": "agn",
+        "b": "bogus",
+        "v": "varstar",
     }
 
 
@@ -37,7 +42,7 @@ def test_design_table(model: str, expected: dict) -> None:
     assert list(classes.index) == [10, 3, 7, 1, 5, 2]  # aligned with the input, whatever its index
     for label, value in zip(expected, classes, strict=True):
         want = expected[label]
-        assert (math.isnan(value) if want is None else value == want), label
+        assert math.isnan(value) if want is None else value == want, label
     assert usable(list(expected), model).tolist() == [v is not None for v in expected.values()]
 
 
@@ -52,7 +57,10 @@ def test_normalise_accepts_keys_and_names() -> None:
 
 def test_custom_label_maps() -> None:
     assert parse_label_map("good=1,galactic=1,garbage=0,pm=0") == {
-        "good": 1, "galactic": 1, "garbage": 0, "pm": 0,
+        "good": 1,
+        "galactic": 1,
+        "garbage": 0,
+        "pm": 0,
     }
     assert label_map("gal") == label_map({"gal": 1, "varstar": 1, "extragal": 0, "agn": 0})
     for bad in ("good=2", "good", "=1", ""):

@@ -26,12 +26,19 @@ def test_counts_match_the_raw_alert(shared_data) -> None:
 def test_missing_parts_give_empty_lists() -> None:
     lc = compact_lightcurve({"candidate": None, "prv_candidates": None})
     assert lc["detections"]["jd"] == [] and lc["upper_limits"]["jd"] == []
-    lc = compact_lightcurve({"candidate": {"jd": 2.0, "fid": 2, "magpsf": 19.1, "sigmapsf": 0.1,
-                                           "isdiffpos": "t"},
-                             "prv_candidates": [{"jd": 1.0, "fid": 1, "magpsf": None,
-                                                 "diffmaglim": 20.5}]})
-    assert lc["detections"] == {"jd": [2.0], "fid": [2], "magpsf": [19.1], "sigmapsf": [0.1],
-                                "isdiffpos": ["t"]}
+    lc = compact_lightcurve(
+        {
+            "candidate": {"jd": 2.0, "fid": 2, "magpsf": 19.1, "sigmapsf": 0.1, "isdiffpos": "t"},
+            "prv_candidates": [{"jd": 1.0, "fid": 1, "magpsf": None, "diffmaglim": 20.5}],
+        }
+    )
+    assert lc["detections"] == {
+        "jd": [2.0],
+        "fid": [2],
+        "magpsf": [19.1],
+        "sigmapsf": [0.1],
+        "isdiffpos": ["t"],
+    }
     assert lc["upper_limits"] == {"jd": [1.0], "fid": [1], "diffmaglim": [20.5]}
 
 

@@ -8,7 +8,6 @@ import itertools
 import json
 import math
 import re
-import struct
 import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 from fastavro.validation import validate
 
 from finkvra.alerts import read_alerts
-from finkvra.avro import SchemalessEncoder, decode_message, encode_long
+from finkvra.avro import decode_message
 from finkvra.synthetic import (
     CLASSES,
     LC_FEATURE_NAMES,
@@ -28,18 +27,7 @@ from finkvra.synthetic import (
     alert_schema,
     fink_lc_features,
 )
-
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-REAL_AVRO = DATA / "fink_ztf_2026-03_31alerts.avro"
-
-
-@pytest.fixture(scope="module")
-def real_avro():
-    if not REAL_AVRO.exists():
-        pytest.skip(f"shared sample data not found in {DATA}")
-    with open(REAL_AVRO, "rb") as handle:
-        reader = fastavro.reader(handle)
-        return reader.writer_schema, list(reader)
+from tests.helpers import fastavro_bytes
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +45,6 @@ def same(a, b) -> bool:
     if isinstance(a, float) and math.isnan(a):
         return isinstance(b, float) and math.isnan(b)
     return type(a) is type(b) and a == b
-
-
-def fastavro_bytes(schema, record) -> bytes:
-    buffer = io.BytesIO()
-    fastavro.schemaless_writer(buffer, fastavro.parse_schema(schema), record)
-    return buffer.getvalue()
 
 
 # --------------------------------------------------------------------------- schema
@@ -105,73 +87,6 @@ def test_alert_schema_is_a_fresh_copy_of_the_package_file():
 
 
 # --------------------------------------------------------------------------- encoder
-
-
-def test_encoder_writes_fastavros_bytes_for_real_alerts(real_avro):
-    writer_schema, alerts = real_avro
-    encoder = SchemalessEncoder(writer_schema, overridable=("prv_candidates",))
-    item = encoder.item_encoder("prv_candidates")
-    for alert in alerts:
-        expected = fastavro_bytes(writer_schema, alert)
-        assert encoder.encode(alert) == expected
-        history = encoder.array_bytes("prv_candidates", [item(p) for p in alert["prv_candidates"]])
-        assert encoder.encode(alert, {"prv_candidates": history}) == expected
-
-
-def test_encoder_handles_every_construct_fastavro_does():
-    schema = {
-        "type": "record",
-        "name": "r",
-        "namespace": "t",
-        "fields": [
-            {"name": "a", "type": ["null", "long"]},
-            {"name": "b", "type": ["double", "null"]},
-            {"name": "c", "type": ["float", "null"]},
-            {"name": "d", "type": ["float", "null"]},
-            {"name": "e", "type": ["float", "null"]},
-            {"name": "f", "type": {"type": "map", "values": ["float", "null"]}},
-            {"name": "g", "type": {"type": "array", "items": "string"}},
-            {"name": "h", "type": ["boolean", "null"]},
-            {"name": "i", "type": "bytes"},
-            {"name": "j", "type": {"type": "record", "name": "inner", "fields": [
-                {"name": "x", "type": "int"}, {"name": "y", "type": ["null", "string"]}]}},
-            {"name": "k", "type": ["inner", "null"]},
-            {"name": "l", "type": "boolean"},
-        ],
-    }  # fmt: skip
-    records = [
-        {"a": None, "b": None, "c": None, "d": None, "e": None, "f": {}, "g": [], "h": None,
-         "i": b"", "j": {"x": 0, "y": None}, "k": None, "l": False},
-        {"a": -(2**63), "b": float("nan"), "c": 1.5, "d": None, "e": -2.25, "f": {"m": None,
-         "n": 3.0}, "g": ["é", ""], "h": True, "i": b"\x00\xff" * 300, "j": {"x": -64,
-         "y": "z"}, "k": {"x": 2**31 - 1, "y": None}, "l": True},
-        {"a": 2**63 - 1, "b": 1e300, "c": 3.0, "d": 4.0, "e": 5.0, "f": {"q": float("inf")},
-         "g": ["a"] * 200, "h": False, "i": b"x", "j": {"x": 8191, "y": ""},
-         "k": {"x": -8193, "y": "k"}, "l": False},
-    ]  # fmt: skip
-    encoder = SchemalessEncoder(schema)
-    for record in records:
-        assert encoder.encode(record) == fastavro_bytes(schema, record)
-    # A pre-encoded field in the middle of a run of floats keeps its place.
-    overriding = SchemalessEncoder(schema, overridable=("d",))
-    for record in records:
-        d_bytes = b"\x02" if record["d"] is None else b"\x00" + struct.pack("<f", record["d"])
-        without_d = {k: v for k, v in record.items() if k != "d"}
-        assert overriding.encode(record) == fastavro_bytes(schema, record)
-        assert overriding.encode(without_d, {"d": d_bytes}) == fastavro_bytes(schema, record)
-
-
-def test_encode_long_matches_avro_zigzag_varints():
-    for n in (0, -1, 1, 63, -64, 64, -65, 8191, -8192, 8192, 2**31, -(2**40), 2**63 - 1):
-        buffer = io.BytesIO()
-        fastavro.schemaless_writer(buffer, "long", n)
-        assert encode_long(n) == buffer.getvalue()
-
-
-def test_encoder_refuses_unions_fink_does_not_use():
-    schema = {"type": "record", "name": "r", "fields": [{"name": "a", "type": ["int", "string"]}]}
-    with pytest.raises(NotImplementedError):
-        SchemalessEncoder(schema)
 
 
 # --------------------------------------------------------------------------- Fink's features
