@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -158,8 +158,6 @@ class ModelSet:
         Loads a version from MLflow (``Tracker.load_version``).
     publisher
         Where the live versions are read.
-    models
-        Only follow these models (default: every published one).
     retry_s
         Seconds before a version that failed to load is tried again.
 
@@ -171,13 +169,11 @@ class ModelSet:
         self,
         tracker: VersionLoader,
         publisher: ModelPublisher,
-        models: Iterable[str] | None = None,
         *,
         retry_s: float = 30.0,
     ) -> None:
         self.tracker = tracker
         self.publisher = publisher
-        self.models = None if models is None else tuple(models)
         self.retry_s = float(retry_s)
         self.learners: dict[str, Any] = {}
         self.versions: dict[str, int] = {}
@@ -211,8 +207,6 @@ class ModelSet:
         for model in [m for m in self.failures if m not in published]:
             del self.failures[model]  # the operator withdrew the version that failed
         for model, version in sorted(published.items()):
-            if self.models is not None and model not in self.models:
-                continue
             version = int(version)
             if self.versions.get(model) == version:
                 self.failures.pop(model, None)

