@@ -675,7 +675,8 @@ def test_what_a_vetter_reads_travels_with_the_item_from_real_alerts(
         margins = {
             m: 1 - abs(2 * learners[m].predict_proba(X.iloc[[i]])[0, 1] - 1) for m in learners
         }
-        assert v["queued_by"]["model"] == max(margins, key=margins.get)
+        # (the two learners mirror each other: their margins tie up to the last bits)
+        assert margins[v["queued_by"]["model"]] >= max(margins.values()) - 1e-9
     assert {v.vetting["tns"] for v in leased.values()} >= {"SLSN-I", None}
 
     cold = pipeline.scorer.score(X, {}, {})
