@@ -321,23 +321,11 @@ class LabellingSession:
         Items skipped earlier may sit at the top of the queue: lease enough to get past
         them, keep the first other one and give the skipped ones straight back.
         """
-        chosen, held = None, []
-        try:
-            while chosen is None:
-                n = min(len(self._skipped) + 1, 50)
-                batch = self.queue.lease(self.labeller, n=n)
-                for item in batch:
-                    if chosen is None and item.candid not in self._skipped:
-                        chosen = item
-                    else:
-                        held.append(item)
-                if len(batch) < n:
-                    break
-        finally:
-            for item in held:
-                self.queue.release(item.candid, self.labeller)
+        chosen, held = self.queue.lease_first(
+            self.labeller, self._skipped, lookahead=min(len(self._skipped) + 1, 50)
+        )
         if chosen is None and held:
-            self._say(f"only the {len(held)} item(s) you skipped are left in the queue", "yellow")
+            self._say(f"only the {held} item(s) you skipped are left in the queue", "yellow")
         return chosen
 
     def _wait_for_item(self) -> Any:

@@ -224,6 +224,38 @@ class LabelQueue:
         rows = self._lease(args=[self.prefix, labeller, int(n), _now_arg(now), self.lease_seconds])
         return [QueueItem.from_hash(_pairs(row)) for row in rows]
 
+    def lease_first(
+        self,
+        labeller: str,
+        avoid: Iterable[int],
+        *,
+        lookahead: int,
+        keep: Iterable[int] = (),
+    ) -> tuple[QueueItem | None, int]:
+        """Lease the best waiting item not in ``avoid`` (a labeller's skipped items).
+
+        Leases ``lookahead`` items at a time until one is not avoided; the items leased
+        past are given straight back, except those in ``keep`` (already held by this
+        labeller). Returns ``(the item or None, how many were leased past)``.
+        """
+        avoid, keep = set(avoid), set(keep)
+        chosen, held = None, []
+        try:
+            while chosen is None:
+                batch = self.lease(labeller, n=lookahead)
+                for item in batch:
+                    if chosen is None and item.candid not in avoid:
+                        chosen = item
+                    else:
+                        held.append(item)
+                if len(batch) < lookahead:
+                    break
+        finally:
+            for item in held:
+                if item.candid not in keep:
+                    self.release(item.candid, labeller)
+        return chosen, len(held)
+
     def release(self, candid: int, labeller: str) -> bool:
         """Give a leased item back (a skip); False when ``labeller`` does not hold it."""
         return bool(self._release(args=[self.prefix, int(candid), labeller]))

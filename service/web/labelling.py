@@ -62,23 +62,12 @@ class WebLabelling:
         Skipped items at the top of the queue are leased past and given straight back.
         """
         state = self.state(labeller)
-        chosen, held = None, []
-        avoid = state.skipped | set(holding)
-        try:
-            while chosen is None:
-                n = min(len(state.skipped) + 1, _MAX_LOOKAHEAD)
-                batch = self.queue.lease(labeller, n=n)
-                for item in batch:
-                    if chosen is None and item.candid not in avoid:
-                        chosen = item
-                    else:
-                        held.append(item)
-                if len(batch) < n:
-                    break
-        finally:
-            for item in held:
-                if item.candid not in holding:
-                    self.queue.release(item.candid, labeller)
+        chosen, _passed = self.queue.lease_first(
+            labeller,
+            state.skipped | set(holding),
+            lookahead=min(len(state.skipped) + 1, _MAX_LOOKAHEAD),
+            keep=holding,
+        )
         return chosen
 
     def label(self, labeller: str, candid: int, label: str, object_id: str | None = None) -> str:

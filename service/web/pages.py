@@ -328,11 +328,8 @@ def _candid(body: dict[str, Any]) -> int | None:
         return None
 
 
-@router.post("/api/label")
-async def api_label(request: Request) -> Response:
-    from finkvra.labels import UnknownLabelError
-    from service.queue.label_queue import AlreadyLabelledError
-
+async def _actor_and_candid(request: Request) -> tuple[Any, dict[str, Any], int] | Response:
+    """The labeller, the JSON body and the candid it names, or the response refusing it."""
     actor = _actor(request)
     if isinstance(actor, Response):
         return actor
@@ -340,6 +337,18 @@ async def api_label(request: Request) -> Response:
     candid = _candid(body)
     if candid is None:
         return JSONResponse({"error": "candid missing"}, status_code=400)
+    return actor, body, candid
+
+
+@router.post("/api/label")
+async def api_label(request: Request) -> Response:
+    from finkvra.labels import UnknownLabelError
+    from service.queue.label_queue import AlreadyLabelledError
+
+    asked = await _actor_and_candid(request)
+    if isinstance(asked, Response):
+        return asked
+    actor, body, candid = asked
     parts = _parts(request)
     try:
         stream_id = parts.labelling.label(
@@ -354,12 +363,10 @@ async def api_label(request: Request) -> Response:
 
 @router.post("/api/skip")
 async def api_skip(request: Request) -> Response:
-    actor = _actor(request)
-    if isinstance(actor, Response):
-        return actor
-    candid = _candid(await _json_body(request))
-    if candid is None:
-        return JSONResponse({"error": "candid missing"}, status_code=400)
+    asked = await _actor_and_candid(request)
+    if isinstance(asked, Response):
+        return asked
+    actor, _body, candid = asked
     return JSONResponse({"ok": _parts(request).labelling.skip(actor.labeller, candid)})
 
 
@@ -410,13 +417,10 @@ async def api_release(request: Request) -> Response:
 async def api_relabel(request: Request) -> Response:
     from finkvra.labels import UnknownLabelError
 
-    actor = _actor(request)
-    if isinstance(actor, Response):
-        return actor
-    body = await _json_body(request)
-    candid = _candid(body)
-    if candid is None:
-        return JSONResponse({"error": "candid missing"}, status_code=400)
+    asked = await _actor_and_candid(request)
+    if isinstance(asked, Response):
+        return asked
+    actor, body, candid = asked
     try:
         stream_id = _parts(request).labelling.relabel(
             actor.labeller, candid, str(body.get("label", "")), body.get("objectId")

@@ -32,7 +32,6 @@ from tests.service.kafka.test_source import (
     AVRO_SAMPLE,
     FAST_GROUP,
     GUARD_S,
-    encode_real_alerts,
     unique,
 )
 
@@ -40,18 +39,6 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 
 #: Alerts of each sample file checked by the file tests.
 FIRST = 8
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[MockCluster]:
-    with MockCluster() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def fink_messages(shared_data: Path) -> list[tuple[bytes, bytes]]:
-    """600 real Fink alerts (~45-65 KB each) in Fink's wire format, candid = 10**12 + i."""
-    return encode_real_alerts(shared_data / AVRO_SAMPLE, 600)
 
 
 def read_back(bootstrap: str, topic: str) -> dict[int, list[Any]]:

@@ -14,7 +14,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import fastavro
@@ -40,18 +39,6 @@ FAST_GROUP = {
 
 #: A guard against hanging, never a performance expectation.
 GUARD_S = 60.0
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[MockCluster]:
-    with MockCluster() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def fink_messages(shared_data: Path) -> list[tuple[bytes, bytes]]:
-    """600 Kafka messages exactly as Fink sends them: real alerts, candid = 10**12 + i."""
-    return encode_real_alerts(shared_data / AVRO_SAMPLE, 600)
 
 
 def zigzag(n: int) -> bytes:

@@ -701,3 +701,16 @@ def test_generated_objects_get_no_portal_links_and_earlier_labels_group_by_objec
     ]
     queue.undo(12, "bob")
     assert [e["candid"] for e in queue.object_labels()["ZTF24aaa"]] == [10]
+
+
+def test_lease_first_leases_past_the_avoided_items_and_gives_them_back(queue):
+    queue.push([QueueItem(candid=c, objectId=f"ZTF26o{c}", priority=c) for c in (1, 2, 3, 4)])
+    chosen, passed = queue.lease_first("ann", avoid={4, 3}, lookahead=3)
+    assert chosen.candid == 2 and passed == 2
+    assert [lease.candid for lease in queue.leased()] == [2]
+    assert [i.candid for i in queue.items()] == [4, 3, 1]  # given back, in priority order
+    held = queue.lease("ann", n=1)[0]  # 4: now held by ann, and kept while passed
+    chosen, passed = queue.lease_first("ann", avoid={3, 4}, lookahead=1, keep={4})
+    assert held.candid == 4 and chosen.candid == 1 and passed == 1
+    assert sorted(lease.candid for lease in queue.leased()) == [1, 2, 4]
+    assert queue.lease_first("ann", avoid={3}, lookahead=2) == (None, 1)  # only 3 left
