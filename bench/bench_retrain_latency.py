@@ -116,6 +116,7 @@ def run_config(args: argparse.Namespace, holdout: float, dust: Any) -> dict[str,
     from service.consumer.scoring import Scorer
     from service.queue.label_queue import LabelQueue, QueueItem
     from service.queue.registry import ModelPublisher, ModelSet
+    from service.training import rounds as rounds_module
     from service.training import trainer as trainer_module
     from service.training.label_store import LabelStore
     from service.wiring import trainer_options
@@ -189,14 +190,14 @@ def run_config(args: argparse.Namespace, holdout: float, dust: Any) -> dict[str,
         with (
             patched(learner_type, "fit", timings.wrap("fit", learner_type.fit)),
             patched(
-                trainer_module,
+                rounds_module,
                 "permutation_importance_table",
-                timings.wrap("permutation_importance", trainer_module.permutation_importance_table),
+                timings.wrap("permutation_importance", rounds_module.permutation_importance_table),
             ),
             patched(
-                trainer_module,
+                rounds_module,
                 "write_importance",
-                timings.wrap("importance_plot", trainer_module.write_importance),
+                timings.wrap("importance_plot", rounds_module.write_importance),
             ),
         ):
             started = time.perf_counter()

@@ -24,14 +24,11 @@ version, so labels it learnt are never scored as if unseen).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,13 +40,9 @@ from finkvra.features import FEATURE_VERSION, feature_record, make_features
 from finkvra.labels import label_map
 from finkvra.metrics import (
     Prequential,
-    class_balance,
-    classification_metrics,
-    permutation_importance_table,
-    write_importance,
 )
-from service.secrets import masked
 from service.training.label_store import LabelStore, features_from_json
+from service.training.rounds import fit_round, holdout_mask
 
 if TYPE_CHECKING:
     from finkvra.context import ContextProvider
@@ -69,29 +62,6 @@ GROUP = "trainer"
 #: Default consumer name: fixed, so that a restarted trainer gets its pending entries back.
 CONSUMER = "trainer"
 STATE_FILE = "trainer_state.json"
-#: Held-out rows needed before a permutation importance means anything.
-MIN_IMPORTANCE_ROWS = 5
-
-
-def holdout_mask(keys: Iterable[Any], fraction: float) -> np.ndarray:
-    """Which rows are held out: ``hash(str(key)) < fraction``, the same in every round.
-
-    The trainer passes objectIds: every alert of one object falls on the same side, so a
-    model is never tested on an object it trained on under another candid. A hash rather
-    than a random draw, so that a held-out label stays held out when the trainer
-    restarts or the label is corrected, and no model ever trains on it.
-    """
-    values = [str(c) for c in keys]
-    if fraction <= 0 or not values:
-        return np.zeros(len(values), dtype=bool)
-    unit = np.array(
-        [
-            int.from_bytes(hashlib.blake2b(str(c).encode(), digest_size=8).digest(), "big")
-            / 2.0**64
-            for c in values
-        ]
-    )
-    return unit < float(fraction)
 
 
 @dataclass(frozen=True)
@@ -461,8 +431,6 @@ class Trainer:
     def _train(
         self, model: str, X: pd.DataFrame, y: np.ndarray, candids: np.ndarray
     ) -> RoundResult | None:
-        from finkvra.learners import make_learner
-
         s = self.options
         state = self._state[model]
         labels = self.store.effective_labels().set_index("candid").loc[candids]
@@ -472,105 +440,25 @@ class Trainer:
             log.warning("%s: all %d usable labels are held out; not training", model, len(y))
             return None
         round_number = state.round_number + 1
-        seed = s.seed
-        learner = make_learner(s.learner, seed=seed)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            learner.fit(X[train], y[train])
-        for warning in caught:
-            log.warning("%s round %d: %s", model, round_number, warning.message)
-
         n_predictions = state.prequential.n_
-        metrics: dict[str, Any] = {
-            "n_usable": len(y),
-            "n_train": int(train.sum()),
-            "n_holdout": int(held.sum()),
-            "n_prequential": n_predictions,
-        }
+        prequential: dict[str, Any] = {"n_prequential": n_predictions}
         if n_predictions:
-            metrics["prequential"] = state.prequential.metrics()
+            prequential["prequential"] = state.prequential.metrics()
             window = n_predictions - state.n_predictions_at_round
             if window:
-                metrics["prequential_since_last_round"] = state.prequential.metrics(window=window)
-        X_held, y_held = X[held], y[held]
-        if held.any():
-            metrics["holdout"] = classification_metrics(y_held, learner.predict_proba(X_held))
-            if self.telemetry is not None:
-                self.telemetry.holdout_f1.labels(model=model).set(metrics["holdout"]["f1"])
-                self.telemetry.holdout_auc.labels(model=model).set(metrics["holdout"]["roc_auc"])
-
-        training_ids = pd.DataFrame(
-            {
-                "candid": candids,
-                "objectId": labels["objectId"].to_numpy(),
-                "label": labels["label"].to_numpy(),
-                "class": y,
-                "split": np.where(held, "holdout", "train"),
-                "round": round_number,
-            }
-        )
-        meta: dict[str, Any] = {
-            "label_map": label_map(model),
-            "previous_version": state.version,
-            "feature_version": FEATURE_VERSION,
-            "holdout": {
-                "fraction": float(s.holdout_fraction),
-                "rule": "blake2b(objectId) / 2**64 < fraction (an object is never split)",
-                "n": int(held.sum()),
-            },
-            "evaluation": (
-                "no metric is computed on training rows: 'prequential' scores each label "
-                "with the version live when it arrived, before any version learnt it; "
-                "'holdout' scores this version on the held-out labels"
-            ),
-            "learner_notes": list(getattr(learner, "notes_", [])),
-        }
-        params = {
-            "initial_labels": s.initial_labels,
-            "retrain_step": s.retrain_step,
-            "holdout_fraction": s.holdout_fraction,
-            "seed": seed,
-            "label_map": label_map(model),
-            "context_provider": s.context_provider,
-        }
-        params = {name: masked(value, name=name) for name, value in params.items()}  # to MLflow
-        with tempfile.TemporaryDirectory(prefix="finkvra-trainer-") as tmp:
-            importance, png = None, None
-            if held.sum() >= MIN_IMPORTANCE_ROWS:
-                scoring = "roc_auc" if len(np.unique(y_held)) == 2 else "accuracy"
-                importance = permutation_importance_table(
-                    learner.predict_proba,
-                    X_held,
-                    y_held,
-                    n_repeats=self.importance_repeats,
-                    seed=0 if seed is None else int(seed),
-                    scoring=scoring,
+                prequential["prequential_since_last_round"] = state.prequential.metrics(
+                    window=window
                 )
-                _, png = write_importance(
-                    importance, Path(tmp) / "importance.csv", Path(tmp) / "importance.png"
-                )
-                meta["importance"] = (
-                    f"permutation importance on {int(held.sum())} held-out rows ({scoring})"
-                )
-            else:
-                meta["importance"] = (
-                    f"skipped: {int(held.sum())} held-out rows (need {MIN_IMPORTANCE_ROWS}); "
-                    "every other label is in this version's training set, where importance "
-                    "would measure memorisation (raise holdout_fraction to get it)"
-                )
-            record = self.tracker.log_round(
-                model,
-                round_number,
-                s.strategy,
-                learner,
-                params=params,
-                metrics=metrics,
-                training_ids=training_ids,
-                class_balance=class_balance(y[train]),
-                importance=importance,
-                importance_png=png,
-                meta=meta,
-            )
+        fitted = fit_round(
+            model, X, y, candids, labels, held,
+            options=s, round_number=round_number, previous_version=state.version,
+            prequential=prequential, tracker=self.tracker,
+            importance_repeats=self.importance_repeats,
+        )  # fmt: skip
+        learner, record, metrics = fitted.learner, fitted.record, fitted.metrics
+        if "holdout" in metrics and self.telemetry is not None:
+            self.telemetry.holdout_f1.labels(model=model).set(metrics["holdout"]["f1"])
+            self.telemetry.holdout_auc.labels(model=model).set(metrics["holdout"]["roc_auc"])
 
         state.learner = learner
         state.version = int(record.version)

@@ -74,3 +74,20 @@ def test_a_replica_follows_the_published_versions_and_keeps_its_own_when_a_load_
     assert not models.refresh() and models.load_failures == {"gal": 1}  # waits retry_s
     publisher.publish("gal", 3)
     assert models.refresh() and models.versions == {"gal": 3} and models.failures == {}
+
+
+def test_publisher_keeps_versions_monotonic_and_logs_events(redis_client, queue_prefix):
+    publisher = ModelPublisher(redis_client, queue_prefix)
+    assert publisher.current() == {}
+    assert publisher.publish("gal", 1) and publisher.publish("gal", 3)
+    assert publisher.publish("gal", 2) is False  # a late, older version never wins
+    assert publisher.publish("real", 1)
+    assert publisher.current() == {"gal": 3, "real": 1}
+    assert redis_client.hgetall(f"{queue_prefix}:models") == {"gal": "3", "real": "1"}
+    assert publisher.publish("gal", 2, force=True)  # an operator's rollback
+    events = publisher.events()
+    assert [(e["model"], e["version"], e["previous"]) for e in events] == [
+        ("gal", "1", ""), ("gal", "3", "1"), ("real", "1", ""), ("gal", "2", "3"),
+    ]  # fmt: skip
+    with pytest.raises(ValueError):
+        publisher.publish("gal", 0)

@@ -28,7 +28,8 @@ from service.queue.label_queue import LabelQueue, QueueItem
 from service.queue.registry import ModelPublisher, ModelSet
 from service.telemetry import Telemetry
 from service.training.label_store import LabelStore
-from service.training.trainer import Trainer, holdout_mask
+from service.training.rounds import holdout_mask
+from service.training.trainer import Trainer
 from service.wiring import trainer_options
 
 # ------------------------------------------------------------------------------ data
@@ -426,23 +427,6 @@ def test_malformed_stream_entries_are_acked_not_stored(make_world, redis_client)
 
 
 # ------------------------------------------------------------------------------ registry
-
-
-def test_publisher_keeps_versions_monotonic_and_logs_events(redis_client, queue_prefix):
-    publisher = ModelPublisher(redis_client, queue_prefix)
-    assert publisher.current() == {}
-    assert publisher.publish("gal", 1) and publisher.publish("gal", 3)
-    assert publisher.publish("gal", 2) is False  # a late, older version never wins
-    assert publisher.publish("real", 1)
-    assert publisher.current() == {"gal": 3, "real": 1}
-    assert redis_client.hgetall(f"{queue_prefix}:models") == {"gal": "3", "real": "1"}
-    assert publisher.publish("gal", 2, force=True)  # an operator's rollback
-    events = publisher.events()
-    assert [(e["model"], e["version"], e["previous"]) for e in events] == [
-        ("gal", "1", ""), ("gal", "3", "1"), ("real", "1", ""), ("gal", "2", "3"),
-    ]  # fmt: skip
-    with pytest.raises(ValueError):
-        publisher.publish("gal", 0)
 
 
 # ------------------------------------------------------------------------------ CLI
