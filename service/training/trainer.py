@@ -600,11 +600,9 @@ def _event_from_stream(entry_id: str, fields: Mapping[str, Any]) -> dict[str, An
     Features the store cannot take (absent, incomplete) are dropped rather than the
     label: the trainer then looks the alert up in the archive.
     """
-    features = fields.get("features")
-    if isinstance(features, np.ndarray):
-        features = features.tolist()
+    features = fields.get("features")  # a feature record or None (`service.queue.labels`)
     try:
-        features = features_from_json(features) if features is not None and len(features) else None
+        features = features_from_json(features) if features else None
     except (ValueError, TypeError) as error:
         log.warning("label event %s: features ignored (%s)", entry_id, error)
         features = None

@@ -432,31 +432,6 @@ def test_malformed_stream_entries_are_acked_not_stored(make_world, redis_client)
 # ------------------------------------------------------------------------------ CLI
 
 
-def test_label_command_posts_one_label_and_refuses_unknown_ones(
-    config_file, redis_client, queue_prefix, capsys
-):
-    stream = f"{queue_prefix}:labels"
-    assert main(["label", "--config", str(config_file), "--candid", "77", "--label", "maybe"]) == 2
-    error = capsys.readouterr().err
-    assert all(name in error for name in ("real", "extragal", "gal", "agn", "bogus", "varstar"))
-    assert redis_client.exists(stream) == 0
-
-    args = ["label", "--config", str(config_file), "--candid", "77", "--labeller", "ann"]
-    assert main([*args, "--label", "g", "--objectId", "ZTF25x"]) == 0
-    assert "gal: class 1, real: class 1" in capsys.readouterr().out
-    assert main([*args, "--label", "b"]) == 1  # a different label needs --correction
-    assert "--correction" in capsys.readouterr().err
-    assert main([*args, "--label", "b", "--correction", "--model", "real"]) == 0
-    assert "real: class 0" in capsys.readouterr().out
-    entries = redis_client.xrange(stream)
-    assert [(f["candid"], f["label"], f["kind"], f["labeller"]) for _, f in entries] == [
-        ("77", "gal", "label", "ann"), ("77", "bogus", "correction", "ann"),
-    ]  # fmt: skip
-    assert main([*args, "--undo"]) == 0
-    assert redis_client.xrange(stream)[-1][1]["kind"] == "undo"
-    assert main(["label", "--config", str(config_file), "--candid", "77"]) == 2
-
-
 IMPORT_CSV = """candid,objectId,label,timestamp
 {c0},{o0},gal,2025-05-01T10:00:00.123456
 {c1},{o1},x,2025-05-01T10:01:00
