@@ -15,13 +15,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.config import Settings
 from service.consumer.pipeline import REDIS_ERRORS, Pipeline
 from service.consumer.scoring import QueuePolicy, Scorer
 from service.retry import StopRequested, retry_until_stopped
 from service.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from service.kafka.source import Batch, KafkaSource
+    from service.queue.items import QueueItem
+    from service.training.trainer import Trainer
+
 from service.wiring import (
     STARTUP_BACKOFF,
     Parts,
@@ -56,7 +62,7 @@ class Service:
         *,
         telemetry: Telemetry | None = None,
         stop: threading.Event | None = None,
-        source_factory: Callable[[Settings], Any] | None = None,
+        source_factory: Callable[[Settings], KafkaSource] | None = None,
     ) -> None:
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
@@ -66,9 +72,9 @@ class Service:
         self.stop = stop or threading.Event()
         self.source_factory = source_factory or kafka_source
         self.parts: Parts | None = None
-        self.source: Any = None
+        self.source: KafkaSource | None = None
         self.pipeline: Pipeline | None = None
-        self.trainer: Any = None
+        self.trainer: Trainer | None = None
         self._reported_failures: dict[str, int] = {}
         self._rescore_pending = False
 
@@ -187,7 +193,7 @@ class Service:
                 )
                 break
 
-    def _commit(self, batch: Any) -> None:
+    def _commit(self, batch: Batch) -> None:
         from confluent_kafka import KafkaException
 
         retry_until_stopped(
@@ -270,7 +276,7 @@ class Service:
 
         learners, versions = self._current_learners()
 
-        def score(items: list[Any]) -> tuple[Any, list[dict[str, float]], dict[str, int]]:
+        def score(items: list[QueueItem]) -> tuple[Any, list[dict[str, float]], dict[str, int]]:
             rows = feature_array(item.features for item in items)
             X = pd.DataFrame(rows, columns=list(FEATURE_COLUMNS), dtype=float)
             scores = self.pipeline.scorer.score(X, learners, versions)  # type: ignore[union-attr]

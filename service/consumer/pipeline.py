@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from finkvra.dust import DustProvider
     from service.consumer.archive import Archive
     from service.consumer.deadletter import DeadLetterStore
+    from service.kafka.source import Batch, Record
+    from service.queue.items import QueueItem
     from service.queue.label_queue import Queue
 
 log = logging.getLogger(__name__)
@@ -54,9 +56,9 @@ _NOT_DATA: tuple[type[BaseException], ...] = (StopRequested, *REDIS_ERRORS)
 class _Work:
     """A batch computed and checked, ready to be written (see `Pipeline._compute`)."""
 
-    records: list[Any]
+    records: list[Record]
     files: list[tuple[Any, int]]
-    items: list[Any]
+    items: list[QueueItem]
     eligible: int
     cold: bool
 
@@ -65,7 +67,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _schema_runs(records: Sequence[Any]) -> Iterator[list[Any]]:
+def _schema_runs(records: Sequence[Record]) -> Iterator[list[Any]]:
     """Consecutive records with one schema (same object, or equal: compared only on change)."""
     run: list[Any] = []
     for record in records:
@@ -128,7 +130,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ steps
 
-    def process(self, batch: Any) -> BatchResult:
+    def process(self, batch: Batch) -> BatchResult:
         """Archive and queue one batch; returns only when both are durable (or raises).
 
         Whatever one alert does wrong (a field out of range, a value that breaks the
@@ -155,7 +157,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ isolation
 
-    def _valid(self, records: Sequence[Any], result: BatchResult) -> list[Any]:
+    def _valid(self, records: Sequence[Record], result: BatchResult) -> list[Any]:
         """The records whose alert passes `alert_problem`; the others are dead-lettered."""
         valid = []
         for record in records:
@@ -166,7 +168,7 @@ class Pipeline:
                 self._dead_letter_record(record, f"invalid alert: {problem}", result)
         return valid
 
-    def _isolated(self, records: list[Any], result: BatchResult) -> None:
+    def _isolated(self, records: list[Record], result: BatchResult) -> None:
         """Archive and queue ``records``; a record whose presence makes that fail is
         found by splitting the batch in halves and dead-lettered alone.
 
@@ -197,7 +199,7 @@ class Pipeline:
             self._store(work, result)
             return
 
-    def _culprits(self, records: Sequence[Any], compute: Callable[[list[Any]], Any],
+    def _culprits(self, records: Sequence[Record], compute: Callable[[list[Any]], Any],
                   base: int = 0) -> dict[int, str]:  # fmt: skip
         """Indices (from ``base``) of the records that make ``compute`` fail on their own
         or within their half, with the error; found by bisection (O(k log n) calls)."""
@@ -223,7 +225,7 @@ class Pipeline:
                     found.update(self._culprits(part, compute, base + start))
         return found
 
-    def _compute(self, records: list[Any]) -> _Work:
+    def _compute(self, records: list[Record]) -> _Work:
         """Everything up to the first write: features, scores, queue items, archive tables."""
         alerts = [record.alert for record in records]
         X, meta = make_features(alerts, dust=self.dust, context=self.context)
@@ -243,7 +245,7 @@ class Pipeline:
             cold=scores.cold,
         )
 
-    def _archive_files(self, records: Sequence[Any]) -> list[tuple[Any, int]]:
+    def _archive_files(self, records: Sequence[Record]) -> list[tuple[Any, int]]:
         """What to write: per partition, one call per run of one schema, in offset order.
 
         With an archive that can prepare its files apart (`ParquetArchive.prepare_batch`),
@@ -288,7 +290,7 @@ class Pipeline:
         result.cold = work.cold
         self._push(work.items, work.records, result)
 
-    def _push(self, items: list[Any], records: Sequence[Any], result: BatchResult) -> None:
+    def _push(self, items: list[QueueItem], records: Sequence[Record], result: BatchResult) -> None:
         """Queue ``items``; an item Redis refuses (not an outage) is dead-lettered alone."""
         if not items:
             return
@@ -308,7 +310,7 @@ class Pipeline:
             return
         result.queued += int(getattr(pushed, "added", 0)) + int(getattr(pushed, "replaced", 0))
 
-    def _dead_letter_record(self, record: Any, error: str, result: BatchResult) -> None:
+    def _dead_letter_record(self, record: Record, error: str, result: BatchResult) -> None:
         self._dead_letter(record.topic, record.partition, record.offset,
                           getattr(record, "key", None), getattr(record, "value", None),
                           error, result)  # fmt: skip
@@ -326,7 +328,7 @@ class Pipeline:
         )  # fmt: skip
 
     @staticmethod
-    def _unique(records: Sequence[Any], result: BatchResult) -> list[Any]:
+    def _unique(records: Sequence[Record], result: BatchResult) -> list[Any]:
         """Drop repeated candids inside one batch (Fink may resend): the archive holds each once."""
         seen: set[int] = set()
         unique = []
@@ -346,7 +348,7 @@ class Pipeline:
         meta: pd.DataFrame,
         scores: Scores,
         admitted: np.ndarray,
-    ) -> list[Any]:
+    ) -> list[QueueItem]:
         """Queue items for the admitted rows (``X`` rows are in the order of ``alerts``)."""
         from service.queue.items import items_for
 
