@@ -121,7 +121,11 @@ def nights_for(lightcurve: Mapping[str, Any] | None, enqueued_at: str = "") -> l
 
 
 class Archive(Protocol):
-    """What the pipeline and the trainer need of an archive (`ParquetArchive` is the one)."""
+    """What the pipeline and the trainer need of an archive (`ParquetArchive` is the one).
+
+    An archive may also split `write_batch` into ``prepare_batch`` and ``write_prepared``
+    (as `ParquetArchive` does): the pipeline then tells bad data from a storage outage.
+    """
 
     def write_batch(
         self,
@@ -132,18 +136,6 @@ class Archive(Protocol):
         offsets: Sequence[int],
         avro_schema: Mapping[str, Any] | None = None,
     ) -> list[str]: ...
-
-    def prepare_batch(
-        self,
-        alerts: Sequence[Mapping[str, Any]],
-        *,
-        topic: str,
-        partition: int,
-        offsets: Sequence[int],
-        avro_schema: Mapping[str, Any] | None = None,
-    ) -> list[tuple[str, bytes]]: ...
-
-    def write_prepared(self, prepared: Sequence[tuple[str, bytes]]) -> list[str]: ...
 
     def find(
         self, candids: Iterable[int], *, kafka_columns: bool = False
