@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import N_ALERTS, NoDust
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -24,3 +26,17 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real Fink alerts not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def alerts_table():
+    """Features, objectId and true label of every generated alert (bogus included)."""
+    from finkvra.features import make_features
+    from finkvra.synthetic import AlertGenerator
+
+    pairs = list(AlertGenerator(seed=0, n_objects=2000).labelled(N_ALERTS))
+    X, meta = make_features([alert for alert, _ in pairs], dust=NoDust())
+    table = X.copy()
+    table["objectId"] = meta["objectId"]
+    table["label"] = [label for _, label in pairs]
+    return table
