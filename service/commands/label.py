@@ -177,8 +177,7 @@ def _run_undo(queue: Any, candid: int, labeller: str) -> int:
 
 
 def _run_import(args: argparse.Namespace, settings: Any, queue: Any) -> int:
-    from service.queue.label_queue import AlreadyLabelledError
-    from service.training.label_store import ImportReport, read_label_csv
+    from service.training.label_store import post_imported, read_label_csv
     from service.wiring import label_store
 
     path = Path(args.import_file)
@@ -186,32 +185,8 @@ def _run_import(args: argparse.Namespace, settings: Any, queue: Any) -> int:
         rows, bad = read_label_csv(path)
     except (OSError, ValueError, UnicodeDecodeError) as error:
         return _usage(f"cannot import {path}: {error}")
-    store = label_store(settings, readonly=True)
     labeller = args.labeller or f"import:{path.name}"
-    report = ImportReport(bad=list(bad))
-    labelled = queue.is_labelled([row.candid for row in rows]) if rows else []
-    posted: set[int] = set()  # rows later in the file may repeat a candid
-    for row, already in zip(rows, labelled, strict=True):
-        if store.has_label(row.candid, row.label, row.timestamp):
-            report.duplicates += 1
-            continue
-        if already or row.candid in posted:
-            # Same label: submit_label posts nothing and returns the first event's id.
-            try:
-                queue.submit_label(
-                    row.candid, row.label, labeller, objectId=row.objectId, timestamp=row.timestamp
-                )
-            except AlreadyLabelledError as error:
-                report.bad.append((row.line_no, str(error)))
-                continue
-            report.duplicates += 1
-            continue
-        queue.submit_label(
-            row.candid, row.label, labeller, objectId=row.objectId, timestamp=row.timestamp
-        )
-        report.added += 1
-        posted.add(row.candid)
-    report.bad.sort()
+    report = post_imported(queue, label_store(settings, readonly=True), rows, bad, labeller)
     print(f"{path}: added {report.added}, duplicates {report.duplicates}, bad {len(report.bad)}")
     for line_no, reason in report.bad:
         print(f"  line {line_no}: {reason}")

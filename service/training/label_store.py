@@ -49,13 +49,16 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from finkvra.features import FEATURE_COLUMNS, FEATURE_VERSION, feature_array, feature_record
 from finkvra.labels import UnknownLabelError, apply_label_map, normalise_label
+
+if TYPE_CHECKING:
+    from service.queue.label_queue import LabelQueue
 
 __all__ = [
     "EVENT_KINDS",
@@ -67,6 +70,7 @@ __all__ = [
     "features_from_json",
     "import_id",
     "normalise_timestamp",
+    "post_imported",
     "read_label_csv",
 ]
 
@@ -698,3 +702,45 @@ def effective_labels(store: Any, queue: Any) -> tuple[Any, int, int]:
         merged = LabelStore(tmp)
         merged.append([{**e, "features": None} for e in stored] + records)
         return merged.effective_labels(), len(stored), len(records)
+
+
+def post_imported(
+    queue: LabelQueue,
+    store: LabelStore,
+    rows: Sequence[ImportRow],
+    bad: Iterable[tuple[int, str]],
+    labeller: str,
+) -> ImportReport:
+    """Post the rows of an imported label file as label events (``finkvra label --import``).
+
+    Through the queue, so that the trainer stores them like any other label; rows the
+    store already holds, or whose candid already has that label, count as duplicates (a
+    second import posts nothing); a different label of a labelled candid is a bad row.
+    """
+    from service.queue.label_queue import AlreadyLabelledError
+
+    report = ImportReport(bad=list(bad))
+    labelled = queue.is_labelled([row.candid for row in rows]) if rows else []
+    posted: set[int] = set()  # rows later in the file may repeat a candid
+    for row, already in zip(rows, labelled, strict=True):
+        if store.has_label(row.candid, row.label, row.timestamp):
+            report.duplicates += 1
+            continue
+        if already or row.candid in posted:
+            # Same label: submit_label posts nothing and returns the first event's id.
+            try:
+                queue.submit_label(
+                    row.candid, row.label, labeller, objectId=row.objectId, timestamp=row.timestamp
+                )
+            except AlreadyLabelledError as error:
+                report.bad.append((row.line_no, str(error)))
+                continue
+            report.duplicates += 1
+            continue
+        queue.submit_label(
+            row.candid, row.label, labeller, objectId=row.objectId, timestamp=row.timestamp
+        )
+        report.added += 1
+        posted.add(row.candid)
+    report.bad.sort()
+    return report
