@@ -38,9 +38,11 @@ __all__ = [
     "Parts",
     "StartupError",
     "Unreachable",
+    "archive",
     "build_parts",
     "connect_queue",
     "context_provider",
+    "deadletters",
     "dust_provider",
     "kafka_source",
     "label_queue",
@@ -141,6 +143,20 @@ def context_provider(settings: Settings) -> ContextProvider:
     return make_context(settings.context_provider, lasair_token=token)
 
 
+def archive(settings: Settings) -> ParquetArchive:
+    """The parquet archive of the alerts (``archive_dir``: a directory or a URI)."""
+    from service.consumer.archive import ParquetArchive
+
+    return ParquetArchive(settings.archive_dir)
+
+
+def deadletters(settings: Settings) -> DeadLetterStore:
+    """The store of the messages that could not be processed."""
+    from service.consumer.deadletter import DeadLetterStore
+
+    return DeadLetterStore(settings.deadletter_dir)
+
+
 def label_store(settings: Settings, *, readonly: bool = False) -> LabelStore:
     """The label store of record (``readonly``: for readers beside the trainer)."""
     from service.training.label_store import LabelStore
@@ -227,8 +243,6 @@ def build_parts(
     health as ``redis``) until it answers or ``stop`` is set (``StopRequested``);
     without, it is a StartupError at once.
     """
-    from service.consumer.archive import ParquetArchive
-    from service.consumer.deadletter import DeadLetterStore
     from service.queue.connection import RedisUnavailable, connect_and_ping
     from service.queue.registry import ModelSet
 
@@ -255,8 +269,8 @@ def build_parts(
         settings=settings,
         redis=client,
         queue=label_queue(settings, client),
-        archive=ParquetArchive(settings.archive_dir),
-        deadletters=DeadLetterStore(settings.deadletter_dir),
+        archive=archive(settings),
+        deadletters=deadletters(settings),
         tracker=mlflow,
         publisher=registry,
         models=ModelSet(mlflow, registry, retry_s=MODEL_RETRY_S),

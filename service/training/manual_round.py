@@ -246,14 +246,13 @@ def _train(
     n_events: int,
 ) -> None:
     """Hand the round's labels to the service's trainer and print what it made."""
-    from service.consumer.archive import ParquetArchive
     from service.training.trainer import Trainer
 
     models = tuple(dict.fromkeys([model, *settings.models]))
     trainer = Trainer(
         private,
         store,
-        ParquetArchive(settings.archive_dir),
+        wiring.archive(settings),
         tracker,
         wiring.publisher(settings, client),
         wiring.trainer_options(settings, models=models, retrain_step=1),

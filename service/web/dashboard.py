@@ -70,9 +70,9 @@ class Dashboard:
     @property
     def tracker(self) -> Any:
         if self._tracker is None:
-            from service.wiring import tracker
+            from service import wiring
 
-            self._tracker = tracker(self.settings)
+            self._tracker = wiring.tracker(self.settings)
         return self._tracker
 
     def collect(self) -> dict[str, Any]:
@@ -256,10 +256,9 @@ class Dashboard:
     def store_numbers(self) -> dict[str, Any]:
         import pyarrow.parquet as pq
 
-        from service.consumer.archive import ParquetArchive
-        from service.consumer.deadletter import DeadLetterStore
+        from service import wiring
 
-        archive = ParquetArchive(self.settings.archive_dir)
+        archive = wiring.archive(self.settings)
         files = archive.files() if self.settings.archive_dir.exists() else []
         alerts = 0
         for path in files:
@@ -271,5 +270,5 @@ class Dashboard:
             "archive_nights": len(archive.nights()) if files else 0,
             "archive_files": len(files),
             "archive_alerts": alerts,
-            "dead_letters": DeadLetterStore(self.settings.deadletter_dir).count(),
+            "dead_letters": wiring.deadletters(self.settings).count(),
         }
