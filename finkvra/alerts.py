@@ -202,7 +202,9 @@ def decode_with_schema(
     return record, schema_json  # fastavro already gives dicts and lists: nothing to normalise
 
 
-def encode_message(alert: Mapping[str, Any], schema: Mapping[str, Any] | str | bytes) -> tuple[bytes, bytes]:
+def encode_message(
+    alert: Mapping[str, Any], schema: Mapping[str, Any] | str | bytes
+) -> tuple[bytes, bytes]:
     """Encode an alert as Fink does: (key = the schema JSON, value = schemaless Avro)."""
     if isinstance(schema, bytes):
         key = schema
@@ -226,7 +228,9 @@ def _normalise_value(value: Any) -> Any:
         return {k: _normalise_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)) or type(value).__name__ == "ndarray":
         items = list(value)
-        if items and all(isinstance(i, tuple) and len(i) == 2 and isinstance(i[0], str) for i in items):
+        if items and all(
+            isinstance(i, tuple) and len(i) == 2 and isinstance(i[0], str) for i in items
+        ):
             return {k: _normalise_value(v) for k, v in items}  # a parquet map
         return [_normalise_value(i) for i in items]
     return value
@@ -235,7 +239,9 @@ def _normalise_value(value: Any) -> Any:
 # --------------------------------------------------------------------------- files
 
 
-def iter_alert_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
+def iter_alert_files(
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+) -> list[Path]:
     """Expand files and directories (recursively) into a sorted list of alert files."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]

@@ -48,7 +48,11 @@ NONDETECTION_SNR = 5.0
 LC_BANDS: tuple[str, ...] = ("g", "r", "i")
 
 _SOURCE_COLUMNS = ("ra", "dec", "reliability", "snr", "extendedness")
-_XM_COLUMNS = (("gaia_parallax", "gaiadr3_Plx"), ("legacy_pstar", "legacydr8_pstar"), ("legacy_zphot", "legacydr8_zphot"))
+_XM_COLUMNS = (
+    ("gaia_parallax", "gaiadr3_Plx"),
+    ("legacy_pstar", "legacydr8_pstar"),
+    ("legacy_zphot", "legacydr8_zphot"),
+)
 
 #: The model's columns, in order.
 FEATURE_COLUMNS: tuple[str, ...] = (
@@ -285,9 +289,7 @@ def make_lsst_features(
         empty.attrs["feature_version"] = FEATURE_VERSION
         return empty, meta
 
-    columns: dict[str, np.ndarray] = {
-        name: _struct_field(source, name) for name in _SOURCE_COLUMNS
-    }
+    columns: dict[str, np.ndarray] = {name: _struct_field(source, name) for name in _SOURCE_COLUMNS}
 
     # Detections: the alert's diaSource plus its history, once per diaSourceId, flux > 0.
     prv_owner, prv_points = _flatten(_arrow(_list_values(batch["prvDiaSources"]), _PRV_TYPE))
@@ -337,9 +339,7 @@ def make_lsst_features(
         lc = _arrow(_lc_band(batch["lc_features"], band), _LC_TYPE)
         for feature in LC_FEATURES:
             columns[f"{feature}_{band}"] = _struct_field(lc, feature)
-    columns["ebv"] = _provider_values(
-        dust.ebv(columns["ra"], columns["dec"]), n, "dust provider"
-    )
+    columns["ebv"] = _provider_values(dust.ebv(columns["ra"], columns["dec"]), n, "dust provider")
     X = pd.DataFrame(columns, index=index, columns=list(FEATURE_COLUMNS), dtype=np.float64)
     X.attrs["feature_version"] = FEATURE_VERSION
     return X, meta

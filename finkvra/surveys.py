@@ -265,7 +265,9 @@ class ZtfSurvey(Survey):
         return out
 
     def object_ids(self, alerts: Any) -> list[str | None]:
-        return [o if isinstance(o, str) and o else None for o in _column(_as_list(alerts), "objectId")]
+        return [
+            o if isinstance(o, str) and o else None for o in _column(_as_list(alerts), "objectId")
+        ]
 
     def queueable(self, alerts: Any) -> np.ndarray:
         """Every ZTF alert with an objectId (the policy then asks for a positive detection)."""
@@ -424,7 +426,9 @@ class LsstSurvey(Survey):
         if t is None:
             found.append("alert lacks diaSource.midpointMjdTai")
         elif not _is_number(t) or not (low <= float(t) <= high):
-            found.append(f"diaSource.midpointMjdTai must be an MJD in [{low:g}, {high:g}], got {t!r}")
+            found.append(
+                f"diaSource.midpointMjdTai must be an MJD in [{low:g}, {high:g}], got {t!r}"
+            )
         inner = source.get("diaSourceId")
         if inner is not None and alert_id is not None and inner != alert_id:
             found.append(f"diaSource.diaSourceId {inner!r} differs from diaSourceId {alert_id!r}")
