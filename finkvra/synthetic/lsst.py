@@ -103,6 +103,8 @@ class LsstAlertGenerator:
         Share of the alerts that are solar-system sources.
     start_mjd
         MJD (TAI) of the first alert (default: 2026-03-06, the real sample's night).
+    start_jd
+        The same as a Julian date (what the ZTF generator takes); overrides ``start_mjd``.
     history_days
         Days of ``prvDiaSources`` / ``prvDiaForcedSources`` attached (Rubin: a year).
     max_alerts
@@ -117,6 +119,7 @@ class LsstAlertGenerator:
         class_weights: Mapping[str, float] | None = None,
         sso_fraction: float = 0.03,
         start_mjd: float = 61105.05,
+        start_jd: float | None = None,
         history_days: float = LSST_HISTORY_DAYS,
         max_alerts: int = 20,
     ) -> None:
@@ -133,6 +136,8 @@ class LsstAlertGenerator:
         self.class_weights = weights
         self.sso_fraction = sso_fraction
         self.start_mjd = start_mjd
+        self.start_jd = start_jd
+        self._t0 = float(start_jd) - _JD_MJD if start_jd is not None else float(start_mjd)
         self.history_days = history_days
         self.max_alerts = max_alerts
         self._rng = np.random.default_rng(seed)
@@ -239,7 +244,7 @@ class LsstAlertGenerator:
         self._started = True
         spread = 3.0
         for _ in range(self.n_objects):
-            t = self.start_mjd + float(self._rng.uniform(0.0, spread))
+            t = self._t0 + float(self._rng.uniform(0.0, spread))
             self._push(self._new_object(t))
 
     def _push(self, obj: SimObject) -> None:
@@ -501,7 +506,7 @@ class LsstAlertGenerator:
         rng = self._rng
         if not self._started:
             self._start()
-        mjd = float(self._heap[0][0]) if self._heap else self.start_mjd
+        mjd = float(self._heap[0][0]) if self._heap else self._t0
         ecliptic = rng.uniform(0.0, 360.0)
         ra, dec = (
             float(ecliptic),

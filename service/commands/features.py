@@ -1,4 +1,4 @@
-"""``finkvra features INPUT... -o OUT.parquet``: the 21 model features of alert files."""
+"""``finkvra features [--survey S] INPUT... -o OUT.parquet``: the model features of alert files."""
 
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "features",
         help="compute the model features of alert files into a parquet table",
         description="Read Fink alerts (.avro, .avro.gz, .parquet files or directories of "
-        "them) and write one row per alert: candid (index), objectId and the 21 features.",
+        "them) and write one row per alert: the alert id (index: candid for ZTF, diaSourceId "
+        "for LSST), objectId and the survey's features (21 for ZTF, 32 for LSST).",
+    )
+    parser.add_argument(
+        "--survey",
+        choices=("ztf", "lsst"),
+        default="ztf",
+        help="survey of the alerts (default ztf)",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="alert files or directories")
     parser.add_argument(
@@ -32,10 +39,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--context",
-        choices=("ztf", "lasair"),
+        choices=("ztf", "lsst", "lasair"),
         default=None,
-        help="sep_arcsec source (default: the context_provider setting, ztf); lasair needs "
-        "the lasair_token setting (FINKVRA_LASAIR_TOKEN)",
+        help="sep_arcsec source (default: the context_provider setting for ZTF, the offline "
+        "lsst provider (NaN) for LSST); lasair needs the lasair_token setting "
+        "(FINKVRA_LASAIR_TOKEN), a token of the survey's own Lasair",
     )
     parser.add_argument(
         "--chunk-size",
@@ -65,12 +73,10 @@ def run(args: argparse.Namespace) -> int:
     from finkvra.alerts import iter_alert_files, read_alerts
     from finkvra.context import make_context
     from finkvra.dust import make_dust
-    from finkvra.features import (
-        FEATURE_VERSION,
-        INPUT_COLUMNS,
-        feature_frame,
-        make_features,
-    )
+    from finkvra.features import feature_frame
+    from finkvra.surveys import get_survey
+
+    survey = get_survey(args.survey)
 
     try:
         files = iter_alert_files(args.inputs)
@@ -81,12 +87,16 @@ def run(args: argparse.Namespace) -> int:
         print("finkvra features: no alert files in the inputs", file=sys.stderr)
         return 2
 
-    context_name = args.context or settings.context_provider
+    # An offline context_provider setting names ZTF's provider: each survey has its own
+    # offline default, so only "lasair" carries over from the settings.
+    context_name = args.context or (
+        settings.context_provider if settings.context_provider == "lasair" else None
+    )
     token = settings.lasair_token.get_secret_value() if settings.lasair_token else None
     sfd_dir = args.sfd_dir or (str(settings.sfd_dir) if settings.sfd_dir is not None else None)
     try:
         dust = make_dust(args.dust, sfd_dir)
-        context = make_context(context_name, lasair_token=token)
+        context = make_context(context_name, lasair_token=token, survey=survey)
     except (FileNotFoundError, ValueError) as exc:
         print(f"finkvra features: {exc}", file=sys.stderr)
         return 2
@@ -96,12 +106,12 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=len(files), unit="file", desc="features", disable=None, file=sys.stderr) as bar:
         for path in files:
             try:
-                alerts = read_alerts(path, columns=INPUT_COLUMNS)
+                alerts = read_alerts(path, columns=survey.input_columns)
             except Exception as exc:  # a corrupt or foreign file: say which, stop cleanly
                 print(f"finkvra features: cannot read {path}: {exc}", file=sys.stderr)
                 return 1
             for start in range(0, len(alerts), args.chunk_size):
-                X, meta = make_features(
+                X, meta = survey.make_features(
                     alerts.iloc[start : start + args.chunk_size], dust=dust, context=context
                 )
                 frames.append(feature_frame(X, meta))
@@ -112,10 +122,11 @@ def run(args: argparse.Namespace) -> int:
     if frames:
         table = pd.concat(frames)
     else:
-        X, meta = make_features([], dust=dust, context=context)
+        X, meta = survey.make_features([], dust=dust, context=context)
         table = feature_frame(X, meta)
     table.attrs = {
-        "feature_version": FEATURE_VERSION,
+        "survey": survey.name,
+        "feature_version": survey.feature_version,
         "dust": dust.name,
         "context": context.name,
     }
@@ -126,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     os.replace(partial, output)
     print(
         f"{len(table)} alerts from {len(files)} file(s) -> {output} "
-        f"(feature version {FEATURE_VERSION}, dust={dust.name}, context={context.name})"
+        f"(survey {survey.name}, feature version {survey.feature_version}, dust={dust.name}, "
+        f"context={context.name})"
     )
     return 0
