@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from finkvra.features import LC_FEATURES, _group_median_std, _mapping, _provider_values
-from finkvra.surveys import LSST
+from finkvra.surveys import lsst_object_ids
 
 __all__ = [
     "AB_ZERO_POINT_NJY",
@@ -87,6 +88,8 @@ _PRV_TYPE = pa.list_(pa.struct([("diaSourceId", pa.int64()), ("psfFlux", _F64)])
 _FORCED_TYPE = pa.list_(
     pa.struct([("diaForcedSourceId", pa.int64()), ("psfFlux", _F64), ("psfFluxErr", _F64)])
 )
+#: An odd 64-bit constant that spreads row numbers over the id space (see _unique_mask).
+_ROW_MIX = np.int64(-7046029254386353131)
 _XM_TYPE = pa.struct([(field, _F64) for _, field in _XM_COLUMNS])
 _LC_TYPE = pa.struct([(name, _F64) for name in LC_FEATURES])
 
@@ -152,6 +155,48 @@ def _arrow(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
     return pa.array(cleaned, type=arrow_type, from_pandas=True)
 
 
+def _select(array: pa.Array, arrow_type: pa.DataType) -> pa.Array:
+    """An Arrow column (as read from parquet) reduced and cast to ``arrow_type``.
+
+    Missing fields become nulls, a field of another type is cast (unsafe casts, like a
+    string that is not a number, give nulls rather than an error): no value goes through
+    Python.
+    """
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if pa.types.is_list(arrow_type):
+        if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
+            return pa.nulls(len(array), arrow_type)
+        values = _select(pc.list_flatten(array), arrow_type.value_type)
+        offsets = pc.list_value_length(array).fill_null(0).to_numpy(zero_copy_only=False)
+        starts = np.concatenate(([0], np.cumsum(offsets))).astype(np.int32)
+        return pa.ListArray.from_arrays(pa.array(starts), values, mask=array.is_null())
+    if not pa.types.is_struct(array.type):
+        return pa.nulls(len(array), arrow_type)
+    present = {array.type.field(i).name for i in range(array.type.num_fields)}
+    children = []
+    for field in arrow_type:
+        if field.name in present:
+            child = pc.struct_field(array, field.name)
+            try:
+                child = child.cast(field.type, safe=False)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                child = pa.nulls(len(array), field.type)
+        else:
+            child = pa.nulls(len(array), field.type)
+        children.append(child)
+    return pa.StructArray.from_arrays(children, fields=list(arrow_type), mask=array.is_null())
+
+
+def _column_array(values: Any, arrow_type: pa.DataType) -> pa.Array:
+    """One input column as an Arrow array of ``arrow_type``, from Arrow or Python values."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return _select(values, arrow_type)
+    if pa.types.is_list(arrow_type):
+        return _arrow(_list_values(values), arrow_type)
+    return _arrow(_struct_values(values), arrow_type)
+
+
 def _struct_values(values: list[Any]) -> list[Any]:
     """Structs as mappings (parquet maps as dicts), anything else as None."""
     out = []
@@ -187,30 +232,51 @@ def _struct_field(array: pa.StructArray, name: str, dtype: type = np.float64) ->
     """A field of a (nullable) struct array: a null struct gives NaN / -1 in every field."""
     values = array.field(name)
     if array.null_count:
-        values = pa.compute.if_else(array.is_valid(), values, pa.scalar(None, values.type))
+        values = pc.if_else(array.is_valid(), values, pa.scalar(None, values.type))
     return _numpy(values, name, dtype)
 
 
 def _flatten(array: pa.ListArray) -> tuple[np.ndarray, pa.StructArray]:
     """The points of a list-of-struct array with the row each belongs to."""
-    owner = pa.compute.list_parent_indices(array).to_numpy(zero_copy_only=False)
-    return owner.astype(np.int64, copy=False), pa.compute.list_flatten(array)
+    owner = pc.list_parent_indices(array).to_numpy(zero_copy_only=False)
+    return owner.astype(np.int64, copy=False), pc.list_flatten(array)
 
 
 def _unique_mask(owner: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """True for the first point of every (row, id); points without an id (-1) all kept."""
+    """True for the first point of every (row, id); points without an id (-1) all kept.
+
+    Repeats are rare, so candidates are found by sorting one int64 key per point (the id
+    mixed with its row: a bijection for each row, so a true repeat always shares the key;
+    one sort of one key is several times cheaper than a two-key lexsort), and only points
+    whose key occurs twice are compared exactly (a stable sort keeps the first occurrence).
+    """
     keep = np.ones(owner.size, dtype=bool)
     if owner.size < 2:
         return keep
-    order = np.lexsort((ids, owner))
-    o, i = owner[order], ids[order]
+    key = ids ^ (owner * _ROW_MIX)  # int64 arithmetic wraps: still one key per (row, id)
+    order = np.argsort(key)
+    sorted_key = key[order]
+    equal = sorted_key[1:] == sorted_key[:-1]
+    if not equal.any():
+        return keep
+    suspects = np.unique(np.concatenate((order[1:][equal], order[:-1][equal])))
+    o, i = owner[suspects], ids[suspects]
+    order = np.lexsort((i, o))
+    o, i = o[order], i[order]
     repeat = (o[1:] == o[:-1]) & (i[1:] == i[:-1]) & (i[1:] >= 0)
-    keep[order[1:][repeat]] = False
+    keep[suspects[order[1:][repeat]]] = False
     return keep
 
 
-def _columns(alerts: pd.DataFrame | Iterable[Mapping[str, Any]]) -> dict[str, list[Any]]:
-    """The input columns as Python lists, by position (row order kept, index ignored)."""
+def _columns(alerts: Any) -> dict[str, Any]:
+    """The input columns by position (row order kept, index ignored): Arrow arrays for an
+    Arrow table, Python lists otherwise."""
+    if isinstance(alerts, (pa.Table, pa.RecordBatch)):
+        n = alerts.num_rows
+        names = set(alerts.schema.names)
+        return {
+            name: (alerts.column(name) if name in names else pa.nulls(n)) for name in INPUT_COLUMNS
+        }
     if isinstance(alerts, pd.DataFrame):
         n = len(alerts)
         return {
@@ -223,8 +289,16 @@ def _columns(alerts: pd.DataFrame | Iterable[Mapping[str, Any]]) -> dict[str, li
     return {name: [r.get(name) for r in records] for name in INPUT_COLUMNS}
 
 
-def _lc_band(lc_features: list[Any], band: str) -> list[Any]:
+def _lc_band(lc_features: Any, band: str) -> Any:
     """``lc_features[band]`` of every row (a map or a struct per band; None when absent)."""
+    if isinstance(lc_features, (pa.Array, pa.ChunkedArray)):
+        if isinstance(lc_features, pa.ChunkedArray):
+            lc_features = lc_features.combine_chunks()
+        if pa.types.is_map(lc_features.type):
+            return pc.map_lookup(lc_features, pa.scalar(band, lc_features.type.key_type), "first")
+        if pa.types.is_struct(lc_features.type) and lc_features.type.get_field_index(band) >= 0:
+            return pc.struct_field(lc_features, band)
+        return pa.nulls(len(lc_features))
     out = []
     for value in lc_features:
         bands = value if type(value) is dict else _mapping(value)
@@ -246,8 +320,10 @@ def make_lsst_features(
     Parameters
     ----------
     alerts
-        Alert dicts, or one row per alert with nested ``diaSource`` / ``prvDiaSources`` /
-        ``prvDiaForcedSources`` / ``lc_features`` / ``xm`` columns.
+        Alert dicts, a DataFrame with one row per alert and nested ``diaSource`` /
+        ``prvDiaSources`` / ``prvDiaForcedSources`` / ``lc_features`` / ``xm`` columns, or an
+        Arrow table of them (``pyarrow.parquet.read_table``: no value goes through Python,
+        the fastest input).
     dust
         E(B-V) provider; ``None`` builds :func:`finkvra.dust.default_provider` for this call.
     context
@@ -267,21 +343,23 @@ def make_lsst_features(
     """
     batch = _columns(alerts)
     n = len(batch["diaSourceId"])
-    sources = _struct_values(batch["diaSource"])
-    source = _arrow(sources, _DIA_SOURCE_TYPE)
+    source = _column_array(batch["diaSource"], _DIA_SOURCE_TYPE)
 
-    top_ids = batch["diaSourceId"]
     inner_ids = _struct_field(source, "diaSourceId", np.int64) if n else np.zeros(0, np.int64)
-    index_values = np.empty(n, dtype=np.int64)
-    for i, value in enumerate(top_ids):
-        value = _to_int(value)
-        if value is None:
-            value = int(inner_ids[i]) if inner_ids[i] >= 0 else None
-        if value is None:
-            raise ValueError(f"alert at position {i} has no diaSourceId")
-        index_values[i] = value
+    top = batch["diaSourceId"]
+    if isinstance(top, (pa.Array, pa.ChunkedArray)):
+        top_ids = pc.cast(top, pa.int64(), safe=False).fill_null(-1).to_numpy(zero_copy_only=False)
+    else:
+        top_ids = np.array([v if _to_int(v) is not None else -1 for v in top], dtype=np.int64)
+    index_values = np.where(top_ids >= 0, top_ids, inner_ids).astype(np.int64)
+    missing = np.flatnonzero(index_values < 0)
+    if missing.size:
+        raise ValueError(f"alert at position {int(missing[0])} has no diaSourceId")
     index = pd.Index(index_values, dtype="int64", name="diaSourceId")
-    object_ids = LSST.object_ids([{"diaSource": s} for s in sources])
+    object_ids = lsst_object_ids(
+        _struct_field(source, "diaObjectId", np.int64),
+        _struct_field(source, "ssObjectId", np.int64),
+    )
     meta = pd.DataFrame({"objectId": pd.Series(object_ids, dtype=object)})
     meta.index = index
     if n == 0:
@@ -292,7 +370,7 @@ def make_lsst_features(
     columns: dict[str, np.ndarray] = {name: _struct_field(source, name) for name in _SOURCE_COLUMNS}
 
     # Detections: the alert's diaSource plus its history, once per diaSourceId, flux > 0.
-    prv_owner, prv_points = _flatten(_arrow(_list_values(batch["prvDiaSources"]), _PRV_TYPE))
+    prv_owner, prv_points = _flatten(_column_array(batch["prvDiaSources"], _PRV_TYPE))
     owner = np.concatenate((np.arange(n, dtype=np.int64), prv_owner))
     ids = np.concatenate((index_values, _numpy(prv_points, "diaSourceId", np.int64)))
     flux = np.concatenate((_struct_field(source, "psfFlux"), _numpy(prv_points, "psfFlux")))
@@ -300,7 +378,7 @@ def make_lsst_features(
     ndets, dets_median, dets_std = _group_median_std(owner[keep], flux_to_mag(flux[keep]), n)
 
     # Non-detections: forced photometry below 5 sigma, once per diaForcedSourceId.
-    f_owner, f_points = _flatten(_arrow(_list_values(batch["prvDiaForcedSources"]), _FORCED_TYPE))
+    f_owner, f_points = _flatten(_column_array(batch["prvDiaForcedSources"], _FORCED_TYPE))
     f_ids = _numpy(f_points, "diaForcedSourceId", np.int64)
     with np.errstate(divide="ignore", invalid="ignore"):
         f_snr = _numpy(f_points, "psfFlux") / _numpy(f_points, "psfFluxErr")
@@ -327,16 +405,15 @@ def make_lsst_features(
                 dtype=object,
             ),
             "diaSourceId": index_values,
-            "diaSource": pd.Series(sources, dtype=object),
         }
     )
     columns["sep_arcsec"] = _provider_values(context.sep_arcsec(context_frame), n, "context")
 
-    xm = _arrow(_struct_values(batch["xm"]), _XM_TYPE)
+    xm = _column_array(batch["xm"], _XM_TYPE)
     for name, field in _XM_COLUMNS:
         columns[name] = _struct_field(xm, field)
     for band in LC_BANDS:
-        lc = _arrow(_lc_band(batch["lc_features"], band), _LC_TYPE)
+        lc = _column_array(_lc_band(batch["lc_features"], band), _LC_TYPE)
         for feature in LC_FEATURES:
             columns[f"{feature}_{band}"] = _struct_field(lc, feature)
     columns["ebv"] = _provider_values(dust.ebv(columns["ra"], columns["dec"]), n, "dust provider")

@@ -39,6 +39,7 @@ __all__ = [
     "Survey",
     "ZtfSurvey",
     "get_survey",
+    "lsst_object_ids",
     "survey_names",
     "tai_to_utc_mjd",
 ]
@@ -351,6 +352,17 @@ def tai_to_utc_mjd(mjd_tai: float) -> float:
     return mjd_tai - offset / 86400.0
 
 
+def lsst_object_ids(dia_object_ids: np.ndarray, ss_object_ids: np.ndarray) -> list[str | None]:
+    """LSST object ids from id arrays (-1 where missing): ``str(diaObjectId)`` when positive,
+    else ``sso-<ssObjectId>`` (a solar-system source: a zero is never an object), else None."""
+    return [
+        str(d) if d > 0 else (f"sso-{s}" if s > 0 else None)
+        for d, s in zip(
+            np.asarray(dia_object_ids).tolist(), np.asarray(ss_object_ids).tolist(), strict=True
+        )
+    ]
+
+
 @dataclass(frozen=True)
 class LsstSurvey(Survey):
     """Fink's Rubin/LSST alerts (``lsst.v10_0`` plus Fink's ``lc_features``, ``xm``, ...)."""
@@ -378,17 +390,12 @@ class LsstSurvey(Survey):
     def object_ids(self, alerts: Any) -> list[str | None]:
         """``str(diaObjectId)``; ``sso-<ssObjectId>`` when diaObjectId is 0 (never ``"0"``)."""
         sources = _column(_as_list(alerts), "diaSource")
-        out: list[str | None] = []
-        for dia, sso in zip(
-            _struct_field(sources, "diaObjectId"), _struct_field(sources, "ssObjectId"), strict=True
-        ):
-            if _is_int(dia) and dia > 0:
-                out.append(str(int(dia)))
-            elif _is_int(sso) and sso > 0:
-                out.append(f"sso-{int(sso)}")
-            else:
-                out.append(None)
-        return out
+
+        def ids(name: str) -> np.ndarray:
+            values = _struct_field(sources, name)
+            return np.array([int(v) if _is_int(v) else -1 for v in values], dtype=np.int64)
+
+        return lsst_object_ids(ids("diaObjectId"), ids("ssObjectId"))
 
     def queueable(self, alerts: Any) -> np.ndarray:
         """Alerts of a diaObject; solar-system sources are archived, never queued."""

@@ -125,7 +125,6 @@ def run(args: argparse.Namespace) -> int:
         X, meta = survey.make_features([], dust=dust, context=context)
         table = feature_frame(X, meta)
     table.attrs = {
-        "survey": survey.name,
         "feature_version": survey.feature_version,
         "dust": dust.name,
         "context": context.name,

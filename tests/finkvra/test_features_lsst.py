@@ -283,3 +283,62 @@ def test_empty_batch_and_alert_without_id() -> None:
     X, meta = make_lsst_features([{"diaSource": {"diaSourceId": 9}}], dust=GdpycProvider())
     assert X.index.tolist() == [9] and meta["objectId"].tolist() == [None]
     assert X.iloc[0]["ndets"] == 0 and X.iloc[0]["nnondets"] == 0
+
+
+def test_arrow_table_input_gives_the_same_table(
+    real_path, real_alerts, generated, dust, tmp_path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from finkvra.alerts import write_parquet
+    from finkvra.synthetic.lsst import lsst_alert_schema
+
+    parquet = tmp_path / "real.parquet"
+    write_parquet(real_alerts, parquet)
+    X, meta = make_lsst_features(real_alerts, dust=dust)
+    X_table, meta_table = make_lsst_features(pq.read_table(parquet), dust=dust)
+    pd.testing.assert_frame_equal(X_table, X)
+    pd.testing.assert_frame_equal(meta_table, meta)
+
+    synthetic = tmp_path / "synthetic.parquet"
+    write_parquet(generated, synthetic, lsst_alert_schema())
+    table = pq.read_table(synthetic)
+    X_gen, _ = make_lsst_features(generated, dust=dust)
+    pd.testing.assert_frame_equal(make_lsst_features(table, dust=dust)[0], X_gen)
+    # Sliced and shuffled tables keep their rows; columns of the wrong type give NaN.
+    order = np.random.default_rng(2).permutation(table.num_rows)
+    pd.testing.assert_frame_equal(
+        make_lsst_features(table.take(order), dust=dust)[0], X_gen.iloc[order]
+    )
+    pd.testing.assert_frame_equal(
+        make_lsst_features(table.slice(10, 30), dust=dust)[0], X_gen.iloc[10:40]
+    )
+    odd = table.drop_columns(["xm", "prvDiaForcedSources"]).append_column(
+        "xm", pa.array(["not a struct"] * table.num_rows)
+    )
+    X_odd, _ = make_lsst_features(odd, dust=dust)
+    assert X_odd[["gaia_parallax", "legacy_pstar", "legacy_zphot"]].isna().all().all()
+    assert (X_odd["nnondets"] == 0).all()
+    pd.testing.assert_series_equal(X_odd["ndets"], X_gen["ndets"])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=st.lists(
+        st.lists(
+            st.integers(-1, 6).map(lambda v: v if v < 0 else 170094456000000000 + v), max_size=12
+        ),
+        max_size=8,
+    )
+)
+def test_repeats_are_found_per_row_exactly(rows) -> None:
+    from finkvra.features_lsst import _unique_mask
+
+    owner = np.array([r for r, ids in enumerate(rows) for _ in ids], dtype=np.int64)
+    ids = np.array([i for ids in rows for i in ids], dtype=np.int64)
+    expected, seen = [], set()
+    for o, i in zip(owner.tolist(), ids.tolist(), strict=True):
+        expected.append(i < 0 or (o, i) not in seen)
+        seen.add((o, i))
+    assert _unique_mask(owner, ids).tolist() == expected
