@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from finkvra.surveys import Survey, get_survey
+from finkvra.surveys import ZTF_REQUIRED_FIELDS, Survey, get_survey
 
 __all__ = [
     "AlertDecodeError",
@@ -48,7 +48,7 @@ AVRO_SUFFIXES = (".avro", ".avro.gz")
 PARQUET_SUFFIXES = (".parquet", ".parq")
 
 #: Fields every ZTF alert must carry to be of any use downstream (the ZTF profile's rule).
-REQUIRED_FIELDS = ("objectId", "candid", "candidate")
+REQUIRED_FIELDS = ZTF_REQUIRED_FIELDS
 
 
 class AlertDecodeError(ValueError):

@@ -22,6 +22,7 @@ Facts (DESIGN §1b):
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ __all__ = [
     "LSST_BANDS",
     "SURVEYS",
     "ZTF",
+    "ZTF_REQUIRED_FIELDS",
     "LsstSurvey",
     "Survey",
     "ZtfSurvey",
@@ -44,6 +46,8 @@ __all__ = [
     "tai_to_utc_mjd",
 ]
 
+#: Fields every ZTF alert must carry to be of any use downstream.
+ZTF_REQUIRED_FIELDS: tuple[str, ...] = ("objectId", "candid", "candidate")
 #: Rubin's six filters, in wavelength order.
 LSST_BANDS: tuple[str, ...] = ("u", "g", "r", "i", "z", "y")
 
@@ -56,6 +60,12 @@ _DAYOBS_OFFSET_DAYS = 0.5
 #: Alert times outside these MJD bounds are not LSST observations (Rubin's first light
 #: was 2025; the bounds allow commissioning data and decades of survey).
 _LSST_MJD_RANGE = (60000.0, 80000.0)
+
+
+def _load(path: str) -> Any:
+    """The object at ``"module:name"``, imported on first use (profiles load nothing)."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _column(alerts: Sequence[Mapping[str, Any]], name: str) -> list[Any]:
@@ -111,6 +121,13 @@ class Survey:
     lasair_batch_size: int
     #: The offline ``sep_arcsec`` provider (stored with the model like any provider).
     default_context: str
+    #: Where the survey's code lives, as ``"module"`` or ``"module:name"``: imported on
+    #: first use, so that a profile costs nothing to build.
+    features_module: str
+    features_function: str
+    lightcurve_function: str
+    schema_function: str
+    generator_class: str
     #: The alert fields holding the three stamps, by title.
     cutout_fields: tuple[tuple[str, str], ...] = (
         ("science", "cutoutScience"),
@@ -177,28 +194,29 @@ class Survey:
     @property
     def feature_version(self) -> str:
         """The ``FEATURE_VERSION`` of this survey's features (stored with every model)."""
-        raise NotImplementedError
+        return _load(f"{self.features_module}:FEATURE_VERSION")
 
     @property
     def feature_columns(self) -> tuple[str, ...]:
-        raise NotImplementedError
+        """The model's columns, in order."""
+        return _load(f"{self.features_module}:FEATURE_COLUMNS")
 
     @property
     def input_columns(self) -> tuple[str, ...]:
         """Top-level fields the features read (readers skip the rest, cutouts first)."""
-        raise NotImplementedError
+        return _load(f"{self.features_module}:INPUT_COLUMNS")
 
     def make_features(
         self, alerts: Any, *, dust: Any = None, context: Any = None
     ) -> tuple[Any, Any]:
         """``(X, meta)`` of a batch: the survey's feature table on its alert-id index."""
-        raise NotImplementedError
+        return _load(self.features_function)(alerts, dust=dust, context=context)
 
     # ------------------------------------------------------------------ people
 
     def lightcurve(self, alert: Mapping[str, Any]) -> dict[str, Any]:
         """The compact light curve a labeller sees (plain lists, JSON as is)."""
-        raise NotImplementedError
+        return _load(self.lightcurve_function)(alert)
 
     def links(self, object_id: str) -> dict[str, str]:
         """Where a labeller eyeballs the object, by broker."""
@@ -225,11 +243,11 @@ class Survey:
 
     def alert_schema(self) -> dict[str, Any]:
         """The Avro schema the project writes this survey's synthetic alerts under."""
-        raise NotImplementedError
+        return _load(self.schema_function)()
 
     def generator(self, seed: int = 0, **options: Any) -> Any:
         """A deterministic labelled stream of synthetic alerts of this survey."""
-        raise NotImplementedError
+        return _load(self.generator_class)(seed=seed, **options)
 
 
 # ============================================================================== ZTF
@@ -250,6 +268,11 @@ class ZtfSurvey(Survey):
     lasair_sherlock_method: str = "sherlock/objects"
     lasair_batch_size: int = 10
     default_context: str = "ztf"
+    features_module: str = "finkvra.features"
+    features_function: str = "finkvra.features:make_features"
+    lightcurve_function: str = "finkvra.lightcurve:compact_lightcurve"
+    schema_function: str = "finkvra.synthetic.schema:alert_schema"
+    generator_class: str = "finkvra.synthetic:AlertGenerator"
 
     def alert_ids(self, alerts: Any) -> np.ndarray:
         """``candid``, or ``candidate.candid`` when the top-level one is null."""
@@ -283,42 +306,12 @@ class ZtfSurvey(Survey):
         """``objectId``, ``candid``, a ``candidate`` record and ``candidate.jd`` are required."""
         if not isinstance(alert, Mapping):
             return ["value is not an Avro record"]
-        missing = [name for name in ("objectId", "candid", "candidate") if alert.get(name) is None]
+        missing = [name for name in ZTF_REQUIRED_FIELDS if alert.get(name) is None]
         if missing or not isinstance(alert.get("candidate"), Mapping):
             return [f"alert lacks {', '.join(missing) or 'a candidate record'}"]
         if alert["candidate"].get("jd") is None:  # no time: no night to archive it under
             return ["alert lacks candidate.jd"]
         return []
-
-    @property
-    def feature_version(self) -> str:
-        from finkvra.features import FEATURE_VERSION
-
-        return FEATURE_VERSION
-
-    @property
-    def feature_columns(self) -> tuple[str, ...]:
-        from finkvra.features import FEATURE_COLUMNS
-
-        return FEATURE_COLUMNS
-
-    @property
-    def input_columns(self) -> tuple[str, ...]:
-        from finkvra.features import INPUT_COLUMNS
-
-        return INPUT_COLUMNS
-
-    def make_features(
-        self, alerts: Any, *, dust: Any = None, context: Any = None
-    ) -> tuple[Any, Any]:
-        from finkvra.features import make_features
-
-        return make_features(alerts, dust=dust, context=context)
-
-    def lightcurve(self, alert: Mapping[str, Any]) -> dict[str, Any]:
-        from finkvra.lightcurve import compact_lightcurve
-
-        return compact_lightcurve(alert)
 
     def links(self, object_id: str) -> dict[str, str]:
         from finkvra.lightcurve import fink_url, lasair_url
@@ -328,16 +321,6 @@ class ZtfSurvey(Survey):
     def cutout_bytes(self, alert: Mapping[str, Any], field: str) -> bytes | None:
         stamp = alert.get(field)
         return stamp.get("stampData") if isinstance(stamp, Mapping) else None
-
-    def alert_schema(self) -> dict[str, Any]:
-        from finkvra.synthetic.schema import alert_schema
-
-        return alert_schema()
-
-    def generator(self, seed: int = 0, **options: Any) -> Any:
-        from finkvra.synthetic import AlertGenerator
-
-        return AlertGenerator(seed=seed, **options)
 
 
 # ============================================================================== LSST
@@ -386,6 +369,11 @@ class LsstSurvey(Survey):
     lasair_sherlock_method: str = "sherlock/object"
     lasair_batch_size: int = 1
     default_context: str = "lsst"
+    features_module: str = "finkvra.features_lsst"
+    features_function: str = "finkvra.features_lsst:make_lsst_features"
+    lightcurve_function: str = "finkvra.lightcurve:lsst_lightcurve"
+    schema_function: str = "finkvra.synthetic.lsst:lsst_alert_schema"
+    generator_class: str = "finkvra.synthetic.lsst:LsstAlertGenerator"
 
     def object_ids(self, alerts: Any) -> list[str | None]:
         """``str(diaObjectId)``; ``sso-<ssObjectId>`` when diaObjectId is 0 (never ``"0"``)."""
@@ -465,36 +453,6 @@ class LsstSurvey(Survey):
                 found.append(f"{name} must be a list or null")
         return found
 
-    @property
-    def feature_version(self) -> str:
-        from finkvra.features_lsst import FEATURE_VERSION
-
-        return FEATURE_VERSION
-
-    @property
-    def feature_columns(self) -> tuple[str, ...]:
-        from finkvra.features_lsst import FEATURE_COLUMNS
-
-        return FEATURE_COLUMNS
-
-    @property
-    def input_columns(self) -> tuple[str, ...]:
-        from finkvra.features_lsst import INPUT_COLUMNS
-
-        return INPUT_COLUMNS
-
-    def make_features(
-        self, alerts: Any, *, dust: Any = None, context: Any = None
-    ) -> tuple[Any, Any]:
-        from finkvra.features_lsst import make_lsst_features
-
-        return make_lsst_features(alerts, dust=dust, context=context)
-
-    def lightcurve(self, alert: Mapping[str, Any]) -> dict[str, Any]:
-        from finkvra.lightcurve import lsst_lightcurve
-
-        return lsst_lightcurve(alert)
-
     def links(self, object_id: str) -> dict[str, str]:
         """Lasair-LSST and the Fink LSST portal, by diaObjectId; none for solar-system ids."""
         if not object_id or not str(object_id).isdigit():
@@ -507,16 +465,6 @@ class LsstSurvey(Survey):
     def cutout_bytes(self, alert: Mapping[str, Any], field: str) -> bytes | None:
         value = alert.get(field)
         return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else None
-
-    def alert_schema(self) -> dict[str, Any]:
-        from finkvra.synthetic.lsst import lsst_alert_schema
-
-        return lsst_alert_schema()
-
-    def generator(self, seed: int = 0, **options: Any) -> Any:
-        from finkvra.synthetic.lsst import LsstAlertGenerator
-
-        return LsstAlertGenerator(seed=seed, **options)
 
 
 ZTF = ZtfSurvey()

@@ -231,3 +231,16 @@ def test_lsst_lightcurve_in_ab_magnitudes_with_negative_fluxes(lsst_alerts) -> N
     assert LSST.lightcurve(doubled)["detections"]["id"] == det["id"]
     sso = LSST.lightcurve(lsst_alerts[4])
     assert len(sso["detections"]["mjd"]) == 1 and sso["forced"]["mjd"] == []
+
+
+def test_profiles_load_nothing_heavy_at_import() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, finkvra.surveys as s; s.get_survey('lsst'); s.get_survey('ztf'); "
+        "print(sorted(m for m in ('pandas', 'pyarrow', 'astropy', 'fastavro', 'light_curve', "
+        "'finkvra.features', 'finkvra.features_lsst', 'finkvra.synthetic') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
