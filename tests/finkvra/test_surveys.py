@@ -244,3 +244,21 @@ def test_profiles_load_nothing_heavy_at_import() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_real_lsst_alerts_through_the_wire_format(shared_data: Path, lsst_alerts) -> None:
+    import fastavro
+
+    from finkvra.alerts import encode_message
+
+    path = shared_data.parent / "data-lsst" / REAL_LSST
+    with path.open("rb") as handle:
+        schema = fastavro.reader(handle).writer_schema
+    cache = SchemaCache()
+    for alert in lsst_alerts:
+        key, value = encode_message(alert, schema)
+        decoded = decode_message(key, value, cache=cache, survey="lsst")
+        assert encode_message(decoded, schema)[1] == value  # byte for byte (NaN != NaN)
+        assert decoded["prvDiaSources"] == alert["prvDiaSources"]
+        assert decoded["cutoutScience"] == alert["cutoutScience"]
+    assert (cache.misses, cache.hits) == (1, 6)
