@@ -27,6 +27,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from finkvra.surveys import ZTF_REQUIRED_FIELDS, Survey, get_survey
+
 __all__ = [
     "AlertDecodeError",
     "SchemaCache",
@@ -45,8 +47,8 @@ __all__ = [
 AVRO_SUFFIXES = (".avro", ".avro.gz")
 PARQUET_SUFFIXES = (".parquet", ".parq")
 
-#: Fields every alert must carry to be of any use downstream.
-REQUIRED_FIELDS = ("objectId", "candid", "candidate")
+#: Fields every ZTF alert must carry to be of any use downstream (the ZTF profile's rule).
+REQUIRED_FIELDS = ZTF_REQUIRED_FIELDS
 
 
 class AlertDecodeError(ValueError):
@@ -143,15 +145,17 @@ def decode_message(
     topic: str | None = None,
     partition: int | None = None,
     offset: int | None = None,
+    survey: str | Survey = "ztf",
 ) -> dict[str, Any]:
     """Decode one Kafka message in Fink's format into a normalised alert dict.
 
     Raises ``AlertDecodeError`` (with the coordinates given) for a missing or invalid
-    key, a truncated or over-long value, or a record without ``objectId``, ``candid``,
-    ``candidate`` and ``candidate.jd``.
+    key, a truncated or over-long value, or a record the survey's rules refuse (ZTF:
+    without ``objectId``, ``candid``, ``candidate`` and ``candidate.jd``; LSST: see
+    :meth:`finkvra.surveys.LsstSurvey.problems`).
     """
     return decode_with_schema(
-        key, value, cache=cache, topic=topic, partition=partition, offset=offset
+        key, value, cache=cache, topic=topic, partition=partition, offset=offset, survey=survey
     )[0]
 
 
@@ -163,6 +167,7 @@ def decode_with_schema(
     topic: str | None = None,
     partition: int | None = None,
     offset: int | None = None,
+    survey: str | Survey = "ztf",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Like ``decode_message``, also returning the key's schema as JSON data (for the archive)."""
     where = {"topic": topic, "partition": partition, "offset": offset}
@@ -191,15 +196,15 @@ def decode_with_schema(
         )
     if not isinstance(record, dict):
         raise AlertDecodeError("value is not an Avro record", **where)
-    missing = [name for name in REQUIRED_FIELDS if record.get(name) is None]
-    if missing or not isinstance(record.get("candidate"), dict):
-        raise AlertDecodeError(f"alert lacks {', '.join(missing) or 'a candidate record'}", **where)
-    if record["candidate"].get("jd") is None:  # no time: no night to archive it under
-        raise AlertDecodeError("alert lacks candidate.jd", **where)
+    problems = get_survey(survey).problems(record)
+    if problems:
+        raise AlertDecodeError("; ".join(problems), **where)
     return record, schema_json  # fastavro already gives dicts and lists: nothing to normalise
 
 
-def encode_message(alert: Mapping[str, Any], schema: Mapping[str, Any] | str | bytes) -> tuple[bytes, bytes]:
+def encode_message(
+    alert: Mapping[str, Any], schema: Mapping[str, Any] | str | bytes
+) -> tuple[bytes, bytes]:
     """Encode an alert as Fink does: (key = the schema JSON, value = schemaless Avro)."""
     if isinstance(schema, bytes):
         key = schema
@@ -223,7 +228,9 @@ def _normalise_value(value: Any) -> Any:
         return {k: _normalise_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)) or type(value).__name__ == "ndarray":
         items = list(value)
-        if items and all(isinstance(i, tuple) and len(i) == 2 and isinstance(i[0], str) for i in items):
+        if items and all(
+            isinstance(i, tuple) and len(i) == 2 and isinstance(i[0], str) for i in items
+        ):
             return {k: _normalise_value(v) for k, v in items}  # a parquet map
         return [_normalise_value(i) for i in items]
     return value
@@ -232,7 +239,9 @@ def _normalise_value(value: Any) -> Any:
 # --------------------------------------------------------------------------- files
 
 
-def iter_alert_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
+def iter_alert_files(
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+) -> list[Path]:
     """Expand files and directories (recursively) into a sorted list of alert files."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -324,7 +333,7 @@ def alerts_to_frame(alerts: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         columns.update(dict.fromkeys(record))
     data = {name: [record.get(name) for record in records] for name in columns}
     frame = pd.DataFrame({name: pd.Series(values, dtype=object) for name, values in data.items()})
-    for name in ("candid",):
+    for name in ("candid", "diaSourceId"):
         if name in frame and frame[name].notna().all():
             frame[name] = frame[name].astype("int64")
     return frame
