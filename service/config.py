@@ -41,6 +41,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.exceptions import SettingsError
 
+from finkvra.context import LASAIR_ZTF_ENDPOINT
 from finkvra.labels import LABEL_MAPS
 from finkvra.learners import LEARNERS as _LEARNER_REGISTRY
 from finkvra.strategies import STRATEGIES as _STRATEGY_REGISTRY
@@ -263,7 +264,7 @@ class Settings(BaseSettings):
         "administrators; set: annotate objects whose scores changed (README, Publishing).",
     )
     lasair_endpoint: str = Field(
-        default="https://lasair-ztf.lsst.ac.uk/api",
+        default=LASAIR_ZTF_ENDPOINT,
         description="Lasair API endpoint: Lasair-ZTF (default) or Lasair-LSST "
         "https://api.lasair.lsst.ac.uk/api.",
     )

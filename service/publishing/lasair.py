@@ -32,13 +32,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from finkvra.context import LASAIR_ZTF_ENDPOINT
 from service.publishing.delivery import RateLimited, Refused, Transient
 from service.publishing.outbox import Entry
 from service.publishing.records import ScoredAlert
 
 __all__ = ["LASAIR_LSST_ENDPOINT", "LASAIR_ZTF_ENDPOINT", "LasairSink", "annotation"]
 
-LASAIR_ZTF_ENDPOINT = "https://lasair-ztf.lsst.ac.uk/api"
+#: Lasair-LSST's API (the ``lasair`` 0.1.4 client's own default); Lasair-ZTF's,
+#: `finkvra.context.LASAIR_ZTF_ENDPOINT`, is the service's default.
 LASAIR_LSST_ENDPOINT = "https://api.lasair.lsst.ac.uk/api"
 #: Annotations per ``annotate_list`` call.
 DEFAULT_BATCH = 100
