@@ -107,11 +107,19 @@ class DigestBook:
     def note(self, db: sqlite3.Connection, alerts: Iterable[ScoredAlert]) -> int:
         """Keep the ranked ``alerts`` as candidates (best rank per object); bounded to
         ``5 * top_n`` rows so a busy night cannot fill the disk."""
+        keep = 5 * self.top_n
+        floor = db.execute(
+            "SELECT rank FROM digest_candidates ORDER BY rank DESC, candid LIMIT 1 OFFSET ?",
+            (keep - 1,),
+        ).fetchone()
+        lowest = max(self.min_rank, floor[0] if floor else -1.0)
+        ranked = [a for a in alerts if a.rank is not None and a.rank >= lowest]
+        # Only the batch's best can enter the kept rows: their cutouts alone are read.
+        best = sorted(ranked, key=lambda a: (-float(a.rank), a.candid))[:keep]  # type: ignore[arg-type]
         rows = [
             (a.objectId, a.candid, float(a.rank), json.dumps(_candidate_fields(a), sort_keys=True),
              difference_stamp(a.alert), time.time())
-            for a in alerts
-            if a.rank is not None and a.rank >= self.min_rank
+            for a in best
         ]  # fmt: skip
         if not rows:
             return 0

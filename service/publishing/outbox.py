@@ -71,6 +71,9 @@ CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
 class Store:
     """The SQLite file of publishing, shared by the consumer and the sender thread.
 
@@ -144,7 +147,7 @@ class Outbox:
         db.executemany(
             "INSERT OR IGNORE INTO outbox (sink, key, payload, created_at, due_at) "
             "VALUES (?, ?, ?, ?, ?)",
-            [(e.sink, e.key, json.dumps(e.payload, sort_keys=True), now, now) for e in entries],
+            [(e.sink, e.key, _dumps(e.payload), now, now) for e in entries],
         )
         return db.total_changes - before
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -45,15 +46,22 @@ class ScoredAlert:
 
 
 def versions_tag(versions: Mapping[str, int]) -> str:
-    """``gal3.real5``: the model versions in a form Lasair accepts (16 characters at most).
+    """``gal3.real5``: the model versions in a form Lasair accepts (`_versions_tag`)."""
+    return _versions_tag(tuple(sorted((str(k), int(v)) for k, v in versions.items())))
+
+
+@lru_cache(maxsize=64)
+def _versions_tag(versions: tuple[tuple[str, int], ...]) -> str:
+    """The tag of sorted ``(model, version)`` pairs (16 characters at most, cached: one
+    batch has one set of versions).
 
     Longer combinations (many models, huge versions) keep the first letter of each model
     name: ``g1234.r1234``; past that they are cut, which only costs readability (the
     full versions are in the annotation's ``classdict``).
     """
-    tag = ".".join(f"{name}{int(v)}" for name, v in sorted(versions.items()))
+    tag = ".".join(f"{name}{v}" for name, v in versions)
     if len(tag) > LASAIR_VERSION_LENGTH:
-        tag = ".".join(f"{name[:1]}{int(v)}" for name, v in sorted(versions.items()))
+        tag = ".".join(f"{name[:1]}{v}" for name, v in versions)
     return tag[:LASAIR_VERSION_LENGTH] or "cold"
 
 

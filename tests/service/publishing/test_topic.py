@@ -132,13 +132,14 @@ def test_sigkill_mid_stream_keeps_every_record_and_a_replay_changes_nothing(
                TOPIC, str(n), str(progress)]  # fmt: skip
     log = open(tmp_path / "feeder.log", "ab")  # noqa: SIM115
     try:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=log)
-        wait_for(lambda: progress.exists() and progress.read_text() not in ("", "done")
-                 and int(progress.read_text()) >= 120, 120, "the feeder well under way")  # fmt: skip
+        process = subprocess.Popen([*command, "160"], cwd=REPO, stdout=log, stderr=log)
+        wait_for(lambda: progress.exists() and progress.read_text() == "holding", 120,
+                 "the feeder 160 alerts in, a batch recorded and not sent")  # fmt: skip
         process.send_signal(signal.SIGKILL)
         process.wait(30)
-        killed_at = progress.read_text()
-        assert killed_at != "done"
+        assert Store(db).read("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")[0][0] > 0
+        before = read_with_fink_client(cluster.bootstrap, "reader-0", 160, timeout=15)
+        assert len({r["candid"] for r in before}) < 160  # killed mid-stream: not all out yet
         done = subprocess.run(command, cwd=REPO, stdout=log, stderr=log, timeout=300)
         assert done.returncode == 0 and progress.read_text() == "done"
     finally:
