@@ -477,6 +477,11 @@ class Settings(BaseSettings):
                 "lasair_topic needs a token: set FINKVRA_LASAIR_TOKEN to the token Lasair's "
                 "administrators granted the topic to, or unset lasair_topic"
             )
+        if self.scored_topic is not None and not (self.scored_kafka_bootstrap or self.kafka_bootstrap):
+            raise ValueError(
+                "scored_topic needs a Kafka server: set FINKVRA_SCORED_KAFKA_BOOTSTRAP "
+                "(your own Kafka; Fink's servers do not take writes) or unset scored_topic"
+            )
         if (self.digest_telegram_token is None) != (self.digest_telegram_chat is None):
             raise ValueError(
                 "Telegram digests need both digest_telegram_token and digest_telegram_chat "
@@ -550,7 +555,8 @@ class Settings(BaseSettings):
                 lines.append(f"{name} = {_toml_value(value)}")
         lines.append("")
         lines.append("# derived:")
-        for name in ("archive_dir", "labels_dir", "deadletter_dir", "mlflow_artifacts_dir"):
+        for name in ("archive_dir", "labels_dir", "deadletter_dir", "mlflow_artifacts_dir",
+                     "publishing_dir"):  # fmt: skip
             lines.append(f"#   {name} = {getattr(self, name)}")
         lines.append(f"#   mlflow_tracking_uri = {mask_url(self.mlflow_tracking_uri)}")
         if self.redis_url is None:
