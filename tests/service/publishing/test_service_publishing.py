@@ -78,6 +78,11 @@ def test_archived_alerts_are_on_the_scored_topic_and_annotated(
 
     objects = {r["objectId"] for r in records}
     wait_for(lambda: {a["objectId"] for a in annotated()} == objects, 120, "every object annotated")
+    # the digest's view of the models: versions and held-out F1 from MLflow, labels from Redis
+    state = running.service.publisher.state(0.0)
+    assert state["models"] == {"gal": {"version": 1, "holdout_f1": 0.8},
+                               "real": {"version": 1, "holdout_f1": 0.8}}  # fmt: skip
+    assert state["labels"] == 0
     telemetry = running.service.telemetry
     assert running.stop() == 0
     assert telemetry.registry.get_sample_value("finkvra_last_batch_timestamp_seconds") > 0
