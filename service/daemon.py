@@ -171,6 +171,7 @@ class Service:
         self.trainer: Any = None
         self._reported_failures: dict[str, int] = {}
         self._rescore_pending = False
+        self.publisher: Any = None
 
     # ---------------------------------------------------------------- set-up
 
@@ -204,6 +205,7 @@ class Service:
                 telemetry=self.telemetry,
                 stop=self.stop,
             )
+            self.publisher = _publisher(self.parts, self.telemetry, self.stop)
         if self.role in ("all", "trainer"):
             from service.trainer import Trainer
 
@@ -252,6 +254,8 @@ class Service:
         if self.trainer is not None and self.source is not None:
             trainer_thread = threading.Thread(target=self._trainer_loop, name="trainer", daemon=True)
             trainer_thread.start()
+        if self.publisher is not None:
+            self.publisher.start()
         try:
             if self.source is not None:
                 self._consumer_loop()
@@ -261,6 +265,8 @@ class Service:
             self.stop.set()
             if trainer_thread is not None:
                 trainer_thread.join(timeout=60)
+            if self.publisher is not None:
+                self.publisher.join(timeout=60)
             if self.source is not None:
                 self.source.close()
         return 0
@@ -278,7 +284,10 @@ class Service:
                 self._refresh_models_safely()
                 if batch.alerts or batch.dead:
                     result = self.pipeline.process(batch)  # type: ignore[union-attr]
+                    if self.publisher is not None:  # durable before the commit (never raises)
+                        self.publisher.record(result.scored)
                     self._commit(batch)
+                    self.telemetry.last_batch.set_to_current_time()
                     log.info(
                         "batch: %d consumed, %d archived, %d queued, %d dead (%.2fs)",
                         result.consumed, result.archived, result.queued, result.dead, result.seconds,
@@ -400,6 +409,24 @@ class Service:
                 self.stop.wait(TRAINER_RETRY_S)
             else:
                 health.set_problem("trainer", None)
+
+
+def _publisher(parts: Parts, telemetry: Telemetry, stop: threading.Event) -> Any:
+    """The configured `service.publishing.Publisher` (None when publishing is off)."""
+    from service.publishing import build_publisher
+
+    def labels_since(since: float) -> int:
+        stream = parts.queue.key("labels")
+        return len(parts.redis.xrange(stream, min=f"{int(since * 1000)}-0", max="+"))
+
+    return build_publisher(
+        parts.settings,
+        telemetry=telemetry,
+        stop=stop,
+        versions=lambda: dict(parts.models.versions),
+        tracker=parts.tracker,
+        labels_since=labels_since,
+    )
 
 
 def _label_store(settings: Settings) -> Any:
