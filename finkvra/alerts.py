@@ -142,7 +142,7 @@ def alerts_to_frame(alerts: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         columns.update(dict.fromkeys(record))
     data = {name: [record.get(name) for record in records] for name in columns}
     frame = pd.DataFrame({name: pd.Series(values, dtype=object) for name, values in data.items()})
-    for name in ("candid",):
+    for name in ("candid", "diaSourceId"):
         if name in frame and frame[name].notna().all():
             frame[name] = frame[name].astype("int64")
     return frame

@@ -42,6 +42,8 @@ from typing import Any
 import fastavro
 import pyarrow as pa
 
+from finkvra.surveys import ZTF_REQUIRED_FIELDS, Survey, get_survey
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -431,8 +433,8 @@ def schemaless_encoder(schema: dict[str, Any]) -> Callable[[Mapping[str, Any]], 
 # --------------------------------------------------------------------------- messages
 
 
-#: Fields every alert must carry to be of any use downstream.
-REQUIRED_FIELDS = ("objectId", "candid", "candidate")
+#: Fields every ZTF alert must carry to be of any use downstream (the ZTF profile's rule).
+REQUIRED_FIELDS = ZTF_REQUIRED_FIELDS
 
 
 class AlertDecodeError(ValueError):
@@ -529,15 +531,17 @@ def decode_message(
     topic: str | None = None,
     partition: int | None = None,
     offset: int | None = None,
+    survey: str | Survey = "ztf",
 ) -> dict[str, Any]:
     """Decode one Kafka message in Fink's format into a normalised alert dict.
 
     Raises ``AlertDecodeError`` (with the coordinates given) for a missing or invalid
-    key, a truncated or over-long value, or a record without ``objectId``, ``candid``,
-    ``candidate`` and ``candidate.jd``.
+    key, a truncated or over-long value, or a record the survey's rules refuse (ZTF:
+    without ``objectId``, ``candid``, ``candidate`` and ``candidate.jd``; LSST: see
+    :meth:`finkvra.surveys.LsstSurvey.problems`).
     """
     return decode_with_schema(
-        key, value, cache=cache, topic=topic, partition=partition, offset=offset
+        key, value, cache=cache, topic=topic, partition=partition, offset=offset, survey=survey
     )[0]
 
 
@@ -549,6 +553,7 @@ def decode_with_schema(
     topic: str | None = None,
     partition: int | None = None,
     offset: int | None = None,
+    survey: str | Survey = "ztf",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Like ``decode_message``, also returning the key's schema as JSON data (for the archive)."""
     where = {"topic": topic, "partition": partition, "offset": offset}
@@ -577,11 +582,9 @@ def decode_with_schema(
         )
     if not isinstance(record, dict):
         raise AlertDecodeError("value is not an Avro record", **where)
-    missing = [name for name in REQUIRED_FIELDS if record.get(name) is None]
-    if missing or not isinstance(record.get("candidate"), dict):
-        raise AlertDecodeError(f"alert lacks {', '.join(missing) or 'a candidate record'}", **where)
-    if record["candidate"].get("jd") is None:  # no time: no night to archive it under
-        raise AlertDecodeError("alert lacks candidate.jd", **where)
+    problems = get_survey(survey).problems(record)
+    if problems:
+        raise AlertDecodeError("; ".join(problems), **where)
     return record, schema_json  # fastavro already gives dicts and lists: nothing to normalise
 
 

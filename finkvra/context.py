@@ -7,10 +7,13 @@ float per row of ``alerts``, by position (never by index label).
 ``alerts`` is a DataFrame with at least ``objectId``, ``candid`` and ``candidate`` (a dict
 per row, or ``None``), which is what :func:`finkvra.features.make_features` hands over.
 
-- :class:`ZtfContext` (``"ztf"``, the default, offline): ``candidate.distpsnr1``, the
+- :class:`ZtfContext` (``"ztf"``, the ZTF default, offline): ``candidate.distpsnr1``, the
   distance to the nearest Pan-STARRS1 source; ZTF writes a negative value when there is none.
+- :class:`LsstContext` (``"lsst"``, the LSST default, offline): NaN, since LSST alerts
+  carry no nearby-source distance (DESIGN §2b).
 - :class:`LasairContext` (``"lasair"``): Sherlock's first crossmatch ``separationArcsec``
-  through the Lasair API, asked in batches of objectIds and cached per objectId.
+  through the Lasair API of the survey (Lasair-ZTF or Lasair-LSST: each has its own
+  endpoint and tokens), cached per objectId.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ __all__ = [
     "CONTEXT_PROVIDERS",
     "ContextProvider",
     "LasairContext",
+    "LsstContext",
     "ZtfContext",
     "make_context",
     "sherlock_separation",
@@ -38,6 +42,8 @@ logger = logging.getLogger(__name__)
 LASAIR_ZTF_ENDPOINT = "https://lasair-ztf.lsst.ac.uk/api"
 #: The Lasair API answers at most this many objectIds per ``sherlock/objects`` call.
 LASAIR_MAX_BATCH = 10
+#: Sherlock's one-object method (what Lasair-LSST documents and its client calls).
+SHERLOCK_SINGLE = "sherlock/object"
 
 
 @runtime_checkable
@@ -86,6 +92,19 @@ class ZtfContext:
         return "ZtfContext()"
 
 
+class LsstContext:
+    """LSST's offline provider: NaN for every alert (no nearby-source distance in the alert)."""
+
+    name = "lsst"
+
+    def sep_arcsec(self, alerts: pd.DataFrame) -> np.ndarray:
+        """One NaN per row of ``alerts``."""
+        return np.full(len(alerts), np.nan, dtype=np.float64)
+
+    def __repr__(self) -> str:
+        return "LsstContext()"
+
+
 def sherlock_separation(record: Any) -> float:
     """``separationArcsec`` of the first crossmatch in one Sherlock record, else NaN."""
     if not isinstance(record, Mapping):
@@ -119,9 +138,14 @@ class LasairContext:
         A mutable mapping objectId -> separation to share or persist answers; ``None``
         gives this instance its own dict.
     endpoint
-        The Lasair API root; ZTF objects live on Lasair-ZTF.
+        The Lasair API root; ZTF objects live on Lasair-ZTF (the survey profile's
+        ``lasair_endpoint`` says which; :func:`make_context` passes it).
     batch_size
         objectIds per request (the API accepts at most 10).
+    method
+        ``"sherlock/objects"`` (Lasair-ZTF: ``objectIds`` comma-separated, a reply keyed
+        by objectId) or ``"sherlock/object"`` (Lasair-LSST: one ``objectId`` per call, the
+        reply is that object's record).
     """
 
     name = "lasair"
@@ -134,12 +158,14 @@ class LasairContext:
         *,
         endpoint: str = LASAIR_ZTF_ENDPOINT,
         batch_size: int = LASAIR_MAX_BATCH,
+        method: str = "sherlock/objects",
     ) -> None:
         self.token = token
         self.client = client
         self.cache = cache
         self.endpoint = endpoint
         self.batch_size = batch_size
+        self.method = method
         self._client: Any = client
         self._cache: MutableMapping[str, float] = cache if cache is not None else {}
 
@@ -153,14 +179,21 @@ class LasairContext:
         return self._client
 
     def _ask(self, object_ids: list[str]) -> dict[str, float]:
-        """One ``sherlock/objects`` request; raises on any failure."""
-        reply = self._get_client().fetch(
-            "sherlock/objects", {"objectIds": ",".join(object_ids), "lite": True}
-        )
+        """One Sherlock request; raises on any failure."""
+        single = self.method == SHERLOCK_SINGLE
+        if single:
+            if len(object_ids) != 1:
+                raise ValueError(f"{SHERLOCK_SINGLE} answers one objectId per call")
+            request = {"objectId": object_ids[0], "lite": True}
+        else:
+            request = {"objectIds": ",".join(object_ids), "lite": True}
+        reply = self._get_client().fetch(self.method, request)
         if isinstance(reply, Mapping) and "error" in reply:
             raise RuntimeError(str(reply["error"]))
         answers: dict[str, float] = {}
-        if isinstance(reply, Mapping):
+        if single and isinstance(reply, Mapping) and object_ids[0] not in reply:
+            answers[object_ids[0]] = sherlock_separation(reply)  # the object's own record
+        elif isinstance(reply, Mapping):
             for oid in object_ids:
                 answers[oid] = sherlock_separation(reply.get(oid))
         elif isinstance(reply, Sequence) and not isinstance(reply, str):
@@ -179,7 +212,8 @@ class LasairContext:
         wanted = list(dict.fromkeys(o for o in object_ids if isinstance(o, str) and o))
         missing = [o for o in wanted if o not in self._cache]
         failed: set[str] = set()
-        size = max(1, min(int(self.batch_size), LASAIR_MAX_BATCH))
+        limit = 1 if self.method == SHERLOCK_SINGLE else LASAIR_MAX_BATCH
+        size = max(1, min(int(self.batch_size), limit))
         for start in range(0, len(missing), size):
             batch = missing[start : start + size]
             try:
@@ -208,15 +242,38 @@ class LasairContext:
 
 
 #: Provider names accepted by :func:`make_context`.
-CONTEXT_PROVIDERS = ("ztf", "lasair")
+CONTEXT_PROVIDERS = ("ztf", "lsst", "lasair")
 
 
-def make_context(name: str, *, lasair_token: str | None = None, **kwargs: Any) -> ContextProvider:
-    """Build a provider by its stored name (``"ztf"`` or ``"lasair"``)."""
+def make_context(
+    name: str | None,
+    *,
+    lasair_token: str | None = None,
+    survey: Any = "ztf",
+    **kwargs: Any,
+) -> ContextProvider:
+    """Build a provider by its stored name (``"ztf"``, ``"lsst"`` or ``"lasair"``).
+
+    ``None`` is the survey's offline default. ``"lasair"`` asks the survey's own Lasair
+    (endpoint and Sherlock method from the survey profile, unless given in ``kwargs``);
+    the token must be one of that Lasair (Lasair-ZTF tokens do not work on Lasair-LSST).
+    """
+    from finkvra.surveys import get_survey
+
+    profile = get_survey(survey)
+    name = profile.default_context if name is None else name
     if name == "ztf":
         return ZtfContext()
+    if name == "lsst":
+        return LsstContext()
     if name == "lasair":
         if not lasair_token:
-            raise ValueError("the lasair context provider needs a Lasair API token")
+            raise ValueError(
+                f"the lasair context provider needs a Lasair API token "
+                f"(one of {profile.lasair_endpoint})"
+            )
+        kwargs.setdefault("endpoint", profile.lasair_endpoint)
+        kwargs.setdefault("method", profile.lasair_sherlock_method)
+        kwargs.setdefault("batch_size", profile.lasair_batch_size)
         return LasairContext(lasair_token, **kwargs)
     raise ValueError(f"unknown context provider {name!r} (expected one of {CONTEXT_PROVIDERS})")

@@ -87,9 +87,7 @@ def parse_label_map(text: str) -> dict[str, int]:
     return mapping
 
 
-def apply_label_map(
-    labels: Iterable[str] | pd.Series, model: str | Mapping[str, int]
-) -> pd.Series:
+def apply_label_map(labels: Iterable[str] | pd.Series, model: str | Mapping[str, int]) -> pd.Series:
     """Map labels to classes (float 0/1), NaN where the model excludes the label.
 
     The result keeps the index of a Series input, so it aligns with the label table.

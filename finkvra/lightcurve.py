@@ -164,3 +164,61 @@ def vetting_info(alert: Mapping[str, Any]) -> dict[str, Any]:
     trigger["isdiffpos"] = _text_or_none(trigger["isdiffpos"])
     info["trigger"] = trigger
     return info
+
+
+# --------------------------------------------------------------------------- LSST
+
+#: Fields of each LSST light-curve point, as :func:`lsst_lightcurve` lists them.
+LSST_POINT_FIELDS = ("id", "mjd", "band", "psfFlux", "psfFluxErr", "mag", "magerr", "negative")
+_AB_ZERO_POINT_NJY = 31.4
+_MAGERR_PER_FRACTION = 2.5 / math.log(10.0)  # 1.0857: mag error of a fractional flux error
+
+
+def _lsst_points(points: Iterable[Any], id_field: str) -> list[tuple]:
+    """(id, mjd, band, flux, err, mag, magerr, negative) per point, once per id, by time.
+
+    Magnitudes are AB from the flux in nJy (``m = 31.4 - 2.5 log10 f``); a negative flux
+    (fainter than the template) gets the magnitude of ``|f|`` and ``negative = True`` so
+    the screen can draw it as such instead of dropping it.
+    """
+    rows: dict[Any, tuple] = {}
+    anonymous: list[tuple] = []
+    for point in points:
+        if not isinstance(point, Mapping):
+            continue
+        mjd = finite_or_none(point.get("midpointMjdTai"))
+        flux = finite_or_none(point.get("psfFlux"))
+        if mjd is None or flux is None:
+            continue
+        err = finite_or_none(point.get("psfFluxErr"))
+        if flux != 0.0:
+            mag = _AB_ZERO_POINT_NJY - 2.5 * math.log10(abs(flux))
+            magerr = _MAGERR_PER_FRACTION * err / abs(flux) if err is not None else None
+        else:
+            mag = magerr = None
+        ident = point.get(id_field)
+        row = (ident, mjd, point.get("band"), flux, err, mag, magerr, flux < 0)
+        if ident is None:
+            anonymous.append(row)
+        elif ident not in rows:  # Fink documents repeated sources: keep the first
+            rows[ident] = row
+    out = [*rows.values(), *anonymous]
+    out.sort(key=lambda r: r[1])
+    return out
+
+
+def lsst_lightcurve(alert: Mapping[str, Any]) -> dict[str, dict[str, list]]:
+    """Return ``{"detections": {field: [...]}, "forced": {field: [...]}}`` sorted by MJD (TAI).
+
+    Detections are the alert's ``diaSource`` and its ``prvDiaSources`` (de-duplicated by
+    ``diaSourceId``), forced photometry the ``prvDiaForcedSources`` (by
+    ``diaForcedSourceId``); every band, fields :data:`LSST_POINT_FIELDS`.
+    """
+    previous = alert.get("prvDiaSources") or ()
+    current = alert.get("diaSource")
+    sources = [current, *previous] if isinstance(current, Mapping) else list(previous)
+    forced = alert.get("prvDiaForcedSources") or ()
+    return {
+        "detections": _columns(_lsst_points(sources, "diaSourceId"), LSST_POINT_FIELDS),
+        "forced": _columns(_lsst_points(forced, "diaForcedSourceId"), LSST_POINT_FIELDS),
+    }

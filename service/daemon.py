@@ -25,6 +25,7 @@ from service.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from service.kafka.source import Batch, KafkaSource
+    from service.publishing import Publisher
     from service.queue.items import QueueItem
     from service.training.trainer import Trainer
 
@@ -33,6 +34,7 @@ from service.wiring import (
     Parts,
     StartupError,
     Unreachable,
+    alert_publisher,
     build_parts,
     kafka_source,
     trainer,
@@ -77,6 +79,7 @@ class Service:
         self.trainer: Trainer | None = None
         self._reported_failures: dict[str, int] = {}
         self._rescore_pending = False
+        self.publisher: Publisher | None = None  # of scored alerts (service.publishing)
 
     # ---------------------------------------------------------------- set-up
 
@@ -110,6 +113,7 @@ class Service:
                 telemetry=self.telemetry,
                 stop=self.stop,
             )
+            self.publisher = alert_publisher(self.parts, telemetry=self.telemetry, stop=self.stop)
         if self.role in ("all", "trainer"):
             self.trainer = trainer(s, self.parts, telemetry=self.telemetry)
         health.set_ready("started", True)
@@ -148,6 +152,8 @@ class Service:
                 target=self._trainer_loop, name="trainer", daemon=True
             )
             trainer_thread.start()
+        if self.publisher is not None:
+            self.publisher.start()
         try:
             if self.source is not None:
                 self._consumer_loop()
@@ -157,6 +163,8 @@ class Service:
             self.stop.set()
             if trainer_thread is not None:
                 trainer_thread.join(timeout=60)
+            if self.publisher is not None:
+                self.publisher.join(timeout=60)
             if self.source is not None:
                 self.source.close()
         return 0
@@ -174,7 +182,10 @@ class Service:
                 self._refresh_models_safely()
                 if batch.alerts or batch.dead:
                     result = self.pipeline.process(batch)  # type: ignore[union-attr]
+                    if self.publisher is not None:  # durable before the commit (never raises)
+                        self.publisher.record(result.scored)
                     self._commit(batch)
+                    self.telemetry.last_batch.set_to_current_time()
                     log.info(
                         "batch: %d consumed, %d archived, %d queued, %d dead (%.2fs)",
                         result.consumed,

@@ -1,8 +1,11 @@
 """What is secret, and the one way every output hides it.
 
 Secrets reach the service three ways: settings flagged ``secret`` (``kafka_password``,
-``redis_url``, ``mlflow_uri``, ``lasair_token``, ``kafka_extra``), librdkafka options
-(inside ``kafka_extra`` or built from the settings) and URLs with credentials in them.
+``redis_url``, ``mlflow_uri``, ``lasair_token``, ``kafka_extra``, ``scored_kafka_extra``,
+``digest_telegram_token``, ``digest_slack_webhook``), librdkafka options (inside
+``kafka_extra`` or built from the settings) and URLs with credentials in them. A URL
+flagged ``secret = "whole"`` (a Slack incoming webhook: its path is the credential) is
+hidden whole but for its scheme and host, and its path is redacted from text too.
 Every output goes through this module: logs (`secret_values` feeds the redaction
 filter of `service.logs`, which also covers tracebacks), ``finkvra config show``
 (`masked`), the Kafka configuration logged at start (`masked`), /metrics and /readyz
@@ -25,6 +28,7 @@ from urllib.parse import unquote, urlsplit
 __all__ = [
     "LIBRDKAFKA_SENSITIVE",
     "MASK",
+    "WHOLE",
     "is_secret_option",
     "mask_url",
     "masked",
@@ -33,6 +37,8 @@ __all__ = [
 ]
 
 MASK = "***"
+#: The ``secret`` flag of a URL setting that is a credential as a whole (webhook URLs).
+WHOLE = "whole"
 
 #: librdkafka properties flagged ``_RK_SENSITIVE`` (rdkafka_conf.c, 2.x), and the later
 #: OAUTHBEARER/OIDC ones (client secret, assertion keys) that newer versions flag.
@@ -93,7 +99,8 @@ def mask_url(url: str) -> str:
 def masked(value: Any, *, name: str | None = None, secret: bool = False) -> Any:
     """The one masking function: ``value`` as any output may show it.
 
-    ``secret`` is the setting's own flag (``json_schema_extra={"secret": True}``); a
+    ``secret`` is the setting's own flag (``json_schema_extra={"secret": True}``, or
+    ``"whole"`` for a URL that is a credential as a whole); a
     ``name`` that librdkafka calls sensitive is secret too. A secret URL keeps its host
     (`mask_url`), any other secret becomes ``'***'``. A mapping (a librdkafka
     configuration, ``kafka_extra``) is masked option by option; callables and loggers
@@ -101,7 +108,7 @@ def masked(value: Any, *, name: str | None = None, secret: bool = False) -> Any:
     """
     if hasattr(value, "get_secret_value"):
         value = value.get_secret_value()
-        secret = True
+        secret = secret or True
     if value is None:
         return None
     if isinstance(value, Mapping):
@@ -110,9 +117,19 @@ def masked(value: Any, *, name: str | None = None, secret: bool = False) -> Any:
         return f"<{type(value).__name__}>"
     if secret or (name is not None and is_secret_option(name)):
         if isinstance(value, str) and _URL.match(value):
-            return mask_url(value)
+            return _mask_whole_url(value) if secret == WHOLE else mask_url(value)
         return MASK
     return value
+
+
+def _mask_whole_url(url: str) -> str:
+    """``https://hooks.slack.com/***``: only the scheme and host of an all-secret URL."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}/{MASK}" if parts.scheme and host else MASK
 
 
 def secret_values(settings: Any) -> list[str]:
@@ -137,11 +154,23 @@ def secret_values(settings: Any) -> list[str]:
                     values.append(str(item.get_secret_value()))
                 elif is_secret_option(str(key)):
                     values.append(str(item))
+        elif isinstance(value, str) and _URL.match(value) and extra.get("secret") == WHOLE:
+            values += [value, *_whole_url_parts(value)]
         elif isinstance(value, str) and _URL.match(value):
             values += _url_credentials(value)
         else:
             values.append(str(value))
     return sorted({v for v in values if len(v) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
+
+
+def _whole_url_parts(url: str) -> list[str]:
+    """The parts of an all-secret URL that text may show apart: its path (HTTP logs print
+    ``POST /services/T0/B0/XYZ``) and, decoded, the same."""
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        return []
+    return [form for form in {path, unquote(path)} if path.strip("/")]
 
 
 def _url_credentials(url: str) -> list[str]:

@@ -135,4 +135,34 @@ class Telemetry:
         self.trainer_failures = Counter(
             "finkvra_trainer_failures", "Trainer steps that failed (retried)", registry=r
         )
+        # For alerting on silence (deploy/prometheus/alerts.yml): when did it last happen.
+        self.last_batch = Gauge(
+            "finkvra_last_batch_timestamp_seconds",
+            "Unix time of the last batch committed by the consumer",
+            registry=r,
+        )
+        self.last_label = Gauge(
+            "finkvra_last_label_timestamp_seconds",
+            "Unix time of the last label stored by the trainer",
+            registry=r,
+        )
+        # Publishing (service.publishing): what left, what waits, what was given up.
+        self.published = Counter(
+            "finkvra_published", "Outbox entries delivered", ["sink"], registry=r
+        )
+        self.publish_retries = Counter(
+            "finkvra_publish_retries",
+            "Deliveries deferred (rate limit or outage)",
+            ["sink"],
+            registry=r,
+        )
+        self.publish_failures = Counter(
+            "finkvra_publish_failures",
+            "Entries refused for good, or scored alerts the outbox could not record",
+            ["sink"],
+            registry=r,
+        )
+        self.outbox_pending = Gauge(
+            "finkvra_outbox_pending", "Outbox entries waiting to be delivered", ["sink"], registry=r
+        )
         r.register(_HealthCollector(self.health))

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from service.consumer.archive import ParquetArchive
     from service.consumer.deadletter import DeadLetterStore
     from service.kafka.source import KafkaSource
+    from service.publishing import Publisher as AlertPublisher
     from service.queue.label_queue import LabelQueue
     from service.queue.registry import ModelPublisher, ModelSet
     from service.telemetry import Telemetry
@@ -38,6 +39,7 @@ __all__ = [
     "Parts",
     "StartupError",
     "Unreachable",
+    "alert_publisher",
     "archive",
     "build_parts",
     "connect_queue",
@@ -276,6 +278,27 @@ def build_parts(
         models=ModelSet(mlflow, registry, retry_s=MODEL_RETRY_S),
         dust=dust_provider(settings),
         context=context_provider(settings),
+    )
+
+
+def alert_publisher(
+    parts: Parts, *, telemetry: Telemetry, stop: threading.Event
+) -> AlertPublisher | None:
+    """The configured publisher of scored alerts (`service.publishing`); None when off."""
+    from service.publishing import build_publisher
+    from service.queue.labels import stream_entries
+
+    def labels_since(since: float) -> int:
+        start = f"{int(since * 1000)}-0"
+        return sum(1 for _ in stream_entries(parts.redis, parts.queue.keys.labels, start=start))
+
+    return build_publisher(
+        parts.settings,
+        telemetry=telemetry,
+        stop=stop,
+        versions=lambda: dict(parts.models.versions),
+        tracker=parts.tracker,
+        labels_since=labels_since,
     )
 
 

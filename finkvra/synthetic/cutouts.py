@@ -12,7 +12,13 @@ import io
 
 import numpy as np
 
-__all__ = ["cutout_triplet", "fits_stamp"]
+__all__ = [
+    "cutout_triplet",
+    "fits_stamp",
+    "lsst_cutout_triplet",
+    "lsst_fits_stamp",
+    "triplet_images",
+]
 
 
 def fits_stamp(image: np.ndarray) -> bytes:
@@ -33,7 +39,44 @@ def _psf(size: int, x0: float, y0: float, fwhm: float) -> np.ndarray:
 
 
 def cutout_triplet(rng: np.random.Generator, size: int = 63) -> tuple[bytes, bytes, bytes]:
-    """(science, template, difference) gzipped FITS stamps of one synthetic detection.
+    """(science, template, difference) gzipped FITS stamps of one synthetic ZTF detection."""
+    science, template, difference = triplet_images(rng, size)
+    return fits_stamp(science), fits_stamp(template), fits_stamp(difference)
+
+
+def lsst_fits_stamp(image: np.ndarray, noise: float, psf_fwhm: float) -> bytes:
+    """Raw (not gzipped) FITS bytes shaped like a Rubin cutout: image, UNCERT and PSFIMAGE.
+
+    Rubin sends a 30x30 float32 image in nJy with its uncertainty plane and a 41x41
+    float64 PSF model (about 34.5 KB per stamp).
+    """
+    from astropy.io import fits
+
+    image = np.asarray(image, dtype=">f4")
+    primary = fits.PrimaryHDU(image)
+    primary.header["BUNIT"] = "nJy"
+    uncert = fits.ImageHDU(np.full(image.shape, noise, dtype=">f4"), name="UNCERT")
+    psf = fits.ImageHDU(_psf(41, 20.0, 20.0, psf_fwhm).astype(">f8"), name="PSFIMAGE")
+    buffer = io.BytesIO()
+    fits.HDUList([primary, uncert, psf]).writeto(buffer)
+    return buffer.getvalue()
+
+
+def lsst_cutout_triplet(rng: np.random.Generator, size: int = 30) -> tuple[bytes, bytes, bytes]:
+    """(science, template, difference) raw FITS stamps of one synthetic Rubin detection."""
+    science, template, difference = triplet_images(rng, size)
+    noise, fwhm = float(rng.uniform(50.0, 150.0)), float(rng.uniform(2.5, 4.5))
+    return (
+        lsst_fits_stamp(science, noise, fwhm),
+        lsst_fits_stamp(template, noise / 2.5, fwhm),
+        lsst_fits_stamp(difference, noise * 1.1, fwhm),
+    )
+
+
+def triplet_images(
+    rng: np.random.Generator, size: int = 63
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(science, template, difference) images of one synthetic detection.
 
     A few field stars and sometimes a galaxy on a noisy sky; the science image adds a
     point source at the centre (brighter or fainter than in the template) which the
@@ -58,4 +101,4 @@ def cutout_triplet(rng: np.random.Generator, size: int = 63) -> tuple[bytes, byt
     science = sky + scene + transient * point + rng.normal(0, noise, (size, size))
     template = 0.9 * sky + scene + rng.normal(0, noise / 2.5, (size, size))
     difference = transient * point + rng.normal(0, noise * 1.1, (size, size))
-    return fits_stamp(science), fits_stamp(template), fits_stamp(difference)
+    return science, template, difference

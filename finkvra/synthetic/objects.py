@@ -268,11 +268,13 @@ def simulate(
     t_enter: float,
     t_first_alert: float,
     cuts: Cuts,
+    history_days: float = HISTORY_DAYS,
 ) -> SimObject:
     """Simulate one source entering the stream at ``t_enter`` (alerts from ``t_first_alert``).
 
-    The light curve starts ``HISTORY_DAYS`` before ``t_enter`` so the first alert has a
-    full history. The object may end up with no alert at all (callers retry).
+    The light curve starts ``history_days`` before ``t_enter`` so the first alert has a
+    full history (ZTF attaches 30 days; Rubin a year). The object may end up with no
+    alert at all (callers retry).
     """
     scene = _scene(rng, label)
     scene["t_enter"] = t_enter
@@ -282,7 +284,7 @@ def simulate(
         t_end = t_enter + 120.0  # cut below at the end of the light curve
     else:
         t_end = t_enter + rng.uniform(10.0, 60.0)
-    jd, fid = _visits(rng, t_enter - HISTORY_DAYS - 5.0, t_end)
+    jd, fid = _visits(rng, t_enter - history_days - 5.0, t_end)
     n = jd.size
     lim = _limits(rng, n)
     sigma_flux = _flux(lim) / 5.0

@@ -1,4 +1,4 @@
-"""``finkvra features INPUT... -o OUT.parquet``: the 21 model features of alert files."""
+"""``finkvra features [--survey S] INPUT... -o OUT.parquet``: the model features of alert files."""
 
 from __future__ import annotations
 
@@ -16,7 +16,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "features",
         help="compute the model features of alert files into a parquet table",
         description="Read Fink alerts (.avro, .avro.gz, .parquet files or directories of "
-        "them) and write one row per alert: candid (index), objectId and the 21 features.",
+        "them) and write one row per alert: the alert id (index: candid for ZTF, diaSourceId "
+        "for LSST), objectId and the survey's features (21 for ZTF, 32 for LSST).",
+    )
+    parser.add_argument(
+        "--survey",
+        choices=("ztf", "lsst"),
+        default="ztf",
+        help="survey of the alerts (default ztf)",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="alert files or directories")
     parser.add_argument(
@@ -34,10 +41,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--context",
-        choices=("ztf", "lasair"),
+        choices=("ztf", "lsst", "lasair"),
         default=None,
-        help="sep_arcsec source (default: the context_provider setting, ztf); lasair needs "
-        "the lasair_token setting (FINKVRA_LASAIR_TOKEN)",
+        help="sep_arcsec source (default: the context_provider setting for ZTF, the offline "
+        "lsst provider (NaN) for LSST); lasair needs the lasair_token setting "
+        "(FINKVRA_LASAIR_TOKEN), a token of the survey's own Lasair",
     )
     parser.add_argument(
         "--chunk-size",
@@ -56,8 +64,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def kept_columns(alerts: Any, keep: Sequence[str]) -> Any:
-    """The ``keep`` columns of an alert frame, indexed by candid (None where absent).
+def kept_columns(alerts: Any, keep: Sequence[str], id_field: str = "candid") -> Any:
+    """The ``keep`` columns of an alert frame, indexed by its alert id (None where absent).
 
     ``a.b`` is field ``b`` of the struct column ``a`` (``candidate.jd``). Raises
     ``KeyError`` naming a column or field the alerts do not have, with the nearest one.
@@ -83,7 +91,7 @@ def kept_columns(alerts: Any, keep: Sequence[str]) -> Any:
                 raise KeyError(f"no field {field!r} in {top!r}{hint}")
             column = pd.Series([v.get(field) if isinstance(v, Mapping) else None for v in column])
         out[name] = column.to_numpy()
-    index = pd.Index(alerts["candid"].astype("int64").to_numpy(), name="candid")
+    index = pd.Index(alerts[id_field].astype("int64").to_numpy(), name=id_field)
     return pd.DataFrame(out, index=index)
 
 
@@ -95,9 +103,11 @@ def run(args: argparse.Namespace) -> int:
         print("finkvra features: --chunk-size must be at least 1", file=sys.stderr)
         return 2
     keep = list(dict.fromkeys(c.strip() for c in (args.keep or "").split(",") if c.strip()))
-    from finkvra.features import FEATURE_COLUMNS
+    from finkvra.surveys import get_survey
 
-    taken = [c for c in keep if c in FEATURE_COLUMNS or c in ("objectId", "candid")]
+    survey = get_survey(args.survey)
+    in_table = {*survey.feature_columns, "objectId", survey.alert_id_field}
+    taken = [c for c in keep if c in in_table]
     if taken:
         print(f"finkvra features: --keep {taken[0]!r} is already in the table", file=sys.stderr)
         return 2
@@ -111,12 +121,7 @@ def run(args: argparse.Namespace) -> int:
     from finkvra.alerts import iter_alert_files, read_alerts
     from finkvra.context import make_context
     from finkvra.dust import make_dust
-    from finkvra.features import (
-        FEATURE_VERSION,
-        INPUT_COLUMNS,
-        feature_frame,
-        make_features,
-    )
+    from finkvra.features import feature_frame
 
     try:
         files = iter_alert_files(args.inputs)
@@ -127,17 +132,21 @@ def run(args: argparse.Namespace) -> int:
         print("finkvra features: no alert files in the inputs", file=sys.stderr)
         return 2
 
-    context_name = args.context or settings.context_provider
+    # An offline context_provider setting names ZTF's provider: each survey has its own
+    # offline default, so only "lasair" carries over from the settings.
+    context_name = args.context or (
+        settings.context_provider if settings.context_provider == "lasair" else None
+    )
     token = settings.lasair_token.get_secret_value() if settings.lasair_token else None
     sfd_dir = args.sfd_dir or (str(settings.sfd_dir) if settings.sfd_dir is not None else None)
     try:
         dust = make_dust(args.dust, sfd_dir)
-        context = make_context(context_name, lasair_token=token)
+        context = make_context(context_name, lasair_token=token, survey=survey)
     except (FileNotFoundError, ValueError) as exc:
         print(f"finkvra features: {exc}", file=sys.stderr)
         return 2
 
-    columns = list(dict.fromkeys([*INPUT_COLUMNS, *(k.partition(".")[0] for k in keep)]))
+    columns = list(dict.fromkeys([*survey.input_columns, *(k.partition(".")[0] for k in keep)]))
     frames: list[pd.DataFrame] = []
     n_alerts = 0
     with tqdm(total=len(files), unit="file", desc="features", disable=None, file=sys.stderr) as bar:
@@ -149,11 +158,11 @@ def run(args: argparse.Namespace) -> int:
                 return 1
             for start in range(0, len(alerts), args.chunk_size):
                 chunk = alerts.iloc[start : start + args.chunk_size]
-                X, meta = make_features(chunk, dust=dust, context=context)
+                X, meta = survey.make_features(chunk, dust=dust, context=context)
                 frame = feature_frame(X, meta)
                 if keep:
                     try:
-                        extra = kept_columns(chunk, keep)
+                        extra = kept_columns(chunk, keep, survey.alert_id_field)
                     except KeyError as exc:
                         print(f"finkvra features: --keep: {exc.args[0]} ({path})", file=sys.stderr)
                         return 2
@@ -166,10 +175,10 @@ def run(args: argparse.Namespace) -> int:
     if frames:
         table = pd.concat(frames)
     else:
-        X, meta = make_features([], dust=dust, context=context)
+        X, meta = survey.make_features([], dust=dust, context=context)
         table = feature_frame(X, meta)
     table.attrs = {
-        "feature_version": FEATURE_VERSION,
+        "feature_version": survey.feature_version,
         "dust": dust.name,
         "context": context.name,
     }
@@ -180,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
     os.replace(partial, output)
     print(
         f"{len(table)} alerts from {len(files)} file(s) -> {output} "
-        f"(feature version {FEATURE_VERSION}, dust={dust.name}, context={context.name})"
+        f"(survey {survey.name}, feature version {survey.feature_version}, dust={dust.name}, "
+        f"context={context.name})"
     )
     return 0

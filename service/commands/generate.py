@@ -11,13 +11,18 @@ FORMATS = (".avro", ".avro.gz", ".parquet")
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "generate",
-        help="write synthetic Fink ZTF alerts with known labels to an Avro or parquet file",
+        help="write synthetic Fink ZTF or LSST alerts with known labels to an Avro or parquet file",
         description=(
-            "Write N synthetic alerts of the fink_vra_ztf kind (variable stars, supernova-like "
-            "transients, AGN and artefacts, with Fink's fields, histories and cutouts). The "
-            "format follows the file name: .avro, .avro.gz or .parquet. The same seed gives "
-            "the same alerts. --truth writes candid,objectId,label for every alert."
+            "Write N synthetic alerts (variable stars, supernova-like transients, AGN and "
+            "artefacts, with Fink's fields, histories and cutouts): of the fink_vra_ztf kind, "
+            "or with --survey lsst Fink's Rubin/LSST alerts (fluxes in nJy, a year of history, "
+            "solar-system sources). The format follows the file name: .avro, .avro.gz or "
+            ".parquet. The same seed gives the same alerts. --truth writes the alert id "
+            "(candid or diaSourceId), objectId and label of every alert."
         ),
+    )
+    parser.add_argument(
+        "--survey", choices=("ztf", "lsst"), default="ztf", help="survey (default ztf)"
     )
     parser.add_argument("--n", type=int, required=True, help="number of alerts")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -29,7 +34,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--objects", type=int, help="sources alive at once (default: the generator's, 100)"
     )
     parser.add_argument(
-        "--start-jd", type=float, help="Julian date of the first alert (default: 2461000.5)"
+        "--start-jd",
+        type=float,
+        help="Julian date of the first alert (default: 2461000.5; for LSST the generator's "
+        "2026-03-06)",
     )
     parser.set_defaults(func=run)
 
@@ -53,19 +61,23 @@ def run(args: argparse.Namespace) -> int:
     if not output.parent.is_dir():
         return _usage_error(f"{output.parent}: no such directory")
 
-    from finkvra.synthetic import AlertGenerator
+    from finkvra.surveys import get_survey
 
-    options = {}
+    survey = get_survey(args.survey)
+    options: dict[str, float | int] = {}
     if args.objects is not None:
         options["n_objects"] = args.objects
     if args.start_jd is not None:
         options["start_jd"] = args.start_jd
-    generator = AlertGenerator(seed=args.seed, **options)
+    try:
+        generator = survey.generator(seed=args.seed, **options)
+    except (TypeError, ValueError) as exc:
+        return _usage_error(f"--survey {survey.name}: {exc}")
     if name.endswith(".parquet"):
         generator.write_parquet(output, args.n)
     else:
         generator.write_avro(output, args.n)
-    summary = f"wrote {args.n} alerts to {output}"
+    summary = f"wrote {args.n} alerts to {output} ({survey.name})"
     if args.truth:
         truth = generator.truth_table()
         truth.to_csv(args.truth, index=False)

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ import redis
 from finkvra.features import make_features
 from finkvra.validation import alert_problem
 from service.consumer.scoring import QueuePolicy, Scorer, Scores
+from service.publishing.records import ScoredAlert, scored_alerts
 from service.queue.items import priority_text
 from service.retry import StopRequested, retry_until_stopped
 from service.telemetry import Telemetry
@@ -61,6 +62,7 @@ class _Work:
     items: list[QueueItem]
     eligible: int
     cold: bool
+    scored: list[ScoredAlert] = field(default_factory=list)
 
 
 def _describe(exc: BaseException) -> str:
@@ -94,6 +96,8 @@ class BatchResult:
     duplicates: int = 0
     seconds: float = 0.0
     cold: bool = True
+    #: Every archived alert's scores, for the publisher (empty while no model exists).
+    scored: list[ScoredAlert] = field(default_factory=list, repr=False)
 
 
 class Pipeline:
@@ -243,6 +247,7 @@ class Pipeline:
             items=items,
             eligible=int((X["ndets"].to_numpy() > 0).sum()),
             cold=scores.cold,
+            scored=scored_alerts(alerts, X, meta, scores.p1, scores.versions),
         )
 
     def _archive_files(self, records: Sequence[Record]) -> list[tuple[Any, int]]:
@@ -289,6 +294,7 @@ class Pipeline:
         result.eligible += work.eligible
         result.cold = work.cold
         self._push(work.items, work.records, result)
+        result.scored += work.scored
 
     def _push(self, items: list[QueueItem], records: Sequence[Record], result: BatchResult) -> None:
         """Queue ``items``; an item Redis refuses (not an outage) is dead-lettered alone."""

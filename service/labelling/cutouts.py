@@ -16,8 +16,6 @@ one as the foreground colour and the bottom one as the background, so pixels are
 
 from __future__ import annotations
 
-import gzip
-import io
 import math
 import posixpath
 import threading
@@ -30,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from finkvra.cutouts import decode_stamp  # re-exported: the screen and the web read stamps here
 
 __all__ = [
     "CUTOUT_FIELDS",
@@ -84,30 +84,6 @@ class Cutouts:
 
 
 # --------------------------------------------------------------------------- decoding
-
-
-def decode_stamp(data: bytes | None) -> np.ndarray:
-    """The 2-D float image of a (gzipped) FITS stamp; ``ValueError`` when it is not one."""
-    if not data:
-        raise ValueError("empty stamp")
-    raw = bytes(data)
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as error:
-            raise ValueError(f"corrupt gzip stream: {error}") from None
-    if not raw.startswith(b"SIMPLE"):
-        raise ValueError("not a FITS file")
-    from astropy.io import fits
-
-    try:
-        with fits.open(io.BytesIO(raw), memmap=False) as hdus:
-            for hdu in hdus:
-                if hdu.data is not None and np.ndim(hdu.data) == 2:
-                    return np.asarray(hdu.data, dtype=np.float64)
-    except (OSError, ValueError, TypeError) as error:
-        raise ValueError(f"unreadable FITS: {error}") from None
-    raise ValueError("no 2-D image in the FITS file")
 
 
 def zscale(image: np.ndarray, contrast: float = 0.25) -> np.ndarray:

@@ -305,6 +305,7 @@ class Trainer:
         self.rejected_total += report.rejected
         if self.telemetry is not None and report.stored:
             self.telemetry.labels.inc(report.stored)
+            self.telemetry.last_label.set_to_current_time()
         if report.stored:
             self._dirty = True
             log.info(

