@@ -34,9 +34,9 @@ from service.wiring import (
     Parts,
     StartupError,
     Unreachable,
-    alert_publisher,
     build_parts,
     kafka_source,
+    parts_publisher,
     trainer,
 )
 
@@ -113,7 +113,7 @@ class Service:
                 telemetry=self.telemetry,
                 stop=self.stop,
             )
-            self.publisher = alert_publisher(self.parts, telemetry=self.telemetry, stop=self.stop)
+            self.publisher = parts_publisher(self.parts, telemetry=self.telemetry, stop=self.stop)
         if self.role in ("all", "trainer"):
             self.trainer = trainer(s, self.parts, telemetry=self.telemetry)
         health.set_ready("started", True)

@@ -1,8 +1,9 @@
 """Settings become connected parts here, and only here.
 
 Why one place: the daemon, ``finkvra label``, ``round``, ``queue``, ``web`` and ``demo``
-all need a Redis client, the queue, the model registry, MLflow, the stores and the
-feature providers built from the same settings; built in one module, a new setting (or
+all need a Redis client, the queue, the model registry, MLflow, the stores, the
+feature providers and (the daemon) the publisher of scored alerts built from the same
+settings; built in one module, a new setting (or
 a secret that must be unwrapped) is handled once. The parts stay plain objects: tests
 build them directly, the way quixstreams' ``app.py`` wires its sinks. May import every
 service package except ``service.commands`` (which imports this).
@@ -10,7 +11,9 @@ service package except ``service.commands`` (which imports this).
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +43,9 @@ __all__ = [
     "StartupError",
     "Unreachable",
     "alert_publisher",
+    "parts_publisher",
+    "publishing_enabled",
+    "scored_producer_config",
     "archive",
     "build_parts",
     "connect_queue",
@@ -281,18 +287,118 @@ def build_parts(
     )
 
 
+# ------------------------------------------------------------------------ publishing
+
+
+def _unwrap(value: Any) -> str | None:
+    """A secret setting's value (None when unset)."""
+    return value.get_secret_value() if value is not None else None
+
+
+def publishing_enabled(settings: Settings) -> bool:
+    """Whether any publishing part is configured."""
+    return bool(
+        settings.scored_topic
+        or settings.lasair_topic
+        or settings.digest_slack_webhook
+        or settings.digest_telegram_token
+    )
+
+
+def scored_producer_config(settings: Settings) -> dict[str, Any]:
+    """librdkafka producer options of the scored topic (secrets in ``scored_kafka_extra``)."""
+    return {
+        "bootstrap.servers": settings.scored_kafka_bootstrap or settings.kafka_bootstrap or "",
+        "logger": logging.getLogger("service.publishing.librdkafka"),
+        **dict(settings.scored_kafka_extra),
+    }
+
+
 def alert_publisher(
+    settings: Settings,
+    *,
+    telemetry: Telemetry | None = None,
+    stop: threading.Event | None = None,
+    versions: Callable[[], Mapping[str, int]] | None = None,
+    tracker: Any = None,
+    labels_since: Callable[[float], int] | None = None,
+) -> AlertPublisher | None:
+    """The publisher of scored alerts the settings ask for, or ``None`` when publishing is off.
+
+    Everything is off by default; each part turns on with its settings (README,
+    Publishing): ``scored_topic`` (the scored Kafka topic), ``lasair_topic`` +
+    ``lasair_token`` (Lasair annotations), ``digest_slack_webhook`` and/or
+    ``digest_telegram_token`` + ``digest_telegram_chat`` (digests).
+    """
+    from service.publishing.changes import ScoreMemory
+    from service.publishing.delivery import Sink
+    from service.publishing.digest import (
+        DigestBook,
+        DigestSchedule,
+        SlackSink,
+        TelegramSink,
+        model_state,
+    )
+    from service.publishing.lasair import LasairSink
+    from service.publishing.outbox import Store
+    from service.publishing.publisher import Publisher
+    from service.publishing.topic import TopicSink
+
+    if not publishing_enabled(settings):
+        return None
+    store = Store(settings.publishing_dir / "outbox.db")
+    sinks: list[Sink] = []
+    if settings.scored_topic:
+        sinks.append(TopicSink(scored_producer_config(settings), settings.scored_topic))
+    if settings.lasair_topic:
+        sinks.append(LasairSink(_unwrap(settings.lasair_token) or "", settings.lasair_endpoint))
+    targets: list[str] = []
+    if settings.digest_slack_webhook is not None:
+        sinks.append(SlackSink(_unwrap(settings.digest_slack_webhook) or ""))
+        targets.append("slack")
+    if settings.digest_telegram_token is not None:
+        sinks.append(
+            TelegramSink(
+                _unwrap(settings.digest_telegram_token) or "",
+                str(settings.digest_telegram_chat),
+                api_base=settings.digest_telegram_api,
+            )
+        )
+        targets.append("telegram")
+    digest = None
+    if targets:
+        digest = DigestBook(
+            store,
+            top_n=settings.digest_top_n,
+            min_rank=settings.digest_min_rank,
+            targets=tuple(targets),
+            image_url=settings.digest_image_url or None,
+            schedule=DigestSchedule(settings.digest_every_minutes, settings.digest_nightly_at),
+        )
+    current = versions or (lambda: {})
+    return Publisher(
+        store,
+        sinks,
+        lasair_topic=settings.lasair_topic,
+        memory=ScoreMemory(store, delta=settings.publish_score_delta),
+        digest=digest,
+        state=lambda since: model_state(current(), tracker, labels_since, since),
+        telemetry=telemetry,
+        stop=stop,
+    )
+
+
+def parts_publisher(
     parts: Parts, *, telemetry: Telemetry, stop: threading.Event
 ) -> AlertPublisher | None:
-    """The configured publisher of scored alerts (`service.publishing`); None when off."""
-    from service.publishing import build_publisher
+    """The daemon's publisher of scored alerts, following its models and labels stream."""
     from service.queue.labels import stream_entries
 
     def labels_since(since: float) -> int:
         start = f"{int(since * 1000)}-0"
         return sum(1 for _ in stream_entries(parts.redis, parts.queue.keys.labels, start=start))
 
-    return build_publisher(
+    return alert_publisher(
         parts.settings,
         telemetry=telemetry,
         stop=stop,

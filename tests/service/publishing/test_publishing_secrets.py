@@ -14,12 +14,12 @@ from prometheus_client import generate_latest
 
 from service.config import ConfigError, load_settings
 from service.logs import setup_logging
-from service.publishing.build import build_publisher
 from service.secrets import secret_values
 from service.telemetry import Telemetry
+from service.wiring import alert_publisher
 from tests.helpers import free_port, wait_for
 from tests.service.publishing.conftest import scored_from_generator
-from tests.service.test_trainer import (  # the trainer tests' fixtures
+from tests.service.training.test_trainer import (  # the trainer tests' fixtures
     distinct_objects,
     dust,  # noqa: F401
     labelled_alerts,  # noqa: F401
@@ -62,7 +62,7 @@ def test_no_secret_in_logs_metrics_or_config_show(tmp_path: Path, http_recorder,
     logging.getLogger("urllib3").setLevel(logging.DEBUG)  # it logs every request line
     try:
         telemetry = Telemetry()
-        pub = build_publisher(settings, telemetry=telemetry, versions=lambda: {"gal": 1, "real": 1})
+        pub = alert_publisher(settings, telemetry=telemetry, versions=lambda: {"gal": 1, "real": 1})
         assert sorted(pub.sinks) == ["lasair", "slack", "telegram"]
         http_recorder.respond((429, "slow down"), (500, "oops"), (401, "Unauthorized"))
         pub.record(scored_from_generator(6, seed=61))
@@ -75,7 +75,7 @@ def test_no_secret_in_logs_metrics_or_config_show(tmp_path: Path, http_recorder,
                  every=0.05)  # fmt: skip
         # a dead endpoint, whose exception text holds the whole URL
         dead = publishing_settings(tmp_path / "dead", f"http://127.0.0.1:{free_port()}")
-        dead_pub = build_publisher(dead, telemetry=telemetry)
+        dead_pub = alert_publisher(dead, telemetry=telemetry)
         dead_pub.record(scored_from_generator(3, seed=62))
         dead_pub.digest.due()
         with dead_pub.store.transaction() as db:
