@@ -287,7 +287,7 @@ def test_each_poison_alert_is_dead_lettered_alone_and_its_neighbours_archived_an
 
     settings = settings_for(tmp_path, cluster, redis_url, queue_prefix, batch_size=100)
     service = started(settings)
-    service.consumer.pipeline.context = PoisonContext(broken)  # type: ignore[union-attr]
+    service.pipeline.context = PoisonContext(broken)  # type: ignore[union-attr]
     running = Running(service)
     replay(cluster, iter(messages), settings.kafka_group_id)
     store = DeadLetterStore(settings.deadletter_dir)
@@ -505,7 +505,7 @@ def test_mlflow_runs_and_models_left_open_by_a_kill_are_closed_at_start(
     logged = client.create_logged_model(experiment, name="model", source_run_id=run.info.run_id)
     finished = client.create_run(experiment, run_name="round_0")
     client.set_terminated(finished.info.run_id, "FINISHED")
-    service.training.trainer.step(block_ms=0)  # type: ignore[union-attr]
+    service.trainer.step(block_ms=0)  # type: ignore[union-attr]
     assert client.get_run(run.info.run_id).info.status == "FAILED"
     assert str(client.get_logged_model(logged.model_id).status.value) == "FAILED"
     assert client.get_run(finished.info.run_id).info.status == "FINISHED"
@@ -609,7 +609,7 @@ def test_a_malformed_label_entry_is_rejected_alone(
                  "timestamp": "2025-01-01T00:00:00Z", "kind": "label", "features": "{not json"},
             )  # fmt: skip
     service = started(settings, role="trainer")
-    report = service.training.trainer.step(block_ms=0)  # type: ignore[union-attr]
+    report = service.trainer.step(block_ms=0)  # type: ignore[union-attr]
     assert (report.read, report.stored, report.rejected, report.acked) == (11, 10, 1, 11)
     assert redis_client.xpending(f"{queue_prefix}:labels", "trainer")["pending"] == 0
     reopened = LabelStore(settings.labels_dir)  # as after a restart
@@ -637,7 +637,7 @@ def test_a_correction_from_a_slow_clock_wins_in_the_store_as_in_redis(
                        timestamp=(now - pd.Timedelta(seconds=1)).isoformat(), kind="correction")  # fmt: skip
     in_redis = json.loads(redis_client.hget(f"{queue_prefix}:last_label", alert["candid"]))["label"]
     service = started(settings, role="trainer")
-    assert service.training.trainer.step(block_ms=0).stored == 2  # type: ignore[union-attr]
+    assert service.trainer.step(block_ms=0).stored == 2  # type: ignore[union-attr]
     stored = LabelStore(settings.labels_dir).effective_labels().set_index("candid")["label"]
     assert in_redis == "agn" and stored[alert["candid"]] == "agn"
 
