@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,15 @@ def alerts_table():
     table["objectId"] = meta["objectId"]
     table["label"] = [label for _, label in pairs]
     return table
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A command run in-process (``main(["replay", ...])``) configures the root logger on
+    the test's captured stderr; put the root logger back after each test, so that no
+    later test logs into a stream that pytest has closed."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
