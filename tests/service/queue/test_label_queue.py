@@ -649,7 +649,10 @@ def test_what_a_vetter_reads_travels_with_the_item_from_real_alerts(
     # targets would tie exactly, and strategies break ties at random).
     y_gal = (X["dec"] > X["dec"].median()).astype(int).to_numpy()
     y_real = (X["ra"] > X["ra"].median()).astype(int).to_numpy()
-    learners = {"gal": make_learner("hgb").fit(X, y_gal), "real": make_learner("hgb").fit(X, y_real)}
+    learners = {
+        "gal": make_learner("hgb").fit(X, y_gal),
+        "real": make_learner("hgb").fit(X, y_real),
+    }
     pipeline = Pipeline(
         archive=None, queue=queue, deadletters=None, scorer=Scorer("margin"),
         policy=QueuePolicy(None), learners=lambda: (learners, {"gal": 4, "real": 2}),
