@@ -116,6 +116,13 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
+    # --- which survey ---------------------------------------------------------------
+    survey: str = Field(
+        default="ztf",
+        description="Survey of the alerts: ztf (Fink's ZTF streams) or lsst (Fink's "
+        "Rubin/LSST streams). Models, MLflow experiments and Redis keys are per survey, so "
+        "one Redis and one MLflow serve both.",
+    )
     # --- where things live -----------------------------------------------------------
     data_dir: Path = Field(
         default=Path("./finkvra-data"),
@@ -410,6 +417,13 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError(f"is empty: name at least one model among {', '.join(LABEL_MAPS)}")
         return list(dict.fromkeys(value))
+
+    @field_validator("survey")
+    @classmethod
+    def _known_survey(cls, value: str) -> str:
+        from finkvra.surveys import survey_names
+
+        return _one_of(value.strip().lower(), survey_names(), "a survey")
 
     @field_validator("strategy")
     @classmethod

@@ -102,6 +102,9 @@ class QueueItem:
     enqueued_at: str = ""
     feature_version: str = FEATURE_VERSION
     vetting: dict[str, Any] = field(default_factory=dict)
+    #: The survey of the alert (`finkvra.surveys`): ``candid`` is its alert id (ZTF
+    #: ``candid``, LSST ``diaSourceId``), ``objectId`` its object id.
+    survey: str = "ztf"
 
     def __post_init__(self) -> None:
         self.candid = int(self.candid)
@@ -127,6 +130,7 @@ class QueueItem:
             "enqueued_at": self.enqueued_at,
             "feature_version": self.feature_version,
             "vetting": _dumps(self.vetting),
+            "survey": self.survey,
         }
 
     @classmethod
@@ -148,6 +152,7 @@ class QueueItem:
             enqueued_at=h.get("enqueued_at", ""),
             feature_version=h.get("feature_version", ""),
             vetting=json.loads(h.get("vetting") or "{}"),
+            survey=h.get("survey") or "ztf",
         )
 
 

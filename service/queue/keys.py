@@ -25,6 +25,8 @@ key (under ``<prefix>:``)  what it holds (written by)
 ``models``               HASH model name → published version (`ModelPublisher`)
 ``model-digests``        HASH model name → SHA-256 of the published version's artifacts
 ``model-events``         STREAM of publications (model, version, previous, published_at)
+``model-status``         HASH model name → JSON of the trainer's last round: stopping
+                         signal, threshold, held-out metrics (`ModelPublisher.set_status`)
 ``round:<id>:*``         a private queue of one ``finkvra round`` (the keys above under
                          that longer prefix), purged when the round ends
 =======================  ==============================================================
@@ -99,6 +101,10 @@ class Keys:
     @property
     def model_events(self) -> str:
         return self.key("model-events")
+
+    @property
+    def model_status(self) -> str:
+        return self.key("model-status")
 
     def new_round(self) -> str:
         """A fresh prefix for the private queue of one ``finkvra round``."""

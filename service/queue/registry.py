@@ -132,6 +132,27 @@ class ModelPublisher:
         """The artifact digest published with each model's live version (where known)."""
         return {_text(k): _text(v) for k, v in self.client.hgetall(self.digests_key).items()}
 
+    def set_status(self, model_name: str, status: Mapping[str, Any]) -> None:
+        """Record what the trainer's last round found for a model (stopping signal...).
+
+        ``status`` is plain JSON (NaN as None); the screens and the dashboard read it with
+        `status` instead of asking MLflow on every page.
+        """
+        import json
+
+        self.client.hset(
+            self.keys.model_status, str(model_name), json.dumps(dict(status), allow_nan=False)
+        )
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """The last status the trainer recorded for each model (empty before the first)."""
+        import json
+
+        return {
+            _text(k): json.loads(_text(v))
+            for k, v in self.client.hgetall(self.keys.model_status).items()
+        }
+
     def events(self, count: int = 100) -> list[dict[str, str]]:
         """The latest publications, oldest first."""
         rows = self.client.xrevrange(self.events_key, count=int(count))
