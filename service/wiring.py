@@ -43,6 +43,7 @@ __all__ = [
     "StartupError",
     "Unreachable",
     "alert_publisher",
+    "lasair_endpoint",
     "parts_publisher",
     "publishing_enabled",
     "scored_producer_config",
@@ -314,6 +315,15 @@ def scored_producer_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def lasair_endpoint(settings: Settings) -> str:
+    """The Lasair API annotations go to: ``lasair_endpoint`` when set, else the survey's."""
+    from finkvra.surveys import get_survey
+
+    if "lasair_endpoint" in settings.model_fields_set:
+        return settings.lasair_endpoint
+    return get_survey(settings.survey).lasair_endpoint
+
+
 def alert_publisher(
     settings: Settings,
     *,
@@ -322,14 +332,18 @@ def alert_publisher(
     versions: Callable[[], Mapping[str, int]] | None = None,
     tracker: Any = None,
     labels_since: Callable[[float], int] | None = None,
+    status: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> AlertPublisher | None:
     """The publisher of scored alerts the settings ask for, or ``None`` when publishing is off.
 
     Everything is off by default; each part turns on with its settings (README,
     Publishing): ``scored_topic`` (the scored Kafka topic), ``lasair_topic`` +
     ``lasair_token`` (Lasair annotations), ``digest_slack_webhook`` and/or
-    ``digest_telegram_token`` + ``digest_telegram_chat`` (digests).
+    ``digest_telegram_token`` + ``digest_telegram_chat`` (digests). The survey profile
+    gives the links and, unless ``lasair_endpoint`` is set, the Lasair API; ``status``
+    is the trainer's last findings per model (`ModelPublisher.status`) for the digests.
     """
+    from finkvra.surveys import get_survey
     from service.publishing.changes import ScoreMemory
     from service.publishing.delivery import Sink
     from service.publishing.digest import (
@@ -346,12 +360,13 @@ def alert_publisher(
 
     if not publishing_enabled(settings):
         return None
+    survey = get_survey(settings.survey)
     store = Store(settings.publishing_dir / "outbox.db")
     sinks: list[Sink] = []
     if settings.scored_topic:
         sinks.append(TopicSink(scored_producer_config(settings), settings.scored_topic))
     if settings.lasair_topic:
-        sinks.append(LasairSink(_unwrap(settings.lasair_token) or "", settings.lasair_endpoint))
+        sinks.append(LasairSink(_unwrap(settings.lasair_token) or "", lasair_endpoint(settings)))
     targets: list[str] = []
     if settings.digest_slack_webhook is not None:
         sinks.append(SlackSink(_unwrap(settings.digest_slack_webhook) or ""))
@@ -382,7 +397,8 @@ def alert_publisher(
         lasair_topic=settings.lasair_topic,
         memory=ScoreMemory(store, delta=settings.publish_score_delta),
         digest=digest,
-        state=lambda since: model_state(current(), tracker, labels_since, since),
+        state=lambda since: model_state(current(), tracker, labels_since, since, status),
+        links=survey.links,
         telemetry=telemetry,
         stop=stop,
     )
@@ -405,6 +421,7 @@ def parts_publisher(
         versions=lambda: dict(parts.models.versions),
         tracker=parts.tracker,
         labels_since=labels_since,
+        status=parts.publisher.status,
     )
 
 

@@ -4,8 +4,8 @@ Every ``digest_every_minutes`` (or nightly at ``digest_nightly_at`` UTC) the pub
 writes one digest into the outbox (`DigestBook.compose`): the top ``digest_top_n``
 candidates by discovery rank seen since the previous digest, each with its rank, its
 scores, links to Lasair and Fink and its difference cutout, and the models' state
-(versions, held-out F1, labels this period, the stopping signal when the trainer
-measures it). The outbox then delivers it like any entry: paced to the services'
+(versions, held-out F1, labels this period, and the trainer's stopping signal as it
+recorded it: `service.queue.registry.ModelPublisher.status`). The outbox then delivers it like any entry: paced to the services'
 documented rates, retried, never on the consumer's thread.
 
 What each service receives (their documented payloads):
@@ -113,7 +113,8 @@ class DigestBook:
             (keep - 1,),
         ).fetchone()
         lowest = max(self.min_rank, floor[0] if floor else -1.0)
-        ranked = [a for a in alerts if a.rank is not None and a.rank >= lowest]
+        # Only what a person can eyeball: ranked, with links (not LSST's solar-system sources).
+        ranked = [a for a in alerts if a.rank is not None and a.rank >= lowest and a.links]
         # Only the batch's best can enter the kept rows: their cutouts alone are read.
         best = sorted(ranked, key=lambda a: (-float(a.rank), a.candid))[:keep]  # type: ignore[arg-type]
         rows = [
@@ -206,9 +207,18 @@ def models_lines(state: Mapping[str, Any]) -> list[str]:
     lines = []
     for name, model in sorted(state.get("models", {}).items()):
         stop = model.get("stopping")
+        f1 = _number(model.get("holdout_f1"))
+        notes = []
+        if model.get("holdout_n") is not None and f1 != "n/a":
+            notes.append(f"n={model['holdout_n']}")
+        trained = model.get("status_version")
+        if trained is not None and trained != model.get("version"):
+            notes.append(f"of version {trained}")  # the trainer's newest, not yet in use
+        if notes:
+            f1 += f" ({', '.join(notes)})"
         lines.append(
-            f"{name}: version {model.get('version', 'none')}, held-out F1 "
-            f"{_number(model.get('holdout_f1'))}, stopping signal: {stop or 'not measured'}"
+            f"{name}: version {model.get('version', 'none')}, held-out F1 {f1}, "
+            f"stopping signal: {stop or 'not measured'}"
         )
     if not lines:
         lines.append("no model yet (cold start: the queue is random)")
@@ -411,27 +421,33 @@ def model_state(
     tracker: Any = None,
     labels_since: Callable[[float], int] | None = None,
     since: float = 0.0,
+    status: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> dict[str, Any]:
-    """The models' state for a digest: versions, held-out F1 and the stopping signal from
-    the run that made each version (MLflow metrics ``holdout/f1`` and ``stopping/kappa``,
-    ``stopping/stable``), and the labels since ``since``. Whatever cannot be read is
-    left out ("n/a" in the message), never an error."""
-    models: dict[str, Any] = {}
-    for name, version in sorted(versions.items()):
-        model: dict[str, Any] = {"version": int(version)}
-        if tracker is not None:
-            try:
-                from finkvra.tracking import registered_model_name
+    """The models' state for a digest, per model: the version in use, the held-out F1
+    and the stopping signal, and the labels since ``since``.
 
-                client = tracker.client
-                run_id = client.get_model_version(registered_model_name(name), str(version)).run_id
-                metrics = client.get_run(run_id).data.metrics
-                model["holdout_f1"] = metrics.get("holdout/f1")
-                if "stopping/kappa" in metrics:
-                    stable = "stable" if metrics.get("stopping/stable") else "not yet stable"
-                    model["stopping"] = f"{stable} (kappa {metrics['stopping/kappa']:.2f})"
-            except Exception:  # MLflow down or the run gone: the digest still goes out
-                pass
+    The trainer's last findings (``status``: `service.queue.registry.ModelPublisher.status`,
+    keys ``version``, ``labels``, ``message``, ``stable``, ``kappa``, ``heldout``) come
+    first; for a model without one, the MLflow run of its version (metrics ``holdout/f1``,
+    ``stopping/kappa``, ``stopping/stable``). Whatever cannot be read is left out ("n/a"
+    in the message), never an error: the digest still goes out.
+    """
+    found: Mapping[str, Mapping[str, Any]] = {}
+    if status is not None:
+        try:
+            found = status() or {}
+        except Exception:  # Redis away: MLflow may still say something
+            found = {}
+    models: dict[str, Any] = {}
+    for name in sorted(set(versions) | set(found)):
+        model: dict[str, Any] = {}
+        if name in versions:
+            model["version"] = int(versions[name])
+        trainer = found.get(name)
+        if trainer:
+            model.update(_from_status(trainer))
+        elif tracker is not None and name in versions:
+            model.update(_from_mlflow(tracker, name, int(versions[name])))
         models[name] = model
     state: dict[str, Any] = {"models": models}
     if labels_since is not None:
@@ -440,3 +456,40 @@ def model_state(
         except Exception:
             state["labels"] = "n/a"
     return state
+
+
+def _from_status(status: Mapping[str, Any]) -> dict[str, Any]:
+    """A model's line from what the trainer recorded of its last round."""
+    out: dict[str, Any] = {}
+    heldout = status.get("heldout")
+    if isinstance(heldout, Mapping):
+        out["holdout_f1"] = heldout.get("f1")
+        if heldout.get("n") is not None:
+            out["holdout_n"] = heldout.get("n")
+    if status.get("version") is not None:
+        out["status_version"] = status.get("version")
+    message = status.get("message")
+    if message:
+        out["stopping"] = str(message)
+    elif status.get("kappa") is not None:
+        stable = "stable" if status.get("stable") else "not yet stable"
+        out["stopping"] = f"{stable} (kappa {_number(status.get('kappa'))})"
+    return out
+
+
+def _from_mlflow(tracker: Any, name: str, version: int) -> dict[str, Any]:
+    """A model's line from the MLflow run that made ``version`` (empty when unreadable)."""
+    out: dict[str, Any] = {}
+    try:
+        from finkvra.tracking import registered_model_name
+
+        client = tracker.client
+        run_id = client.get_model_version(registered_model_name(name), str(version)).run_id
+        metrics = client.get_run(run_id).data.metrics
+        out["holdout_f1"] = metrics.get("holdout/f1")
+        if "stopping/kappa" in metrics:
+            stable = "stable" if metrics.get("stopping/stable") else "not yet stable"
+            out["stopping"] = f"{stable} (kappa {metrics['stopping/kappa']:.2f})"
+    except Exception:  # MLflow down or the run gone
+        pass
+    return out

@@ -3,7 +3,8 @@
 ``record(scored)`` is the daemon's hook, called after the batch is archived and queued
 and before its offsets are committed: one SQLite transaction adds a topic record per
 scored alert, a Lasair annotation per alert whose scores changed meaningfully (and
-remembers those scores), and the digest candidates. It takes milliseconds and never
+remembers those scores), and the digest candidates. Links (records, annotations,
+digests) are the survey profile's (``links``: `finkvra.surveys.Survey.links`). It takes milliseconds and never
 raises: if the outbox cannot be written (a full disk), the batch is committed anyway,
 the failure is logged and counted (``finkvra_publish_failures{sink="outbox"}``), and
 the stream goes on: publishing never stops the stream.
@@ -21,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from service.publishing.changes import ScoreMemory
@@ -55,6 +57,7 @@ class Publisher:
         memory: ScoreMemory | None = None,
         digest: DigestBook | None = None,
         state: Callable[[float], Mapping[str, Any]] | None = None,
+        links: Callable[[str], Mapping[str, str]] | None = None,
         telemetry: Telemetry | None = None,
         stop: threading.Event | None = None,
         idle_s: float = 1.0,
@@ -66,6 +69,7 @@ class Publisher:
         self.memory = memory or ScoreMemory(store)
         self.digest = digest
         self.state = state or (lambda since: {})
+        self.links = links
         self.telemetry = telemetry or Telemetry()
         self.stop = stop or threading.Event()
         self.idle_s = idle_s
@@ -85,7 +89,8 @@ class Publisher:
             entries += [Entry("topic", record_key(a), scored_record(a)) for a in scored]
         changed: list[ScoredAlert] = []
         if "lasair" in self.sinks and self.lasair_topic:
-            changed = self.memory.changed(scored)
+            # Only objects Lasair has a page for (not LSST's solar-system sources).
+            changed = self.memory.changed(a for a in scored if a.links.get("lasair"))
             entries += [
                 Entry("lasair", annotation_key(a), annotation(a, self.lasair_topic))
                 for a in changed
@@ -97,6 +102,8 @@ class Publisher:
         if not scored or not (self.sinks or self.digest):
             return 0
         try:
+            if self.links is not None:  # the survey profile's links, whoever built the alerts
+                scored = [replace(a, links=dict(self.links(a.objectId))) for a in scored]
             entries, changed = self.entries(scored)
             with self.store.transaction() as db:
                 added = Outbox.add(db, entries)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from finkvra.discovery import DiscoveryRouting, discovery_rank
-from finkvra.lightcurve import fink_url, lasair_url
+from finkvra.surveys import Survey, get_survey
 
 __all__ = ["ScoredAlert", "difference_stamp", "scored_alerts", "versions_tag"]
 
@@ -76,15 +76,18 @@ def scored_alerts(
     p1: Mapping[str, Any],
     versions: Mapping[str, int],
     routing: DiscoveryRouting | None = None,
+    survey: str | Survey = "ztf",
 ) -> list[ScoredAlert]:
     """One `ScoredAlert` per row of ``X`` (rows in the order of ``alerts``); none when cold.
 
     The discovery rank needs both the ``real`` and the ``gal`` model
-    (`finkvra.discovery.discovery_rank`); with either missing it is ``None``.
+    (`finkvra.discovery.discovery_rank`); with either missing it is ``None``. Links come
+    from the survey profile (the publisher sets them again from its own profile).
     """
     if not p1:
         return []
     routing = routing or DiscoveryRouting()
+    links = get_survey(survey).links
     columns = {m: np.asarray(p, dtype=float).tolist() for m, p in p1.items()}
     if "real" in p1 and "gal" in p1:
         ranks = discovery_rank(p1["real"], p1["gal"])
@@ -104,7 +107,7 @@ def scored_alerts(
                 versions={m: int(v) for m, v in versions.items()},
                 rank=_finite(float(ranks[i])),
                 route=str(routes[i]),
-                links={"lasair": lasair_url(object_id), "fink": fink_url(object_id)},
+                links=links(object_id),
                 alert=alerts[i],
             )
         )
