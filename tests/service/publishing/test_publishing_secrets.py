@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -97,6 +98,35 @@ def test_no_secret_in_logs_metrics_or_config_show(tmp_path: Path, http_recorder,
         assert not leaked(shown), shown
         assert "http://127.0.0.1" in shown  # the hosts stay visible
     assert not leaked(repr(settings)) and not leaked(str(settings.masked_dict()))
+
+
+def test_finkvra_config_show_masks_all_four(tmp_path: Path, capsys, monkeypatch) -> None:
+    """The command itself, with the secrets from the environment and from a TOML file."""
+    from service.cli import main
+
+    for name in [n for n in os.environ if n.startswith("FINKVRA_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("FINKVRA_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FINKVRA_FINK_CREDENTIALS", "")
+    monkeypatch.setenv("FINKVRA_LASAIR_TOPIC", "finkvra_test")
+    monkeypatch.setenv("FINKVRA_LASAIR_TOKEN", SECRETS["lasair"])
+    monkeypatch.setenv("FINKVRA_DIGEST_SLACK_WEBHOOK",
+                       f"https://hooks.slack.com/services/T0/B0/{SECRETS['slack']}")  # fmt: skip
+    monkeypatch.setenv(
+        "FINKVRA_SCORED_KAFKA_EXTRA", json.dumps({"sasl.password": SECRETS["kafka"]})
+    )
+    config = tmp_path / "finkvra.toml"
+    config.write_text(
+        f'digest_telegram_token = "98765:{SECRETS["telegram"]}"\ndigest_telegram_chat = "42"\n'
+    )
+    for fmt in ("toml", "json"):
+        assert main(["config", "show", "--format", fmt, "--config", str(config)]) == 0
+        captured = capsys.readouterr()
+        assert "finkvra_test" in captured.out and '"42"' in captured.out  # the rest is shown
+        for name in ("lasair_token", "digest_slack_webhook", "digest_telegram_token",
+                     "scored_kafka_extra"):  # fmt: skip
+            assert name in captured.out  # each secret was read, and masked
+        assert not leaked(captured.out + captured.err), captured.out
 
 
 def test_configuration_errors_do_not_echo_the_secrets(tmp_path: Path) -> None:

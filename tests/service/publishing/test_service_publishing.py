@@ -90,9 +90,18 @@ def test_archived_alerts_are_on_the_scored_topic_and_annotated(
     objects = {r["objectId"] for r in records}
     wait_for(lambda: {a["objectId"] for a in annotated()} == objects, 120, "every object annotated")
     # the digest's view of the models: versions and held-out F1 from MLflow, labels from Redis
+    # and, where the trainer recorded its findings (the stopping signal), those
+    ModelPublisher(redis_client, queue_prefix).set_status("gal", {
+        "version": 1, "labels": 300, "kappa": 0.9, "stable": False, "stable_for_labels": 0,
+        "message": "not yet stable", "threshold": 0.95,
+        "heldout": {"f1": 0.9, "brier": 0.1, "n": 20},
+    })  # fmt: skip
     state = running.service.publisher.state(0.0)
-    assert state["models"] == {"gal": {"version": 1, "holdout_f1": 0.8},
-                               "real": {"version": 1, "holdout_f1": 0.8}}  # fmt: skip
+    assert state["models"] == {
+        "gal": {"version": 1, "holdout_f1": 0.9, "holdout_n": 20, "status_version": 1,
+                "stopping": "not yet stable"},
+        "real": {"version": 1, "holdout_f1": 0.8},
+    }  # fmt: skip
     assert state["labels"] == 0
     telemetry = running.service.telemetry
     assert running.stop() == 0
