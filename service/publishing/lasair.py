@@ -22,7 +22,8 @@ The annotator topic is granted to a token by Lasair's administrators (README,
 
 Endpoints: Lasair-ZTF ``https://lasair-ztf.lsst.ac.uk/api`` (the service's default) and
 Lasair-LSST ``https://api.lasair.lsst.ac.uk/api`` (the ``lasair`` 0.1.4 client's own
-default); a survey profile sets ``lasair_endpoint``.
+default); the survey profile's ``lasair_endpoint`` is used unless the setting is given
+(`service.wiring.lasair_endpoint`).
 The client reports HTTP 429 as a ``LasairError`` ("Request limit exceeded"): that
 becomes `RateLimited`, waited out by the sender, never a lost annotation.
 """
