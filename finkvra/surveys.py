@@ -139,6 +139,15 @@ class Survey:
     plot_marks: tuple[str, ...]
     #: The bands whose light-curve features (Fink's ``lc_features``) the model reads.
     feature_bands: tuple[str, ...]
+    #: The cutouts' pixel scale (arcsec per pixel), for the screens' scale bars.
+    pixel_scale_arcsec: float
+    #: The unit of Fink's light-curve features (ZTF's are in magnitudes, LSST's in flux).
+    lc_feature_unit: str
+    #: What the ``nnondets`` feature counts, in a screen's words.
+    nondetections_name: str
+    #: Points with a larger magnitude error do not set a plot's magnitude range (they sit
+    #: at its edge); None: every point does.
+    plot_range_sigma: float | None
     #: The alert fields holding the three stamps, by title.
     cutout_fields: tuple[tuple[str, str], ...] = (
         ("science", "cutoutScience"),
@@ -328,6 +337,10 @@ class ZtfSurvey(Survey):
     )
     plot_marks: tuple[str, ...] = ("negative", "upper limit")
     feature_bands: tuple[str, ...] = ("g", "r")
+    pixel_scale_arcsec: float = 1.01
+    lc_feature_unit: str = "mag"
+    nondetections_name: str = "upper limits"
+    plot_range_sigma: float | None = None
 
     def alert_ids(self, alerts: Any) -> np.ndarray:
         """``candid``, or ``candidate.candid`` when the top-level one is null."""
@@ -448,6 +461,14 @@ class LsstSurvey(Survey):
     #: No upper limits: forced photometry at the object's position instead.
     plot_marks: tuple[str, ...] = ("negative flux", "forced")
     feature_bands: tuple[str, ...] = ("g", "r", "i")
+    #: LSSTCam's pixels.
+    pixel_scale_arcsec: float = 0.2
+    lc_feature_unit: str = "nJy"
+    #: Forced-photometry points below S/N 5 (DESIGN §2b).
+    nondetections_name: str = "forced < 5σ"
+    #: S/N 3: LSST measures every forced (and some detected) source's flux, however near
+    #: zero, and a flux near zero has a magnitude of 30 and an error of tens of magnitudes.
+    plot_range_sigma: float | None = 2.5 / math.log(10.0) / 3.0
 
     def object_ids(self, alerts: Any) -> list[str | None]:
         """``str(diaObjectId)``; ``sso-<ssObjectId>`` when diaObjectId is 0 (never ``"0"``)."""

@@ -398,11 +398,16 @@ class ArchiveIndex:
     The one index of the archive, for readers that fetch single alerts (the labelling
     screen's and the web app's cutouts): a night's files are scanned once (their
     ``candid`` column only), then an alert costs one row group. Thread-safe.
+    ``id_column`` is the alert-id column (the survey profile's ``alert_id_field``:
+    ``candid`` for ZTF, ``diaSourceId`` for LSST).
     """
 
-    def __init__(self, archive: ParquetArchive, *, search_all: bool = False) -> None:
+    def __init__(
+        self, archive: ParquetArchive, *, search_all: bool = False, id_column: str = "candid"
+    ) -> None:
         self.archive = archive
         self.search_all = search_all
+        self.id_column = id_column
         self._where: dict[int, tuple[str, int]] = {}  # candid -> (file, row group)
         self._scanned: set[str] = set()  # files whose candids are in _where
         self._index_lock = threading.Lock()
@@ -419,7 +424,7 @@ class ArchiveIndex:
                 with self.archive._fs.open_input_file(path) as handle:
                     parquet = pq.ParquetFile(handle)
                     groups = [
-                        parquet.read_row_group(g, columns=["candid"]).column("candid")
+                        parquet.read_row_group(g, columns=[self.id_column]).column(self.id_column)
                         for g in range(parquet.num_row_groups)
                     ]
                 with self._index_lock:
@@ -462,11 +467,10 @@ class ArchiveIndex:
         with self.archive._fs.open_input_file(path) as handle:
             parquet = pq.ParquetFile(handle)
             names = parquet.schema_arrow.names
-            wanted = ["candid"] + [c for c in columns if c in names and c != "candid"]
+            key = self.id_column
+            wanted = [key] + [c for c in columns if c in names and c != key]
             table = parquet.read_row_group(group, columns=wanted)
-        rows = table.filter(
-            pc.equal(table.column("candid"), pa.scalar(candid, table.column("candid").type))
-        )
+        rows = table.filter(pc.equal(table.column(key), pa.scalar(candid, table.column(key).type)))
         if rows.num_rows == 0:
             with self._index_lock:
                 self._where.pop(candid, None)

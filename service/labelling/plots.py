@@ -19,7 +19,7 @@ from typing import Any
 from finkvra.lightcurve import UNIX_EPOCH_JD, ZTF_FILTERS, PlotLimit, PlotPoint
 from finkvra.surveys import Survey, get_survey
 
-__all__ = ["BANDS", "MARKS", "jd_now", "lightcurve_plot", "lightcurve_points"]
+__all__ = ["BANDS", "MARKS", "in_range", "jd_now", "lightcurve_plot", "lightcurve_points"]
 
 #: ZTF filter id → (band name, colour) (the triggering detection of ZTF vetting data).
 BANDS: dict[int, tuple[str, str]] = {
@@ -51,6 +51,13 @@ def lightcurve_points(
 ) -> tuple[list[PlotPoint], list[PlotLimit]]:
     """``(points, limits)`` of an item's light curve, as its survey's profile reads it."""
     return get_survey(survey).plot_points(lightcurve)
+
+
+def in_range(point: PlotPoint, survey: str | Survey = "ztf") -> bool:
+    """Whether a point sets the plot's magnitude range (the profile's ``plot_range_sigma``:
+    on LSST, fluxes near zero sit at the faint edge instead of squashing the rest)."""
+    limit = get_survey(survey).plot_range_sigma
+    return limit is None or point.sigma <= limit
 
 
 def _symbol(point: PlotPoint) -> str:
@@ -110,7 +117,8 @@ def lightcurve_plot(
 
     now = jd_now() if now is None else float(now)
     times = [p.jd - now for p in detections] + [p.jd - now for p in limits]
-    mags = [p.mag - p.sigma for p in detections] + [p.mag + p.sigma for p in detections]
+    ranged = [p for p in detections if in_range(p, profile)] or detections
+    mags = [p.mag - p.sigma for p in ranged] + [p.mag + p.sigma for p in ranged]
     mags += [p.limit for p in limits]
     t0, t1 = min(times), max(times)
     if t1 - t0 < 1.0:

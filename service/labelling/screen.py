@@ -340,8 +340,12 @@ def _features(item: Any) -> Any:
     bands = survey.feature_bands
     f = item.features or {}
     text = Text(no_wrap=True)
-    text.append(f"{'per band':<13}" + "".join(f"{b:>8}" for b in bands) + "\n", style="bold")
+    in_mags = survey.lc_feature_unit == "mag"
+    head = "per band" if in_mags else f"per band, {survey.lc_feature_unit}"
+    text.append(f"{head:<13}" + "".join(f"{b:>8}" for b in bands) + "\n", style="bold")
     for label, feature, spec in _BAND_FEATURES:
+        if not in_mags:  # fluxes span decades: five significant digits fit the column
+            label, spec = label.replace(" mag", ""), "{:.5g}"
         text.append(f"{label:<13}", style="dim")
         values = (_fmt(f.get(survey.band_feature(feature, b)), spec) for b in bands)
         text.append("".join(f"{v:>8}" for v in values) + "\n")
@@ -350,6 +354,8 @@ def _features(item: Any) -> Any:
         s for s in _SINGLE_FEATURES if s[0] not in _OTHER_SURVEY_FEATURES
     ]
     for name, label, spec in singles:
+        if name == "nnondets":
+            label = survey.nondetections_name
         text.append(f"{label:<13}", style="dim")
         text.append(f"{_fmt(f.get(name), spec):>8}\n")
     text.rstrip()
