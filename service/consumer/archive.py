@@ -333,6 +333,10 @@ class ParquetArchive:
 
     # --- reading ---------------------------------------------------------------------
 
+    #: The alert-id column readers look alerts up by (ZTF ``candid``; a reader of another
+    #: survey's archive sets its profile's ``alert_id_field``).
+    id_column: str = "candid"
+
     def nights(self) -> list[str]:
         """The nights (``YYYYMMDD``) present, oldest first."""
         infos = self._fs.get_file_info(pafs.FileSelector(self._base, allow_not_found=True))
@@ -398,16 +402,11 @@ class ArchiveIndex:
     The one index of the archive, for readers that fetch single alerts (the labelling
     screen's and the web app's cutouts): a night's files are scanned once (their
     ``candid`` column only), then an alert costs one row group. Thread-safe.
-    ``id_column`` is the alert-id column (the survey profile's ``alert_id_field``:
-    ``candid`` for ZTF, ``diaSourceId`` for LSST).
     """
 
-    def __init__(
-        self, archive: ParquetArchive, *, search_all: bool = False, id_column: str = "candid"
-    ) -> None:
+    def __init__(self, archive: ParquetArchive, *, search_all: bool = False) -> None:
         self.archive = archive
         self.search_all = search_all
-        self.id_column = id_column
         self._where: dict[int, tuple[str, int]] = {}  # candid -> (file, row group)
         self._scanned: set[str] = set()  # files whose candids are in _where
         self._index_lock = threading.Lock()
@@ -423,8 +422,9 @@ class ArchiveIndex:
                     continue
                 with self.archive._fs.open_input_file(path) as handle:
                     parquet = pq.ParquetFile(handle)
+                    key = self.archive.id_column
                     groups = [
-                        parquet.read_row_group(g, columns=[self.id_column]).column(self.id_column)
+                        parquet.read_row_group(g, columns=[key]).column(key)
                         for g in range(parquet.num_row_groups)
                     ]
                 with self._index_lock:
@@ -467,7 +467,7 @@ class ArchiveIndex:
         with self.archive._fs.open_input_file(path) as handle:
             parquet = pq.ParquetFile(handle)
             names = parquet.schema_arrow.names
-            key = self.id_column
+            key = self.archive.id_column
             wanted = [key] + [c for c in columns if c in names and c != key]
             table = parquet.read_row_group(group, columns=wanted)
         rows = table.filter(pc.equal(table.column(key), pa.scalar(candid, table.column(key).type)))

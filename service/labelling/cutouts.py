@@ -465,15 +465,15 @@ class ArchiveCutouts(_CutoutSource):
 
     def index_of(self, survey: str | Survey) -> Any:
         """The archive's index by the alert-id column of ``survey`` (one per survey)."""
-        from service.consumer.archive import ArchiveIndex
+        from service.consumer.archive import ArchiveIndex, ParquetArchive
 
         profile = get_survey(survey)
         with self._lock:
             index = self._indexes.get(profile.name)
             if index is None:
-                index = ArchiveIndex(
-                    self.archive, search_all=self.search_all, id_column=profile.alert_id_field
-                )
+                archive = ParquetArchive(self.archive.root)
+                archive.id_column = profile.alert_id_field  # read by the survey's alert id
+                index = ArchiveIndex(archive, search_all=self.search_all)
                 self._indexes[profile.name] = index
             return index
 

@@ -100,3 +100,31 @@ def expected_links(object_id: str) -> dict[str, str]:
         "lasair": f"https://lasair.lsst.ac.uk/objects/{object_id}/",
         "fink": f"https://lsst.fink-portal.org/{object_id}",
     }
+
+
+def write_lsst_cutouts(root: Path, alerts: list[dict[str, Any]]) -> None:
+    """Archive the alerts' ids and raw-FITS stamps, one parquet file each, under their
+    dayObs night (the layout of the service's archive; only the columns the screens read)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for alert in alerts:
+        night = LSST.night_of(alert["diaSource"]["midpointMjdTai"])
+        folder = Path(root) / f"night={night}"
+        folder.mkdir(parents=True, exist_ok=True)
+        columns = {"diaSourceId": pa.array([alert["diaSourceId"]], pa.int64())}
+        for field in ("cutoutScience", "cutoutTemplate", "cutoutDifference"):
+            columns[field] = pa.array([alert[field]], pa.binary())
+        pq.write_table(pa.table(columns), folder / f"part-x-0-{alert['diaSourceId']}.parquet")
+
+
+def raw_image(data: bytes) -> Any:
+    """The first 2-D image of raw FITS bytes, read here with astropy directly."""
+    import io
+
+    import numpy as np
+    from astropy.io import fits
+
+    assert data[:6] == b"SIMPLE"  # raw FITS, not gzipped
+    with fits.open(io.BytesIO(data)) as hdus:
+        return next(np.asarray(h.data, dtype=np.float64) for h in hdus if np.ndim(h.data) == 2)

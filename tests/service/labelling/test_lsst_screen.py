@@ -8,7 +8,6 @@ project; every magnitude checked is worked out here from the raw fluxes.
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
@@ -37,7 +36,9 @@ from tests.service.labelling.lsst_items import (
     expected_points,
     generated_lsst_alerts,
     lsst_item,
+    raw_image,
     real_lsst_alerts,
+    write_lsst_cutouts,
 )
 
 
@@ -50,15 +51,6 @@ def generated() -> list[dict]:
 def real(shared_data) -> list[dict]:
     alerts = real_lsst_alerts(shared_data)
     return [a for a in alerts if a["diaSource"]["diaObjectId"]]  # solar-system ones are not queued
-
-
-def _raw_image(data: bytes) -> np.ndarray:
-    """The first 2-D image of raw FITS bytes, read here with astropy directly."""
-    from astropy.io import fits
-
-    assert data[:6] == b"SIMPLE"  # raw FITS, not gzipped
-    with fits.open(io.BytesIO(data)) as hdus:
-        return next(np.asarray(h.data, dtype=np.float64) for h in hdus if np.ndim(h.data) == 2)
 
 
 def _check_points(alert: dict) -> None:
@@ -220,26 +212,11 @@ def test_an_lsst_negative_flux_point_is_drawn_hollow_where_its_magnitude_puts_it
 def test_lsst_cutouts_come_from_the_archive_by_diasourceid_in_the_dayobs_night(generated, tmp_path):
     """The archive lookup asks the item's profile: its id column, its nights (Rubin's
     dayObs) and raw FITS bytes."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     alerts = generated[:3]
     for alert in alerts:
-        item = lsst_item(alert)
         night = LSST.night_of(alert["diaSource"]["midpointMjdTai"])
-        assert item_nights(item)[0] == night
-        folder = tmp_path / "archive" / f"night={night}"
-        folder.mkdir(parents=True, exist_ok=True)
-        table = pa.table(
-            {
-                "diaSourceId": pa.array([alert["diaSourceId"]], pa.int64()),
-                **{
-                    f: pa.array([alert[f]], pa.binary())
-                    for f in ("cutoutScience", "cutoutTemplate", "cutoutDifference")
-                },
-            }
-        )
-        pq.write_table(table, folder / f"part-x-0-{alert['diaSourceId']}.parquet")
+        assert item_nights(lsst_item(alert))[0] == night
+    write_lsst_cutouts(tmp_path / "archive", alerts)
 
     source = ArchiveCutouts(tmp_path / "archive")  # a ZTF-default reader: items say their survey
     memory = MemoryCutouts(alerts, survey="lsst")
@@ -256,10 +233,10 @@ def test_lsst_cutouts_come_from_the_archive_by_diasourceid_in_the_dayobs_night(g
                     ("difference", "cutoutDifference"),
                 ):
                     np.testing.assert_array_equal(
-                        got.images[title], zscale(_raw_image(alert[field]))
+                        got.images[title], zscale(raw_image(alert[field]))
                     )
-        assert source.index_of("lsst").id_column == "diaSourceId"
-        assert source.index.id_column == "candid"
+        assert source.index_of("lsst").archive.id_column == "diaSourceId"
+        assert source.index.archive.id_column == "candid"
     finally:
         source.close()
         memory.close()
