@@ -312,3 +312,29 @@ def lsst_plot_points(
                 )
             )
     return points, []
+
+
+def lsst_vetting_info(alert: Mapping[str, Any]) -> dict[str, Any]:
+    """What a vetter decides on besides the features, of an LSST alert (as plain JSON).
+
+    The counterpart of `vetting_info`: ``cdsxmatch`` (Fink's SIMBAD type, ``xm.
+    simbad_otype``), ``tns`` (``xm.tns_type``), ``vsx`` (``xm.vsx_Type``) and the
+    triggering detection, the alert's own ``diaSource``: ``jd`` (UTC), ``band``, ``mag``
+    and ``magerr`` (AB, of ``|psfFlux|``) and ``negative`` (``psfFlux < 0``).
+    """
+    xm = alert.get("xm") if isinstance(alert.get("xm"), Mapping) else {}
+    info: dict[str, Any] = {
+        "cdsxmatch": _text_or_none(xm.get("simbad_otype")),
+        "tns": _text_or_none(xm.get("tns_type")),
+        "vsx": _text_or_none(xm.get("vsx_Type")),
+    }
+    source = alert.get("diaSource") if isinstance(alert.get("diaSource"), Mapping) else {}
+    rows = _lsst_points([source], "diaSourceId")
+    trigger: dict[str, Any] = dict.fromkeys(("jd", "band", "mag", "magerr", "negative"))
+    if rows:
+        _, mjd, band, _, _, mag, magerr, negative = rows[0]
+        trigger.update(
+            jd=_tai_mjd_to_utc_jd(mjd), band=band, mag=mag, magerr=magerr, negative=negative
+        )
+    info["trigger"] = trigger
+    return info

@@ -148,6 +148,8 @@ class Survey:
     #: Points with a larger magnitude error do not set a plot's magnitude range (they sit
     #: at its edge); None: every point does.
     plot_range_sigma: float | None
+    #: What a vetter reads besides the features (`finkvra.lightcurve.vetting_info`).
+    vetting_function: str
     #: The alert fields holding the three stamps, by title.
     cutout_fields: tuple[tuple[str, str], ...] = (
         ("science", "cutoutScience"),
@@ -241,6 +243,11 @@ class Survey:
     def links(self, object_id: str) -> dict[str, str]:
         """Where a labeller eyeballs the object, by broker."""
         raise NotImplementedError
+
+    def vetting(self, alert: Mapping[str, Any]) -> dict[str, Any]:
+        """What a vetter reads besides the features (catalogue types, the triggering
+        detection, ...) as plain JSON, for a queue item's ``vetting``."""
+        return _load(self.vetting_function)(alert)
 
     def plot_points(self, lightcurve: Mapping[str, Any] | None) -> tuple[list[Any], list[Any]]:
         """``(points, limits)`` of a light curve made by :meth:`lightcurve`: every point a
@@ -341,6 +348,7 @@ class ZtfSurvey(Survey):
     lc_feature_unit: str = "mag"
     nondetections_name: str = "upper limits"
     plot_range_sigma: float | None = None
+    vetting_function: str = "finkvra.lightcurve:vetting_info"
 
     def alert_ids(self, alerts: Any) -> np.ndarray:
         """``candid``, or ``candidate.candid`` when the top-level one is null."""
@@ -469,6 +477,7 @@ class LsstSurvey(Survey):
     #: S/N 3: LSST measures every forced (and some detected) source's flux, however near
     #: zero, and a flux near zero has a magnitude of 30 and an error of tens of magnitudes.
     plot_range_sigma: float | None = 2.5 / math.log(10.0) / 3.0
+    vetting_function: str = "finkvra.lightcurve:lsst_vetting_info"
 
     def object_ids(self, alerts: Any) -> list[str | None]:
         """``str(diaObjectId)``; ``sso-<ssObjectId>`` when diaObjectId is 0 (never ``"0"``)."""

@@ -249,6 +249,16 @@ def _trigger(item: Any) -> tuple[float | None, Any]:
     if fid is not None:
         name, colour = BANDS.get(int(fid), ("?", "white"))
         text.append(f"{name} ", style=f"bold {colour}")
+    if trigger.get("band") is not None and trigger.get("mag") is not None:  # LSST's
+        survey = get_survey(item.survey)
+        band = str(trigger["band"])
+        text.append(f"{band} ", style=f"bold {survey.band_colour(band)}")
+        text.append(f"{trigger['mag']:.2f}", style="bold")
+        if trigger.get("magerr") is not None:
+            text.append(f"±{trigger['magerr']:.2f}")
+        if trigger.get("negative"):
+            text.append(" (negative flux)", style="yellow")
+        text.append(" ")
     if trigger.get("magpsf") is not None:
         text.append(f"{trigger['magpsf']:.2f}", style="bold")
         if trigger.get("sigmapsf") is not None:
@@ -274,6 +284,8 @@ def _vetting(item: Any, state: ScreenState, width: int) -> tuple[list[Any], floa
         pieces.append(_piece("SIMBAD ", str(v["cdsxmatch"]), style))
     if v:
         pieces.append(_piece("TNS ", v.get("tns") or "—", "bold yellow" if v.get("tns") else ""))
+    if v.get("vsx"):
+        pieces.append(_piece("VSX ", str(v["vsx"]), "bold yellow"))
     f = item.features or {}
     b = galactic_latitude(f.get("ra"), f.get("dec"))
     if b is not None:

@@ -76,3 +76,20 @@ def test_profiles_give_bands_colours_marks_and_feature_columns() -> None:
             assert profile.band_feature("median", band) in profile.feature_columns
     assert LSST.plot_range_sigma == pytest.approx(2.5 / math.log(10) / 3)
     assert ZTF.plot_range_sigma is None
+
+
+def test_lsst_vetting_names_the_triggering_source_in_magnitudes() -> None:
+    flux = 10 ** ((31.4 - 20.0) / 2.5)
+    alert = {
+        "diaSource": {"diaSourceId": 5, "midpointMjdTai": 61000.25, "band": "g",
+                      "psfFlux": -flux, "psfFluxErr": flux / 20},
+        "xm": {"simbad_otype": "SN", "tns_type": "nan", "vsx_Type": None},
+    }  # fmt: skip
+    info = LSST.vetting(alert)
+    assert info["cdsxmatch"] == "SN" and info["tns"] is None and info["vsx"] is None
+    trigger = info["trigger"]
+    assert trigger["band"] == "g" and trigger["negative"] is True
+    assert trigger["mag"] == pytest.approx(20.0)
+    assert trigger["magerr"] == pytest.approx(2.5 / math.log(10) / 20)
+    assert trigger["jd"] == pytest.approx(61000.25 - 37 / 86400 + 2400000.5, abs=1e-9)
+    assert LSST.vetting({})["trigger"]["jd"] is None  # nothing to say, never an error

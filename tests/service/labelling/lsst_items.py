@@ -52,8 +52,11 @@ def generated_lsst_alerts(n: int = 6, seed: int = 5) -> list[dict[str, Any]]:
     raise AssertionError("the generator gave too few LSST objects with negative fluxes")
 
 
-def lsst_item(alert: dict[str, Any], priority: float = 0.8, features: Any = None) -> QueueItem:
-    """A queue item of an LSST alert as the brief says the pipeline makes it."""
+def lsst_item(
+    alert: dict[str, Any], priority: float = 0.8, features: Any = None, *, vetting: bool = False
+) -> QueueItem:
+    """A queue item of an LSST alert as the pipeline makes it (``vetting``: with the
+    profile's vetting data, else without, as an item queued before it existed)."""
     oid = str(alert["diaSource"]["diaObjectId"])
     if features is None:
         X, _ = LSST.make_features([alert])
@@ -68,6 +71,7 @@ def lsst_item(alert: dict[str, Any], priority: float = 0.8, features: Any = None
         survey="lsst",
         lightcurve=lsst_lightcurve(alert),
         links=LSST.links(oid),
+        vetting=LSST.vetting(alert) if vetting else {},
     )
 
 

@@ -87,9 +87,9 @@ def _check_points(alert: dict) -> None:
     assert lc["trigger"]["mag"] == pytest.approx(latest[2])
 
 
-def _check_screen(alert: dict) -> str:
+def _check_screen(alert: dict, *, vetting: bool = False) -> str:
     """The whole screen: links exact, six-band legend, negative and forced marks drawn."""
-    item = lsst_item(alert)
+    item = lsst_item(alert, vetting=vetting)
     expected = expected_points(alert)
     oid = str(alert["diaSource"]["diaObjectId"])
     assert item.links == expected_links(oid)
@@ -106,6 +106,9 @@ def _check_screen(alert: dict) -> str:
     source = alert["diaSource"]
     mag = 31.4 - 2.5 * math.log10(abs(source["psfFlux"]))
     assert f"alert {source['band']} {mag:.2f}±" in text
+    assert ("(negative" in text.split("alert ", 1)[1].split("\n", 1)[0]) is (source["psfFlux"] < 0)
+    for ztf_only in ("ref. source", "solar system", "PS1 source"):  # no ZTF vetting words
+        assert ztf_only not in text
     assert "days since alert (MJD" in text
     # the legend names the bands present (wavelength order) and the marks
     bands = "".join(b for b in "ugrizy" if any(p[1] == b for p in expected["detections"]))
@@ -162,6 +165,7 @@ def test_generated_lsst_items_show_links_light_curve_and_cutouts(generated):
     for alert in generated[:3]:
         _check_points(alert)
         _check_screen(alert)
+        _check_screen(alert, vetting=True)
         _check_plot(alert)
 
 
@@ -171,6 +175,7 @@ def test_real_lsst_items_show_links_light_curve_and_cutouts(real):
     for alert in real:
         _check_points(alert)
         _check_screen(alert)
+        _check_screen(alert, vetting=True)
         _check_plot(alert)
         negatives += sum(p[3] for p in expected_points(alert)["detections"])
     assert negatives > 0  # the real sample has negative-flux detections to draw
