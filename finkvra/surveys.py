@@ -150,6 +150,9 @@ class Survey:
     plot_range_sigma: float | None
     #: What a vetter reads besides the features (`finkvra.lightcurve.vetting_info`).
     vetting_function: str
+    #: The star/galaxy, reference-source and solar-system hints a screen may show from an
+    #: item's vetting data (ZTF's candidate fields; none for LSST).
+    vetting_hints: tuple[str, ...]
     #: The alert fields holding the three stamps, by title.
     cutout_fields: tuple[tuple[str, str], ...] = (
         ("science", "cutoutScience"),
@@ -349,6 +352,7 @@ class ZtfSurvey(Survey):
     nondetections_name: str = "upper limits"
     plot_range_sigma: float | None = None
     vetting_function: str = "finkvra.lightcurve:vetting_info"
+    vetting_hints: tuple[str, ...] = ("sgscore1", "distnr", "ssdistnr")
 
     def alert_ids(self, alerts: Any) -> np.ndarray:
         """``candid``, or ``candidate.candid`` when the top-level one is null."""
@@ -478,6 +482,7 @@ class LsstSurvey(Survey):
     #: zero, and a flux near zero has a magnitude of 30 and an error of tens of magnitudes.
     plot_range_sigma: float | None = 2.5 / math.log(10.0) / 3.0
     vetting_function: str = "finkvra.lightcurve:lsst_vetting_info"
+    vetting_hints: tuple[str, ...] = ()
 
     def object_ids(self, alerts: Any) -> list[str | None]:
         """``str(diaObjectId)``; ``sso-<ssObjectId>`` when diaObjectId is 0 (never ``"0"``)."""

@@ -290,19 +290,20 @@ def _vetting(item: Any, state: ScreenState, width: int) -> tuple[list[Any], floa
     b = galactic_latitude(f.get("ra"), f.get("dec"))
     if b is not None:
         pieces.append(_piece("gal. lat. ", f"{b:+.1f}°", "bold" if abs(b) < 15 else ""))
-    sg = v.get("sgscore1")
+    hints = get_survey(item.survey).vetting_hints  # ZTF's candidate fields mean nothing else
+    sg = v.get("sgscore1") if "sgscore1" in hints else None
     if sg is not None:
         kind = "star-like" if sg >= 0.5 else "galaxy-like"
         near = v.get("distpsnr1")
         at = f' at {near:.1f}"' if near is not None else ""
         pieces.append(_piece("PS1 source ", f"sgscore1 {sg:.2f} ({kind}){at}"))
-    if "distnr" in v:
+    if "distnr" in v and "distnr" in hints:
         if v.get("distnr") is None:
             pieces.append(_piece("ref. source ", "none"))
         else:
             mag = f", mag {v['magnr']:.2f}" if v.get("magnr") is not None else ""
             pieces.append(_piece("ref. source ", f'distnr {v["distnr"]:.2f}"{mag}'))
-    if "ssdistnr" in v:
+    if "ssdistnr" in v and "ssdistnr" in hints:
         if v.get("ssdistnr") is None:
             pieces.append(_piece("solar system ", "no known object near"))
         else:

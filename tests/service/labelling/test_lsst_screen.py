@@ -87,9 +87,17 @@ def _check_points(alert: dict) -> None:
     assert lc["trigger"]["mag"] == pytest.approx(latest[2])
 
 
-def _check_screen(alert: dict, *, vetting: bool = False) -> str:
-    """The whole screen: links exact, six-band legend, negative and forced marks drawn."""
-    item = lsst_item(alert, vetting=vetting)
+def _check_screen(alert: dict, *, vetting: bool | str = False) -> str:
+    """The whole screen: links exact, six-band legend, negative and forced marks drawn.
+
+    ``vetting``: True gives the item the LSST profile's vetting data, "ztf" the ZTF
+    function's (what a ZTF-minded pipeline would store): its hints must not show.
+    """
+    from finkvra.lightcurve import vetting_info
+
+    item = lsst_item(alert, vetting=vetting is True)
+    if vetting == "ztf":
+        item.vetting = vetting_info(alert)
     expected = expected_points(alert)
     oid = str(alert["diaSource"]["diaObjectId"])
     assert item.links == expected_links(oid)
@@ -176,6 +184,7 @@ def test_real_lsst_items_show_links_light_curve_and_cutouts(real):
         _check_points(alert)
         _check_screen(alert)
         _check_screen(alert, vetting=True)
+        _check_screen(alert, vetting="ztf")
         _check_plot(alert)
         negatives += sum(p[3] for p in expected_points(alert)["detections"])
     assert negatives > 0  # the real sample has negative-flux detections to draw
