@@ -128,37 +128,38 @@ class Survey:
     lightcurve_function: str
     schema_function: str
     generator_class: str
-    #: ``(points, limits)`` of the survey's light curve for plotting (`finkvra.lightcurve`).
-    plot_points_function: str
-    #: Where the times of the light curve's detections are (in the survey's time scale).
-    lightcurve_time_field: tuple[str, str]
-    #: The bands in wavelength order, each with its colour on a terminal (a rich colour
-    #: name) and on a web page (on a light background).
-    band_colours: tuple[tuple[str, str, str], ...]
-    #: The kinds of marks the light curve has besides detections, as its legend names them.
-    plot_marks: tuple[str, ...]
-    #: The bands whose light-curve features (Fink's ``lc_features``) the model reads.
-    feature_bands: tuple[str, ...]
-    #: The cutouts' pixel scale (arcsec per pixel), for the screens' scale bars.
-    pixel_scale_arcsec: float
-    #: The unit of Fink's light-curve features (ZTF's are in magnitudes, LSST's in flux).
-    lc_feature_unit: str
-    #: What the ``nnondets`` feature counts, in a screen's words.
-    nondetections_name: str
-    #: Points with a larger magnitude error do not set a plot's magnitude range (they sit
-    #: at its edge); None: every point does.
-    plot_range_sigma: float | None
-    #: What a vetter reads besides the features (`finkvra.lightcurve.vetting_info`).
-    vetting_function: str
-    #: The star/galaxy, reference-source and solar-system hints a screen may show from an
-    #: item's vetting data (ZTF's candidate fields; none for LSST).
-    vetting_hints: tuple[str, ...]
     #: The alert fields holding the three stamps, by title.
     cutout_fields: tuple[tuple[str, str], ...] = (
         ("science", "cutoutScience"),
         ("template", "cutoutTemplate"),
         ("difference", "cutoutDifference"),
     )
+    # What the labelling screens draw (each survey's profile sets them all).
+    #: ``(points, limits)`` of the survey's light curve for plotting (`finkvra.lightcurve`).
+    plot_points_function: str = ""
+    #: Where the times of the light curve's detections are (in the survey's time scale).
+    lightcurve_time_field: tuple[str, str] = ("detections", "")
+    #: The bands in wavelength order, each with its colour on a terminal (a rich colour
+    #: name) and on a web page (on a light background).
+    band_colours: tuple[tuple[str, str, str], ...] = ()
+    #: The kinds of marks the light curve has besides detections, as its legend names them.
+    plot_marks: tuple[str, ...] = ()
+    #: The bands whose light-curve features (Fink's ``lc_features``) the model reads.
+    feature_bands: tuple[str, ...] = ()
+    #: The cutouts' pixel scale (arcsec per pixel), for the screens' scale bars.
+    pixel_scale_arcsec: float = 1.0
+    #: The unit of Fink's light-curve features (ZTF's are in magnitudes, LSST's in flux).
+    lc_feature_unit: str = "mag"
+    #: What the ``nnondets`` feature counts, in a screen's words.
+    nondetections_name: str = "non-detections"
+    #: Points with a larger magnitude error do not set a plot's magnitude range (they sit
+    #: at its edge); None: every point does.
+    plot_range_sigma: float | None = None
+    #: What a vetter reads besides the features (`finkvra.lightcurve.vetting_info`).
+    vetting_function: str = ""
+    #: The star/galaxy, reference-source and solar-system hints a screen may show from an
+    #: item's vetting data (ZTF's candidate fields; none for LSST).
+    vetting_hints: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ ids
 
@@ -453,11 +454,6 @@ class LsstSurvey(Survey):
     lasair_sherlock_method: str = "sherlock/object"
     lasair_batch_size: int = 1
     default_context: str = "lsst"
-    features_module: str = "finkvra.features_lsst"
-    features_function: str = "finkvra.features_lsst:make_lsst_features"
-    lightcurve_function: str = "finkvra.lightcurve:lsst_lightcurve"
-    schema_function: str = "finkvra.synthetic.lsst:lsst_alert_schema"
-    generator_class: str = "finkvra.synthetic.lsst:LsstAlertGenerator"
     plot_points_function: str = "finkvra.lightcurve:lsst_plot_points"
     lightcurve_time_field: tuple[str, str] = ("detections", "mjd")
     #: Rubin's own filter colours on the web (rubin_sim's plot style), their nearest
@@ -483,6 +479,11 @@ class LsstSurvey(Survey):
     plot_range_sigma: float | None = 2.5 / math.log(10.0) / 3.0
     vetting_function: str = "finkvra.lightcurve:lsst_vetting_info"
     vetting_hints: tuple[str, ...] = ()
+    features_module: str = "finkvra.features_lsst"
+    features_function: str = "finkvra.features_lsst:make_lsst_features"
+    lightcurve_function: str = "finkvra.lightcurve:lsst_lightcurve"
+    schema_function: str = "finkvra.synthetic.lsst:lsst_alert_schema"
+    generator_class: str = "finkvra.synthetic.lsst:LsstAlertGenerator"
 
     def object_ids(self, alerts: Any) -> list[str | None]:
         """``str(diaObjectId)``; ``sso-<ssObjectId>`` when diaObjectId is 0 (never ``"0"``)."""
