@@ -10,7 +10,7 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 #: The Julian date of the Unix epoch (1970-01-01T00:00 UTC): alerts time everything in JD.
 UNIX_EPOCH_JD = 2440587.5
@@ -222,3 +222,119 @@ def lsst_lightcurve(alert: Mapping[str, Any]) -> dict[str, dict[str, list]]:
         "detections": _columns(_lsst_points(sources, "diaSourceId"), LSST_POINT_FIELDS),
         "forced": _columns(_lsst_points(forced, "diaForcedSourceId"), LSST_POINT_FIELDS),
     }
+
+
+# --------------------------------------------------------------------------- plotting
+
+MJD_OFFSET = 2400000.5
+#: ZTF filter id -> band name.
+ZTF_FILTERS: dict[int, str] = {1: "g", 2: "r", 3: "i"}
+
+
+class PlotPoint(NamedTuple):
+    """One measured point as the screens draw it, whatever the survey.
+
+    ``jd`` is a Julian date in UTC; ``negative`` a negative difference (ZTF
+    ``isdiffpos`` false, LSST ``psfFlux < 0``: its magnitude is that of ``|flux|``);
+    ``forced`` forced photometry at the object's position (LSST ``prvDiaForcedSources``).
+    """
+
+    jd: float
+    band: str
+    mag: float
+    sigma: float
+    negative: bool
+    forced: bool = False
+
+
+class PlotLimit(NamedTuple):
+    """An upper limit: the source was fainter than ``limit`` (ZTF ``diffmaglim``)."""
+
+    jd: float
+    band: str
+    limit: float
+
+
+def ztf_plot_points(
+    lightcurve: Mapping[str, Any] | None,
+) -> tuple[list[PlotPoint], list[PlotLimit]]:
+    """``(points, limits)`` of a ZTF compact light curve (`compact_lightcurve`), bad ones left out."""
+    lightcurve = lightcurve or {}
+    points: list[PlotPoint] = []
+    d = lightcurve.get("detections") or {}
+    columns = [d.get(name) or [] for name in ("jd", "fid", "magpsf", "sigmapsf", "isdiffpos")]
+    for jd, fid, mag, sigma, sign in zip(*columns, strict=False):
+        jd, mag = finite_or_none(jd), finite_or_none(mag)
+        if jd is None or mag is None:
+            continue
+        band = ZTF_FILTERS.get(int(finite_or_none(fid) or 0), "?")
+        negative = str(sign).strip().lower() in ("f", "0")
+        points.append(PlotPoint(jd, band, mag, finite_or_none(sigma) or 0.0, negative))
+    limits: list[PlotLimit] = []
+    u = lightcurve.get("upper_limits") or {}
+    for jd, fid, limit in zip(
+        u.get("jd") or [], u.get("fid") or [], u.get("diffmaglim") or [], strict=False
+    ):
+        jd, limit = finite_or_none(jd), finite_or_none(limit)
+        if jd is not None and limit is not None:
+            limits.append(PlotLimit(jd, ZTF_FILTERS.get(int(finite_or_none(fid) or 0), "?"), limit))
+    return points, limits
+
+
+def _tai_mjd_to_utc_jd(mjd_tai: float) -> float:
+    from finkvra.surveys import tai_to_utc_mjd
+
+    return tai_to_utc_mjd(mjd_tai) + MJD_OFFSET
+
+
+def lsst_plot_points(
+    lightcurve: Mapping[str, Any] | None,
+) -> tuple[list[PlotPoint], list[PlotLimit]]:
+    """``(points, [])`` of an LSST light curve (`lsst_lightcurve`): detections and forced
+    photometry, magnitudes from flux (negative fluxes kept, marked); LSST has no limits."""
+    lightcurve = lightcurve or {}
+    points: list[PlotPoint] = []
+    for kind, forced in (("detections", False), ("forced", True)):
+        c = lightcurve.get(kind) or {}
+        columns = [c.get(name) or [] for name in ("mjd", "band", "mag", "magerr", "negative")]
+        for mjd, band, mag, magerr, negative in zip(*columns, strict=False):
+            mjd, mag = finite_or_none(mjd), finite_or_none(mag)
+            if mjd is None or mag is None:
+                continue
+            points.append(
+                PlotPoint(
+                    _tai_mjd_to_utc_jd(mjd),
+                    str(band) if band else "?",
+                    mag,
+                    finite_or_none(magerr) or 0.0,
+                    bool(negative),
+                    forced,
+                )
+            )
+    return points, []
+
+
+def lsst_vetting_info(alert: Mapping[str, Any]) -> dict[str, Any]:
+    """What a vetter decides on besides the features, of an LSST alert (as plain JSON).
+
+    The counterpart of `vetting_info`: ``cdsxmatch`` (Fink's SIMBAD type, ``xm.
+    simbad_otype``), ``tns`` (``xm.tns_type``), ``vsx`` (``xm.vsx_Type``) and the
+    triggering detection, the alert's own ``diaSource``: ``jd`` (UTC), ``band``, ``mag``
+    and ``magerr`` (AB, of ``|psfFlux|``) and ``negative`` (``psfFlux < 0``).
+    """
+    xm = alert.get("xm") if isinstance(alert.get("xm"), Mapping) else {}
+    info: dict[str, Any] = {
+        "cdsxmatch": _text_or_none(xm.get("simbad_otype")),
+        "tns": _text_or_none(xm.get("tns_type")),
+        "vsx": _text_or_none(xm.get("vsx_Type")),
+    }
+    source = alert.get("diaSource") if isinstance(alert.get("diaSource"), Mapping) else {}
+    rows = _lsst_points([source], "diaSourceId")
+    trigger: dict[str, Any] = dict.fromkeys(("jd", "band", "mag", "magerr", "negative"))
+    if rows:
+        _, mjd, band, _, _, mag, magerr, negative = rows[0]
+        trigger.update(
+            jd=_tai_mjd_to_utc_jd(mjd), band=band, mag=mag, magerr=magerr, negative=negative
+        )
+    info["trigger"] = trigger
+    return info

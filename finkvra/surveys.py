@@ -134,6 +134,32 @@ class Survey:
         ("template", "cutoutTemplate"),
         ("difference", "cutoutDifference"),
     )
+    # What the labelling screens draw (each survey's profile sets them all).
+    #: ``(points, limits)`` of the survey's light curve for plotting (`finkvra.lightcurve`).
+    plot_points_function: str = ""
+    #: Where the times of the light curve's detections are (in the survey's time scale).
+    lightcurve_time_field: tuple[str, str] = ("detections", "")
+    #: The bands in wavelength order, each with its colour on a terminal (a rich colour
+    #: name) and on a web page (on a light background).
+    band_colours: tuple[tuple[str, str, str], ...] = ()
+    #: The kinds of marks the light curve has besides detections, as its legend names them.
+    plot_marks: tuple[str, ...] = ()
+    #: The bands whose light-curve features (Fink's ``lc_features``) the model reads.
+    feature_bands: tuple[str, ...] = ()
+    #: The cutouts' pixel scale (arcsec per pixel), for the screens' scale bars.
+    pixel_scale_arcsec: float = 1.0
+    #: The unit of Fink's light-curve features (ZTF's are in magnitudes, LSST's in flux).
+    lc_feature_unit: str = "mag"
+    #: What the ``nnondets`` feature counts, in a screen's words.
+    nondetections_name: str = "non-detections"
+    #: Points with a larger magnitude error do not set a plot's magnitude range (they sit
+    #: at its edge); None: every point does.
+    plot_range_sigma: float | None = None
+    #: What a vetter reads besides the features (`finkvra.lightcurve.vetting_info`).
+    vetting_function: str = ""
+    #: The star/galaxy, reference-source and solar-system hints a screen may show from an
+    #: item's vetting data (ZTF's candidate fields; none for LSST).
+    vetting_hints: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ ids
 
@@ -222,6 +248,46 @@ class Survey:
         """Where a labeller eyeballs the object, by broker."""
         raise NotImplementedError
 
+    def vetting(self, alert: Mapping[str, Any]) -> dict[str, Any]:
+        """What a vetter reads besides the features (catalogue types, the triggering
+        detection, ...) as plain JSON, for a queue item's ``vetting``."""
+        return _load(self.vetting_function)(alert)
+
+    def plot_points(self, lightcurve: Mapping[str, Any] | None) -> tuple[list[Any], list[Any]]:
+        """``(points, limits)`` of a light curve made by :meth:`lightcurve`: every point a
+        `finkvra.lightcurve.PlotPoint` (UTC Julian date, band name, AB magnitude, error,
+        negative, forced), every limit a `PlotLimit`; what the screens draw."""
+        return _load(self.plot_points_function)(lightcurve)
+
+    def band_colour(self, band: str, *, web: bool = False) -> str:
+        """The colour a band is drawn in (terminal or web); grey for an unknown band."""
+        for name, terminal, page in self.band_colours:
+            if name == band:
+                return page if web else terminal
+        return "#555555" if web else "white"
+
+    def band_order(self, band: str) -> int:
+        """Where a band comes in the legend (wavelength order; unknown bands last)."""
+        names = [name for name, _, _ in self.band_colours]
+        return names.index(band) if band in names else len(names)
+
+    def band_feature(self, feature: str, band: str) -> str:
+        """The feature column of one of Fink's light-curve features in one band."""
+        raise NotImplementedError
+
+    def lightcurve_nights(self, lightcurve: Mapping[str, Any] | None) -> list[str]:
+        """Archive nights where the alert of a light curve may be, most likely first: the
+        night of its latest detection, then the nights either side (empty without one)."""
+        kind, field = self.lightcurve_time_field
+        times = []
+        for value in ((lightcurve or {}).get(kind) or {}).get(field) or []:
+            if _is_number(value) and math.isfinite(float(value)):
+                times.append(float(value))
+        if not times:
+            return []
+        latest = max(times)
+        return list(dict.fromkeys(self.night_of(t) for t in (latest, latest - 1, latest + 1)))
+
     def cutout_bytes(self, alert: Mapping[str, Any], field: str) -> bytes | None:
         """The FITS bytes of one stamp field (gzipped or raw), or None."""
         raise NotImplementedError
@@ -273,6 +339,21 @@ class ZtfSurvey(Survey):
     lightcurve_function: str = "finkvra.lightcurve:compact_lightcurve"
     schema_function: str = "finkvra.synthetic.schema:alert_schema"
     generator_class: str = "finkvra.synthetic:AlertGenerator"
+    plot_points_function: str = "finkvra.lightcurve:ztf_plot_points"
+    lightcurve_time_field: tuple[str, str] = ("detections", "jd")
+    band_colours: tuple[tuple[str, str, str], ...] = (
+        ("g", "green3", "#1a9850"),
+        ("r", "red1", "#d73027"),
+        ("i", "yellow3", "#b8860b"),
+    )
+    plot_marks: tuple[str, ...] = ("negative", "upper limit")
+    feature_bands: tuple[str, ...] = ("g", "r")
+    pixel_scale_arcsec: float = 1.01
+    lc_feature_unit: str = "mag"
+    nondetections_name: str = "upper limits"
+    plot_range_sigma: float | None = None
+    vetting_function: str = "finkvra.lightcurve:vetting_info"
+    vetting_hints: tuple[str, ...] = ("sgscore1", "distnr", "ssdistnr")
 
     def alert_ids(self, alerts: Any) -> np.ndarray:
         """``candid``, or ``candidate.candid`` when the top-level one is null."""
@@ -317,6 +398,10 @@ class ZtfSurvey(Survey):
         from finkvra.lightcurve import fink_url, lasair_url
 
         return {"lasair": lasair_url(object_id), "fink": fink_url(object_id)}
+
+    def band_feature(self, feature: str, band: str) -> str:
+        """g is the bare name (``amplitude``), r has ``r_`` appended (``amplituder_``)."""
+        return feature if band == "g" else f"{feature}{band}_"
 
     def cutout_bytes(self, alert: Mapping[str, Any], field: str) -> bytes | None:
         stamp = alert.get(field)
@@ -369,6 +454,31 @@ class LsstSurvey(Survey):
     lasair_sherlock_method: str = "sherlock/object"
     lasair_batch_size: int = 1
     default_context: str = "lsst"
+    plot_points_function: str = "finkvra.lightcurve:lsst_plot_points"
+    lightcurve_time_field: tuple[str, str] = ("detections", "mjd")
+    #: Rubin's own filter colours on the web (rubin_sim's plot style), their nearest
+    #: terminal colours.
+    band_colours: tuple[tuple[str, str, str], ...] = (
+        ("u", "dodger_blue1", "#0c71ff"),
+        ("g", "green3", "#49be61"),
+        ("r", "red1", "#c61c00"),
+        ("i", "yellow3", "#c09200"),
+        ("z", "magenta", "#f341a2"),
+        ("y", "dark_orange", "#5d0000"),
+    )
+    #: No upper limits: forced photometry at the object's position instead.
+    plot_marks: tuple[str, ...] = ("negative flux", "forced")
+    feature_bands: tuple[str, ...] = ("g", "r", "i")
+    #: LSSTCam's pixels.
+    pixel_scale_arcsec: float = 0.2
+    lc_feature_unit: str = "nJy"
+    #: Forced-photometry points below S/N 5 (DESIGN §2b).
+    nondetections_name: str = "forced < 5σ"
+    #: S/N 3: LSST measures every forced (and some detected) source's flux, however near
+    #: zero, and a flux near zero has a magnitude of 30 and an error of tens of magnitudes.
+    plot_range_sigma: float | None = 2.5 / math.log(10.0) / 3.0
+    vetting_function: str = "finkvra.lightcurve:lsst_vetting_info"
+    vetting_hints: tuple[str, ...] = ()
     features_module: str = "finkvra.features_lsst"
     features_function: str = "finkvra.features_lsst:make_lsst_features"
     lightcurve_function: str = "finkvra.lightcurve:lsst_lightcurve"
@@ -461,6 +571,10 @@ class LsstSurvey(Survey):
             "lasair": f"https://lasair.lsst.ac.uk/objects/{object_id}/",
             "fink": f"https://lsst.fink-portal.org/{object_id}",
         }
+
+    def band_feature(self, feature: str, band: str) -> str:
+        """``<feature>_<band>`` (``amplitude_g``)."""
+        return f"{feature}_{band}"
 
     def cutout_bytes(self, alert: Mapping[str, Any], field: str) -> bytes | None:
         value = alert.get(field)

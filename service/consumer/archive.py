@@ -333,6 +333,10 @@ class ParquetArchive:
 
     # --- reading ---------------------------------------------------------------------
 
+    #: The alert-id column readers look alerts up by (ZTF ``candid``; a reader of another
+    #: survey's archive sets its profile's ``alert_id_field``).
+    id_column: str = "candid"
+
     def nights(self) -> list[str]:
         """The nights (``YYYYMMDD``) present, oldest first."""
         infos = self._fs.get_file_info(pafs.FileSelector(self._base, allow_not_found=True))
@@ -418,8 +422,9 @@ class ArchiveIndex:
                     continue
                 with self.archive._fs.open_input_file(path) as handle:
                     parquet = pq.ParquetFile(handle)
+                    key = self.archive.id_column
                     groups = [
-                        parquet.read_row_group(g, columns=["candid"]).column("candid")
+                        parquet.read_row_group(g, columns=[key]).column(key)
                         for g in range(parquet.num_row_groups)
                     ]
                 with self._index_lock:
@@ -462,11 +467,10 @@ class ArchiveIndex:
         with self.archive._fs.open_input_file(path) as handle:
             parquet = pq.ParquetFile(handle)
             names = parquet.schema_arrow.names
-            wanted = ["candid"] + [c for c in columns if c in names and c != "candid"]
+            key = self.archive.id_column
+            wanted = [key] + [c for c in columns if c in names and c != key]
             table = parquet.read_row_group(group, columns=wanted)
-        rows = table.filter(
-            pc.equal(table.column("candid"), pa.scalar(candid, table.column("candid").type))
-        )
+        rows = table.filter(pc.equal(table.column(key), pa.scalar(candid, table.column(key).type)))
         if rows.num_rows == 0:
             with self._index_lock:
                 self._where.pop(candid, None)

@@ -1,14 +1,16 @@
 """The three image stamps of an alert, fetched, decoded and drawn in a terminal.
 
 Queue items do not carry cutouts (they are most of an alert's 50 KB); the labelling
-screen fetches them from the parquet archive by candid. Finding a candid in the archive
+screen fetches them from the parquet archive by alert id (the item's ``candid``: ZTF
+``candid``, LSST ``diaSourceId``; the item's survey profile names the column, the nights
+and where the stamp bytes are). Finding a candid in the archive
 means reading the ``candid`` column of its files, so `ArchiveCutouts` looks only in the
 night the alert was observed (known from the item's light curve), remembers which file
 holds which candid, and fetches in a background thread: the screen shows an item at
 once, and the stamps of the items about to come are usually ready before they are asked
 for.
 
-Drawing: each stamp is decoded from its gzipped FITS, stretched with IRAF's zscale (the
+Drawing: each stamp is decoded from its FITS bytes (gzipped for ZTF, raw for LSST), stretched with IRAF's zscale (the
 display every astronomer knows from ds9), shown with north (the last FITS row) up, and
 drawn with the upper-half-block character: one terminal cell holds two pixels, the top
 one as the foreground colour and the bottom one as the background, so pixels are square.
@@ -30,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from finkvra.cutouts import decode_stamp  # re-exported: the screen and the web read stamps here
+from finkvra.surveys import Survey, get_survey
 
 __all__ = [
     "CUTOUT_FIELDS",
@@ -40,6 +43,8 @@ __all__ = [
     "MemoryCutouts",
     "cutouts_from_alert",
     "decode_stamp",
+    "item_nights",
+    "item_survey",
     "zscale",
 ]
 
@@ -112,12 +117,15 @@ def zscale(image: np.ndarray, contrast: float = 0.25) -> np.ndarray:
         return np.clip((image - vmin) / (vmax - vmin), 0.0, 1.0)
 
 
-def cutouts_from_alert(alert: Mapping[str, Any]) -> Cutouts:
-    """Decode and stretch the three stamps of an alert dict; missing ones get a note."""
-    result = Cutouts(candid=int(alert.get("candid") or 0))
+def cutouts_from_alert(alert: Mapping[str, Any], survey: str | Survey = "ztf") -> Cutouts:
+    """Decode and stretch the three stamps of an alert dict; missing ones get a note.
+
+    The survey's profile says where the FITS bytes are (ZTF ``stampData``, LSST the field).
+    """
+    profile = get_survey(survey)
+    result = Cutouts(candid=int(alert.get(profile.alert_id_field) or 0))
     for name, title in CUTOUT_FIELDS.items():
-        stamp = alert.get(name)
-        data = stamp.get("stampData") if isinstance(stamp, Mapping) else None
+        data = profile.cutout_bytes(alert, name)
         if not data:
             result.images[title] = None
             result.notes[title] = "no cutout"
@@ -296,6 +304,24 @@ class CutoutRow:
 # --------------------------------------------------------------------------- sources
 
 
+def item_survey(item: Any) -> Survey:
+    """The survey profile of a queue item (items queued before surveys existed are ZTF)."""
+    return get_survey(getattr(item, "survey", None) or "ztf")
+
+
+def item_nights(item: Any) -> list[str]:
+    """Archive nights where a queue item's alert may be, most likely first.
+
+    The night of its latest detection and those either side, in the survey's own
+    nights (ZTF: the UTC date; LSST: Rubin's dayObs); without a light curve, the day
+    it was queued and the day before.
+    """
+    from service.consumer.archive import nights_for
+
+    nights = item_survey(item).lightcurve_nights(item.lightcurve)
+    return nights or nights_for(None, item.enqueued_at)
+
+
 class _CutoutSource:
     """Shared machinery: a result cache and one background worker."""
 
@@ -306,7 +332,7 @@ class _CutoutSource:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 
-    def _load(self, candid: int, hints: Sequence[str]) -> Cutouts:
+    def _load(self, candid: int, hints: Sequence[str], survey: Survey) -> Cutouts:
         raise NotImplementedError
 
     def _worker(self) -> ThreadPoolExecutor:
@@ -316,9 +342,9 @@ class _CutoutSource:
             self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cutouts")
         return self._pool
 
-    def _run(self, candid: int, hints: Sequence[str]) -> Cutouts:
+    def _run(self, candid: int, hints: Sequence[str], survey: Survey) -> Cutouts:
         try:
-            result = self._load(candid, hints)
+            result = self._load(candid, hints, survey)
         except Exception as error:  # a bad file must not take the screen down
             result = Cutouts.missing(
                 candid, f"cutouts unavailable ({type(error).__name__}: {error})"
@@ -331,9 +357,15 @@ class _CutoutSource:
             self._pending.pop(candid, None)
         return result
 
-    def request(self, candid: int, hints: Sequence[str] = ()) -> Future:
-        """Start fetching (if not cached or under way); a future of the `Cutouts`."""
+    def request(
+        self, candid: int, hints: Sequence[str] = (), survey: str | Survey = "ztf"
+    ) -> Future:
+        """Start fetching (if not cached or under way); a future of the `Cutouts`.
+
+        ``candid`` is the alert id of ``survey`` (whose profile says how to find it).
+        """
         candid = int(candid)
+        profile = get_survey(survey)
         with self._lock:
             if candid in self._cache:
                 done: Future = Future()
@@ -341,15 +373,13 @@ class _CutoutSource:
                 return done
             future = self._pending.get(candid)
             if future is None:
-                future = self._worker().submit(self._run, candid, tuple(hints))
+                future = self._worker().submit(self._run, candid, tuple(hints), profile)
                 self._pending[candid] = future
             return future
 
     def request_item(self, item: Any) -> Future:
         """Start fetching one queue item's stamps (its nights from its light curve)."""
-        from service.consumer.archive import nights_for
-
-        return self.request(item.candid, nights_for(item.lightcurve, item.enqueued_at))
+        return self.request(item.candid, item_nights(item), item_survey(item))
 
     def prefetch(self, items: Iterable[Any]) -> None:
         """Start fetching the stamps of queue items (``candid``, ``lightcurve``...)."""
@@ -377,22 +407,28 @@ class _CutoutSource:
 class MemoryCutouts(_CutoutSource):
     """Stamps of alerts already in memory (``finkvra round`` reads them with the alerts)."""
 
-    def __init__(self, alerts: Iterable[Mapping[str, Any]], cache_size: int = 64) -> None:
+    def __init__(
+        self,
+        alerts: Iterable[Mapping[str, Any]],
+        cache_size: int = 64,
+        survey: str | Survey = "ztf",
+    ) -> None:
         super().__init__(cache_size)
+        key = get_survey(survey).alert_id_field
         self._alerts: dict[int, dict[str, Any]] = {}
         for alert in alerts:
-            candid = alert.get("candid")
+            candid = alert.get(key)
             if candid is None:
                 continue
             self._alerts[int(candid)] = {name: alert.get(name) for name in CUTOUT_FIELDS} | {
-                "candid": int(candid)
+                key: int(candid)
             }
 
-    def _load(self, candid: int, hints: Sequence[str]) -> Cutouts:
+    def _load(self, candid: int, hints: Sequence[str], survey: Survey) -> Cutouts:
         alert = self._alerts.get(candid)
         if alert is None:
             return Cutouts.missing(candid, "no cutout: alert not loaded")
-        return cutouts_from_alert(alert)
+        return cutouts_from_alert(alert, survey)
 
 
 class ArchiveCutouts(_CutoutSource):
@@ -410,12 +446,36 @@ class ArchiveCutouts(_CutoutSource):
     #: The columns read of an alert's row.
     columns: tuple[str, ...] = tuple(CUTOUT_FIELDS)
 
-    def __init__(self, root: str | Path, *, search_all: bool = False, cache_size: int = 64):
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        search_all: bool = False,
+        cache_size: int = 64,
+        survey: str | Survey = "ztf",
+    ):
         super().__init__(cache_size)
-        from service.consumer.archive import ArchiveIndex, ParquetArchive
+        from service.consumer.archive import ParquetArchive
 
         self.archive = ParquetArchive(root)
-        self.index = ArchiveIndex(self.archive, search_all=search_all)
+        self.search_all = search_all
+        self.survey = get_survey(survey)
+        self._indexes: dict[str, Any] = {}
+        self.index = self.index_of(self.survey)
+
+    def index_of(self, survey: str | Survey) -> Any:
+        """The archive's index by the alert-id column of ``survey`` (one per survey)."""
+        from service.consumer.archive import ArchiveIndex, ParquetArchive
+
+        profile = get_survey(survey)
+        with self._lock:
+            index = self._indexes.get(profile.name)
+            if index is None:
+                archive = ParquetArchive(self.archive.root)
+                archive.id_column = profile.alert_id_field  # read by the survey's alert id
+                index = ArchiveIndex(archive, search_all=self.search_all)
+                self._indexes[profile.name] = index
+            return index
 
     def __repr__(self) -> str:
         return f"ArchiveCutouts({str(self.archive.root)!r})"
@@ -424,9 +484,11 @@ class ArchiveCutouts(_CutoutSource):
         """``(file, row group)`` holding ``candid`` (`ArchiveIndex.locate`), or None."""
         return self.index.locate(candid, hints)
 
-    def _row(self, candid: int, hints: Sequence[str]) -> tuple[dict[str, Any] | None, str]:
+    def _row(
+        self, candid: int, hints: Sequence[str], survey: Survey
+    ) -> tuple[dict[str, Any] | None, str]:
         """The alert's row (its `columns`), or None and why not (a sentence)."""
-        row, path = self.index.read_alert(candid, hints, self.columns)
+        row, path = self.index_of(survey).read_alert(candid, hints, self.columns)
         if row is not None:
             return row, ""
         if path is None:
@@ -437,8 +499,8 @@ class ArchiveCutouts(_CutoutSource):
     def _row_missing(hints: Sequence[str]) -> str:
         return f"not in nights {', '.join(hints)}" if hints else "not in the archive"
 
-    def _load(self, candid: int, hints: Sequence[str]) -> Cutouts:
-        row, why = self._row(candid, hints)
+    def _load(self, candid: int, hints: Sequence[str], survey: Survey) -> Cutouts:
+        row, why = self._row(candid, hints, survey)
         if row is None:
             return Cutouts.missing(candid, f"no cutout: {why}")
-        return cutouts_from_alert(row)
+        return cutouts_from_alert(row, survey)

@@ -1,9 +1,12 @@
 """A light curve drawn in characters, for the labelling screen (works over SSH).
 
 Magnitude against time in days since the alert's own (triggering) detection, whose MJD
-the legend gives, bright at the top as astronomers draw it. Detections are dots with their error bars (g green, r red, i yellow), negative
-differences hollow, and upper limits (the source was fainter than ``diffmaglim``)
-arrows pointing down to fainter magnitudes.
+the legend gives, bright at the top as astronomers draw it. The survey's profile
+(`finkvra.surveys`) turns its light curve into points and gives the band colours (ZTF g
+green, r red, i yellow; LSST u g r i z y). Detections are dots with their error bars,
+negative differences (ZTF ``isdiffpos`` false, LSST negative flux, drawn at the
+magnitude of ``|flux|``) hollow, LSST forced photometry diamonds, and ZTF upper limits
+(the source was fainter than ``diffmaglim``) arrows pointing down to fainter magnitudes.
 """
 
 from __future__ import annotations
@@ -13,18 +16,29 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from finkvra.lightcurve import UNIX_EPOCH_JD, finite_or_none
+from finkvra.lightcurve import UNIX_EPOCH_JD, ZTF_FILTERS, PlotLimit, PlotPoint
+from finkvra.surveys import Survey, get_survey
 
-__all__ = ["BANDS", "jd_now", "lightcurve_plot", "lightcurve_points"]
+__all__ = ["BANDS", "MARKS", "in_range", "jd_now", "lightcurve_plot", "lightcurve_points"]
 
-#: ZTF filter id → (band name, colour).
-BANDS: dict[int, tuple[str, str]] = {1: ("g", "green3"), 2: ("r", "red1"), 3: ("i", "yellow3")}
-_OTHER_BAND = ("?", "white")
+#: ZTF filter id → (band name, colour) (the triggering detection of ZTF vetting data).
+BANDS: dict[int, tuple[str, str]] = {
+    fid: (name, get_survey("ztf").band_colour(name)) for fid, name in ZTF_FILTERS.items()
+}
 
 DETECTION = "●"
 NEGATIVE = "○"
+FORCED = "◆"
+FORCED_NEGATIVE = "◇"
 UPPER_LIMIT = "↓"
 ERROR_BAR = "│"
+#: The symbol of each kind of mark a profile's ``plot_marks`` names.
+MARKS: dict[str, str] = {
+    "negative": NEGATIVE,
+    "negative flux": NEGATIVE,
+    "forced": FORCED,
+    "upper limit": UPPER_LIMIT,
+}
 
 
 def jd_now() -> float:
@@ -33,33 +47,23 @@ def jd_now() -> float:
 
 
 def lightcurve_points(
-    lightcurve: Mapping[str, Any] | None,
-) -> tuple[list[tuple[float, int, float, float, bool]], list[tuple[float, int, float]]]:
-    """``(detections, limits)`` of a compact light curve, bad points left out.
+    lightcurve: Mapping[str, Any] | None, survey: str | Survey = "ztf"
+) -> tuple[list[PlotPoint], list[PlotLimit]]:
+    """``(points, limits)`` of an item's light curve, as its survey's profile reads it."""
+    return get_survey(survey).plot_points(lightcurve)
 
-    Detections are ``(jd, fid, mag, sigma, negative)``, limits ``(jd, fid, diffmaglim)``.
-    """
-    lightcurve = lightcurve or {}
-    detections: list[tuple[float, int, float, float, bool]] = []
-    d = lightcurve.get("detections") or {}
-    columns = [d.get(name) or [] for name in ("jd", "fid", "magpsf", "sigmapsf", "isdiffpos")]
-    for jd, fid, mag, sigma, sign in zip(*columns, strict=False):
-        jd, mag = finite_or_none(jd), finite_or_none(mag)
-        if jd is None or mag is None:
-            continue
-        negative = str(sign).strip().lower() in ("f", "0")
-        detections.append(
-            (jd, int(finite_or_none(fid) or 0), mag, finite_or_none(sigma) or 0.0, negative)
-        )
-    limits: list[tuple[float, int, float]] = []
-    u = lightcurve.get("upper_limits") or {}
-    for jd, fid, limit in zip(
-        u.get("jd") or [], u.get("fid") or [], u.get("diffmaglim") or [], strict=False
-    ):
-        jd, limit = finite_or_none(jd), finite_or_none(limit)
-        if jd is not None and limit is not None:
-            limits.append((jd, int(finite_or_none(fid) or 0), limit))
-    return detections, limits
+
+def in_range(point: PlotPoint, survey: str | Survey = "ztf") -> bool:
+    """Whether a point sets the plot's magnitude range (the profile's ``plot_range_sigma``:
+    on LSST, fluxes near zero sit at the faint edge instead of squashing the rest)."""
+    limit = get_survey(survey).plot_range_sigma
+    return limit is None or point.sigma <= limit
+
+
+def _symbol(point: PlotPoint) -> str:
+    if point.forced:
+        return FORCED_NEGATIVE if point.negative else FORCED
+    return NEGATIVE if point.negative else DETECTION
 
 
 def _ticks(low: float, high: float, n: int) -> list[float]:
@@ -91,16 +95,19 @@ def lightcurve_plot(
     *,
     now: float | None = None,
     since_alert: bool = False,
+    survey: str | Survey = "ztf",
 ) -> Any:
     """A rich ``Text`` of ``height`` lines, ``width`` cells wide (axes and legend included).
 
     ``now`` is the Julian date time is measured from (default: this instant); with
     ``since_alert`` it is the triggering detection's, and the legend says so with its MJD.
-    Without any point, a note says there is no light curve.
+    ``survey`` says how to read the light curve. Without any point, a note says there is
+    no light curve.
     """
     from rich.text import Text
 
-    detections, limits = lightcurve_points(lightcurve)
+    profile = get_survey(survey)
+    detections, limits = lightcurve_points(lightcurve, profile)
     width, height = max(24, int(width)), max(6, int(height))
     if not detections and not limits:
         lines = [" " * width] * height
@@ -109,9 +116,10 @@ def lightcurve_plot(
         return Text("\n".join(lines), style="dim")
 
     now = jd_now() if now is None else float(now)
-    times = [p[0] - now for p in detections] + [p[0] - now for p in limits]
-    mags = [p[2] - p[3] for p in detections] + [p[2] + p[3] for p in detections]
-    mags += [p[2] for p in limits]
+    times = [p.jd - now for p in detections] + [p.jd - now for p in limits]
+    ranged = [p for p in detections if in_range(p, profile)] or detections
+    mags = [p.mag - p.sigma for p in ranged] + [p.mag + p.sigma for p in ranged]
+    mags += [p.limit for p in limits]
     t0, t1 = min(times), max(times)
     if t1 - t0 < 1.0:
         middle = (t0 + t1) / 2
@@ -136,19 +144,19 @@ def lightcurve_plot(
         return min(rows - 1, max(0, round((mag - m0) / (m1 - m0) * (rows - 1))))
 
     grid: list[list[tuple[str, str]]] = [[(" ", "")] * cols for _ in range(rows)]
-    for jd, fid, limit in limits:
-        name, colour = BANDS.get(fid, _OTHER_BAND)
-        grid[row(limit)][column(jd - now)] = (UPPER_LIMIT, f"{colour} dim")
-    for jd, fid, mag, sigma, _negative in detections:
-        if sigma > 0:
-            _name, colour = BANDS.get(fid, _OTHER_BAND)
-            c = column(jd - now)
-            for r in range(row(mag - sigma), row(mag + sigma) + 1):
+    for limit in limits:
+        colour = profile.band_colour(limit.band)
+        grid[row(limit.limit)][column(limit.jd - now)] = (UPPER_LIMIT, f"{colour} dim")
+    for p in detections:
+        if p.sigma > 0:
+            colour = profile.band_colour(p.band)
+            c = column(p.jd - now)
+            for r in range(row(p.mag - p.sigma), row(p.mag + p.sigma) + 1):
                 if grid[r][c][0] in (" ", ERROR_BAR):
                     grid[r][c] = (ERROR_BAR, colour)
-    for jd, fid, mag, _sigma, negative in detections:
-        _name, colour = BANDS.get(fid, _OTHER_BAND)
-        grid[row(mag)][column(jd - now)] = (NEGATIVE if negative else DETECTION, f"bold {colour}")
+    # Forced photometry first, detections over it: where both fall, the detection shows.
+    for p in sorted(detections, key=lambda p: not p.forced):
+        grid[row(p.mag)][column(p.jd - now)] = (_symbol(p), f"bold {profile.band_colour(p.band)}")
 
     y_ticks = {row(m): m for m in _ticks(m0, m1, max(2, rows // 3))}
     y_step = (m1 - m0) / max(2, rows // 3)
@@ -179,16 +187,24 @@ def lightcurve_plot(
 
     text.append(" " * (label_width + 1))
     room = width - label_width - 1
-    for fid in sorted({p[1] for p in detections} | {p[1] for p in limits}):
-        name, colour = BANDS.get(fid, _OTHER_BAND)
-        text.append(DETECTION, style=f"bold {colour}")
-        text.append(f" {name}  ")
-        room -= 4 + len(name)
     if since_alert:
         axis_name = f"days since alert (MJD {now - 2400000.5:.2f})"
     else:
         axis_name = "days from now"
-    symbols = f"{NEGATIVE} negative  {UPPER_LIMIT} upper limit  "
+    symbols = "".join(f"{MARKS.get(mark, '?')} {mark}  " for mark in profile.plot_marks)
+    bands = sorted({p.band for p in detections} | {p.band for p in limits}, key=profile.band_order)
+    full = sum(4 + len(name) for name in bands)
+    if full + len(symbols) + len(axis_name) <= room or len(bands) <= 3:
+        for name in bands:
+            text.append(DETECTION, style=f"bold {profile.band_colour(name)}")
+            text.append(f" {name}  ")
+        room -= full
+    else:  # many bands (LSST's six): one dot, the band names in their colours
+        text.append(DETECTION + " ", style="bold")
+        for name in bands:
+            text.append(name, style=f"bold {profile.band_colour(name)}")
+        text.append("  ")
+        room -= 4 + sum(len(name) for name in bands)
     legend = (symbols if len(symbols) + len(axis_name) <= room else "") + axis_name
     text.append(legend[: max(0, room)], style="dim")
     return text

@@ -22,6 +22,7 @@ from functools import lru_cache
 from typing import Any
 
 from finkvra.labels import COMMAND_KEYS, LABEL_KEYS, LABEL_MAPS
+from finkvra.surveys import get_survey
 from service.labelling.cutouts import CUTOUT_FIELDS, CutoutImage, CutoutRow, Cutouts
 from service.labelling.plots import BANDS, lightcurve_plot
 
@@ -42,28 +43,34 @@ PROMPT = "key ›"
 MIN_WIDTH, MIN_HEIGHT = 80, 24
 _MJD_OFFSET = 2400000.5
 
-#: Light-curve features per band (Fink's ``lc_features_g/r``): (label, g, r, format).
-_BAND_FEATURES: tuple[tuple[str, str, str, str], ...] = (
-    ("amplitude", "amplitude", "amplituder_", "{:.2f}"),
-    ("median mag", "median", "medianr_", "{:.2f}"),
-    ("MAD", "median_absolute_deviation", "median_absolute_deviationr_", "{:.3f}"),
-    ("slope", "linear_fit_slope", "linear_fit_sloper_", "{:+.3f}"),
-    ("slope σ", "linear_fit_slope_sigma", "linear_fit_slope_sigmar_", "{:.3f}"),
-    ("red. χ²", "linear_fit_reduced_chi2", "linear_fit_reduced_chi2r_", "{:.2f}"),
+#: Fink's light-curve features per band (label, feature, format); the survey's profile
+#: names each band's column (ZTF ``amplitude``/``amplituder_``, LSST ``amplitude_g``...).
+_BAND_FEATURES: tuple[tuple[str, str, str], ...] = (
+    ("amplitude", "amplitude", "{:.2f}"),
+    ("median mag", "median", "{:.2f}"),
+    ("MAD", "median_absolute_deviation", "{:.3f}"),
+    ("slope", "linear_fit_slope", "{:+.3f}"),
+    ("slope σ", "linear_fit_slope_sigma", "{:.3f}"),
+    ("red. χ²", "linear_fit_reduced_chi2", "{:.2f}"),
 )
-#: Features over all detections, g and r together, and the alert's own (name, label, format).
+#: Features over all detections and the alert's own (name, label, format). Those the
+#: item has are shown (ZTF has ``drb``, LSST ``reliability`` and ``snr``); an item
+#: without features shows the ZTF ones as blanks.
 _SINGLE_FEATURES: tuple[tuple[str, str, str], ...] = (
     ("ndets", "detections", "{:.0f}"),
     ("nnondets", "upper limits", "{:.0f}"),
     ("dets_median", "median mag", "{:.2f}"),
     ("dets_std", "std mag", "{:.2f}"),
     ("drb", "drb", "{:.3f}"),
+    ("reliability", "reliability", "{:.3f}"),
+    ("snr", "S/N", "{:.1f}"),
     ("sep_arcsec", 'nearest PS1 "', "{:.2f}"),
     ("ebv", "E(B-V)", "{:.3f}"),
     ("ra", "ra", "{:.5f}"),
     ("dec", "dec", "{:+.5f}"),
 )
-_FEATURES_WIDTH = 29
+#: Singles an item without features leaves out (they are not ZTF's).
+_OTHER_SURVEY_FEATURES = frozenset({"reliability", "snr"})
 
 
 @dataclass
@@ -221,17 +228,37 @@ def _trigger(item: Any) -> tuple[float | None, Any]:
     vetting = item.vetting if isinstance(item.vetting, Mapping) else {}
     trigger = vetting.get("trigger") if isinstance(vetting.get("trigger"), Mapping) else {}
     jd = trigger.get("jd")
-    if jd is None:  # an item queued before vetting data existed: its latest detection
-        jds = ((item.lightcurve or {}).get("detections") or {}).get("jd") or []
-        jd = max((j for j in jds if j is not None), default=None)
+    latest = None
+    if jd is None:  # no vetting trigger (old items, LSST): the latest detection
+        survey = get_survey(item.survey)
+        points, _ = survey.plot_points(item.lightcurve)
+        latest = max((p for p in points if not p.forced), key=lambda p: p.jd, default=None)
+        jd = None if latest is None else latest.jd
     if jd is None:
         return None, None
     text = Text()
     text.append("alert ", style="dim")
+    if latest is not None:
+        text.append(f"{latest.band} ", style=f"bold {survey.band_colour(latest.band)}")
+        text.append(f"{latest.mag:.2f}", style="bold")
+        text.append(f"±{latest.sigma:.2f}")
+        if latest.negative:
+            text.append(" (negative)", style="yellow")
+        text.append(" ")
     fid = trigger.get("fid")
     if fid is not None:
         name, colour = BANDS.get(int(fid), ("?", "white"))
         text.append(f"{name} ", style=f"bold {colour}")
+    if trigger.get("band") is not None and trigger.get("mag") is not None:  # LSST's
+        survey = get_survey(item.survey)
+        band = str(trigger["band"])
+        text.append(f"{band} ", style=f"bold {survey.band_colour(band)}")
+        text.append(f"{trigger['mag']:.2f}", style="bold")
+        if trigger.get("magerr") is not None:
+            text.append(f"±{trigger['magerr']:.2f}")
+        if trigger.get("negative"):
+            text.append(" (negative flux)", style="yellow")
+        text.append(" ")
     if trigger.get("magpsf") is not None:
         text.append(f"{trigger['magpsf']:.2f}", style="bold")
         if trigger.get("sigmapsf") is not None:
@@ -257,23 +284,26 @@ def _vetting(item: Any, state: ScreenState, width: int) -> tuple[list[Any], floa
         pieces.append(_piece("SIMBAD ", str(v["cdsxmatch"]), style))
     if v:
         pieces.append(_piece("TNS ", v.get("tns") or "—", "bold yellow" if v.get("tns") else ""))
+    if v.get("vsx"):
+        pieces.append(_piece("VSX ", str(v["vsx"]), "bold yellow"))
     f = item.features or {}
     b = galactic_latitude(f.get("ra"), f.get("dec"))
     if b is not None:
         pieces.append(_piece("gal. lat. ", f"{b:+.1f}°", "bold" if abs(b) < 15 else ""))
-    sg = v.get("sgscore1")
+    hints = get_survey(item.survey).vetting_hints  # ZTF's candidate fields mean nothing else
+    sg = v.get("sgscore1") if "sgscore1" in hints else None
     if sg is not None:
         kind = "star-like" if sg >= 0.5 else "galaxy-like"
         near = v.get("distpsnr1")
         at = f' at {near:.1f}"' if near is not None else ""
         pieces.append(_piece("PS1 source ", f"sgscore1 {sg:.2f} ({kind}){at}"))
-    if "distnr" in v:
+    if "distnr" in v and "distnr" in hints:
         if v.get("distnr") is None:
             pieces.append(_piece("ref. source ", "none"))
         else:
             mag = f", mag {v['magnr']:.2f}" if v.get("magnr") is not None else ""
             pieces.append(_piece("ref. source ", f'distnr {v["distnr"]:.2f}"{mag}'))
-    if "ssdistnr" in v:
+    if "ssdistnr" in v and "ssdistnr" in hints:
         if v.get("ssdistnr") is None:
             pieces.append(_piece("solar system ", "no known object near"))
         else:
@@ -305,22 +335,40 @@ def _cutout_row(cutouts: Cutouts | None, width: int) -> Any:
     return CutoutRow(images, titles)
 
 
+def _features_width(item: Any) -> int:
+    """Cells the features block takes: a label and 8 cells per band (29 for ZTF's g, r)."""
+    return 13 + 8 * max(2, len(get_survey(item.survey).feature_bands))
+
+
 def _features(item: Any) -> Any:
     """The features as aligned lines (a Text: a table costs more than the rest).
 
     Two blocks, each saying what its magnitudes are: Fink's light-curve features per
-    band, then the values over all detections (g and r together) and the alert's own.
+    band (the bands of the item's survey), then the values over all detections and the
+    alert's own.
     """
     from rich.text import Text
 
+    survey = get_survey(item.survey)
+    bands = survey.feature_bands
     f = item.features or {}
     text = Text(no_wrap=True)
-    text.append(f"{'per band':<13}{'g':>8}{'r':>8}\n", style="bold")
-    for label, g, r, spec in _BAND_FEATURES:
+    in_mags = survey.lc_feature_unit == "mag"
+    head = "per band" if in_mags else f"per band, {survey.lc_feature_unit}"
+    text.append(f"{head:<13}" + "".join(f"{b:>8}" for b in bands) + "\n", style="bold")
+    for label, feature, spec in _BAND_FEATURES:
+        if not in_mags:  # fluxes span decades: five significant digits fit the column
+            label, spec = label.replace(" mag", ""), "{:.5g}"
         text.append(f"{label:<13}", style="dim")
-        text.append(f"{_fmt(f.get(g), spec):>8}{_fmt(f.get(r), spec):>8}\n")
-    text.append(f"{'all dets, g+r':<29}\n", style="bold")
-    for name, label, spec in _SINGLE_FEATURES:
+        values = (_fmt(f.get(survey.band_feature(feature, b)), spec) for b in bands)
+        text.append("".join(f"{v:>8}" for v in values) + "\n")
+    text.append(f"{'all dets, ' + '+'.join(bands):<{_features_width(item)}}\n", style="bold")
+    singles = [s for s in _SINGLE_FEATURES if s[0] in f] or [
+        s for s in _SINGLE_FEATURES if s[0] not in _OTHER_SURVEY_FEATURES
+    ]
+    for name, label, spec in singles:
+        if name == "nnondets":
+            label = survey.nondetections_name
         text.append(f"{label:<13}", style="dim")
         text.append(f"{_fmt(f.get(name), spec):>8}\n")
     text.rstrip()
@@ -431,7 +479,7 @@ def help_panel(height: int | None = None) -> Any:
 
 
 #: Lines of the features block; the light curve beside it gets the same height.
-MIDDLE_LINES = 2 + len(_BAND_FEATURES) + len(_SINGLE_FEATURES)
+MIDDLE_LINES = 2 + len(_BAND_FEATURES) + len(_SINGLE_FEATURES) - len(_OTHER_SURVEY_FEATURES)
 #: Fewest lines the light curve and features keep before they are left out.
 _MIDDLE_MIN = 6
 #: Lines the light curve and features keep before the cutouts are left out.
@@ -524,10 +572,15 @@ def render_item(
     elif rows is not None and rows > 0:
         parts.append(Text(" (cutouts hidden: a taller terminal shows them)", style="dim"))
     if middle_lines >= _MIDDLE_MIN:
-        plot_width = max(24, width - _FEATURES_WIDTH - 3)
+        plot_width = max(24, width - _features_width(item) - 3)
         reference = now if now is not None else trigger_jd
         plot = lightcurve_plot(
-            item.lightcurve, plot_width, middle_lines, now=reference, since_alert=now is None
+            item.lightcurve,
+            plot_width,
+            middle_lines,
+            now=reference,
+            since_alert=now is None,
+            survey=item.survey,
         )
         parts.append(_side_by_side(plot, plot_width, _first_lines(_features(item), middle_lines)))
     return Group(*parts, *tail)

@@ -80,7 +80,7 @@ def app_from_settings(settings: Any, queue: Any, *, labeller: str = "web") -> An
         queue=queue,
         auth=Auth.from_settings(settings, default_labeller=labeller),
         labelling=WebLabelling(queue),
-        cutouts=WebCutouts(settings.archive_dir),
+        cutouts=WebCutouts(settings.archive_dir, survey=settings.survey),
         history=LabelHistory(queue, settings.labels_dir),
         dashboard=Dashboard(settings, queue),
     )

@@ -11,7 +11,8 @@ between two stretches, so the raw pixels are kept and stretched per request:
     an arcsinh stretch between the 0.5 and 99.8 percentiles (Lupton et al. 1999): faint
     and bright parts together, galaxy cores not saturated.
 
-PNGs are 8-bit grey at the native size (63x63 for ZTF), north up; the page scales them
+PNGs are 8-bit grey at the native size (63x63 for ZTF, the stamp's own for LSST, decoded
+from raw FITS bytes as the item's survey profile says), north up; the page scales them
 with square pixels and draws the crosshair over them, so the pixels sent are the data.
 The same archive read gives the alert's catalogue types (SIMBAD ``cdsxmatch``, TNS).
 """
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from finkvra.surveys import Survey
 from service.labelling.cutouts import (
     CUTOUT_FIELDS,
     ArchiveCutouts,
@@ -111,14 +113,14 @@ def _plain(value: Any) -> Any:
 class WebCutouts(ArchiveCutouts):
     """`ArchiveCutouts` keeping raw pixels and catalogue types, plus a PNG cache."""
 
-    def __init__(self, root: Any, *, cache_size: int = 256) -> None:
-        super().__init__(root, cache_size=cache_size)
+    def __init__(self, root: Any, *, cache_size: int = 256, survey: str | Survey = "ztf") -> None:
+        super().__init__(root, cache_size=cache_size, survey=survey)
         self._png: dict[tuple[int, str, str], bytes] = {}
 
     columns = (*CUTOUT_FIELDS, *XMATCH_FIELDS)
 
-    def _load(self, candid: int, hints: Sequence[str]) -> Stamps:
-        row, path = self.index.read_alert(candid, hints, self.columns)
+    def _load(self, candid: int, hints: Sequence[str], survey: Survey) -> Stamps:
+        row, path = self.index_of(survey).read_alert(candid, hints, self.columns)
         stamps = Stamps(candid=int(candid))
         if row is None:
             why = self._row_missing(hints) if path is None else "the archive file changed"
@@ -126,8 +128,7 @@ class WebCutouts(ArchiveCutouts):
             stamps.images, stamps.notes = missing.images, missing.notes
             return stamps
         for name, title in CUTOUT_FIELDS.items():
-            stamp = row.get(name)
-            data = stamp.get("stampData") if isinstance(stamp, Mapping) else None
+            data = survey.cutout_bytes(row, name)
             if not data:
                 stamps.images[title], stamps.notes[title] = None, "no cutout"
                 continue

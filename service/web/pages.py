@@ -29,6 +29,7 @@ LOGIN_COOKIE = "finkvra_login"
 KEY_FEATURES = (
     "ndets", "nnondets", "drb", "dets_median", "dets_std", "sep_arcsec",
     "amplitude", "linear_fit_slope", "amplituder_", "linear_fit_sloper_", "ebv",
+    "reliability", "snr", "amplitude_g", "amplitude_r", "linear_fit_slope_g", "linear_fit_slope_r",
 )  # fmt: skip
 
 
@@ -257,6 +258,7 @@ def review_page(
 
 def item_view(parts: Any, item: Any) -> dict[str, Any]:
     """What the labelling page shows of a queue item (JSON)."""
+    from finkvra.surveys import get_survey
     from service.web.plots import lightcurve_json
 
     features = item.features or {}
@@ -282,6 +284,7 @@ def item_view(parts: Any, item: Any) -> dict[str, Any]:
             f"ra={ra:.6f}&dec={dec:.6f}&layer=ls-dr10&pixscale=0.262&size=240"
         )
     candid = int(item.candid)
+    survey = get_survey(item.survey)
     return {
         "candid": str(candid),  # a string: JavaScript numbers lose int64 digits
         "objectId": item.objectId,
@@ -294,7 +297,9 @@ def item_view(parts: Any, item: Any) -> dict[str, Any]:
         "dec": dec,
         "links": links,
         "legacy_survey": legacy,
-        "lightcurve": lightcurve_json(item.lightcurve),
+        "survey": survey.name,
+        "pixel_scale": survey.pixel_scale_arcsec,
+        "lightcurve": lightcurve_json(item.lightcurve, survey),
         "cutouts": {
             title: f"/cutout/{candid}/{title}.png"
             for title in ("science", "template", "difference")

@@ -1,10 +1,11 @@
 """The light curve as JSON for the page's own plotting script (``static/plot.js``).
 
-The points are the terminal's (`service.labelling.plots.lightcurve_points`, from the
-item's compact light curve); here they get MJD (``JD - 2400000.5``, what astronomers
-read), their band name and colour, and the triggering detection (the alert's own, the
-latest detection) is marked. Learning curves of the dashboard use the same series
-format, so one script draws both.
+The points are the terminal's (the item's survey profile reads its light curve into
+`finkvra.lightcurve.PlotPoint`s); here they get MJD (``JD - 2400000.5``, UTC, what
+astronomers read), their band name and colour, and the triggering detection (the
+alert's own, the latest detection) is marked. LSST forced photometry is a series of its
+own per band, and negative fluxes are flagged, so the page draws both as such. Learning
+curves of the dashboard use the same series format, so one script draws both.
 """
 
 from __future__ import annotations
@@ -12,45 +13,55 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from finkvra.surveys import Survey, get_survey
 from service.labelling.plots import lightcurve_points
 
-__all__ = ["BAND_COLOURS", "MJD_OFFSET", "lightcurve_json"]
+__all__ = ["MJD_OFFSET", "lightcurve_json"]
 
 MJD_OFFSET = 2400000.5
-#: ZTF filter id → (band, colour on a light background).
-BAND_COLOURS: dict[int, tuple[str, str]] = {
-    1: ("g", "#1a9850"),
-    2: ("r", "#d73027"),
-    3: ("i", "#b8860b"),
-}
-_OTHER = ("?", "#555555")
 
 
-def lightcurve_json(lightcurve: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``{"bands": [...], "points": n, "trigger": {...}}`` for ``plot.js``.
+def lightcurve_json(
+    lightcurve: Mapping[str, Any] | None, survey: str | Survey = "ztf"
+) -> dict[str, Any]:
+    """``{"bands": [...], "points": n, "trigger": {...}, "marks": [...]}`` for ``plot.js``.
 
-    Each band holds ``detections`` ``[mjd, mag, sigma, negative]`` and ``limits``
-    ``[mjd, diffmaglim]``; ``points`` counts both (what the alert's history holds).
+    Each band (in the survey's band order) holds ``detections`` and ``forced``
+    ``[mjd, mag, sigma, negative]`` and ``limits`` ``[mjd, diffmaglim]``; ``points``
+    counts them all (what the alert's history holds); ``marks`` are the kinds of marks
+    the survey's light curves have besides detections (the legend's words);
+    ``range_sigma`` the largest error of a point that sets the magnitude range (None: all).
     """
-    detections, limits = lightcurve_points(lightcurve)
-    bands: dict[int, dict[str, Any]] = {}
+    profile = get_survey(survey)
+    detections, limits = lightcurve_points(lightcurve, profile)
+    bands: dict[str, dict[str, Any]] = {}
 
-    def band(fid: int) -> dict[str, Any]:
-        if fid not in bands:
-            name, colour = BAND_COLOURS.get(fid, _OTHER)
-            bands[fid] = {"name": name, "colour": colour, "detections": [], "limits": []}
-        return bands[fid]
+    def band(name: str) -> dict[str, Any]:
+        if name not in bands:
+            colour = profile.band_colour(name, web=True)
+            bands[name] = {
+                "name": name, "colour": colour, "detections": [], "forced": [], "limits": [],
+            }  # fmt: skip
+        return bands[name]
 
-    for jd, fid, mag, sigma, negative in detections:
-        band(fid)["detections"].append([round(jd - MJD_OFFSET, 6), mag, sigma, negative])
-    for jd, fid, limit in limits:
-        band(fid)["limits"].append([round(jd - MJD_OFFSET, 6), limit])
+    for p in detections:
+        kind = "forced" if p.forced else "detections"
+        band(p.band)[kind].append([round(p.jd - MJD_OFFSET, 6), p.mag, p.sigma, p.negative])
+    for limit in limits:
+        band(limit.band)["limits"].append([round(limit.jd - MJD_OFFSET, 6), limit.limit])
     trigger = None
-    if detections:
-        jd, fid, mag, sigma, _ = max(detections, key=lambda d: d[0])
-        trigger = {"mjd": round(jd - MJD_OFFSET, 6), "mag": mag, "band": band(fid)["name"]}
+    measured = [p for p in detections if not p.forced]
+    if measured:
+        latest = max(measured, key=lambda p: p.jd)
+        trigger = {
+            "mjd": round(latest.jd - MJD_OFFSET, 6),
+            "mag": latest.mag,
+            "band": band(latest.band)["name"],
+        }
     return {
-        "bands": [bands[fid] for fid in sorted(bands)],
+        "bands": [bands[name] for name in sorted(bands, key=profile.band_order)],
         "points": len(detections) + len(limits),
         "trigger": trigger,
+        "marks": list(profile.plot_marks),
+        "range_sigma": profile.plot_range_sigma,
     }

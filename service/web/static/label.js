@@ -153,7 +153,7 @@
         fig.querySelector(".note").textContent = "no cutout";
       };
       img.onload = () => {
-        fig.querySelector(".scale").textContent = `${img.naturalWidth}×${img.naturalHeight} px · 1.01″/px`;
+        fig.querySelector(".scale").textContent = `${img.naturalWidth}×${img.naturalHeight} px · ${item.pixel_scale ?? 1.01}″/px`;
       };
       img.src = cutoutUrl(item, title);
       images.push(img.decode().catch(() => null));
@@ -176,9 +176,11 @@
       legend.appendChild(span);
     }
     if (item.lightcurve.points) {
+      const symbols = { negative: "○ negative", "negative flux": "○ negative flux", forced: "◆ forced", "upper limit": "▽ upper limit" };
       const span = document.createElement("span");
       span.className = "dim";
-      span.textContent = "▽ upper limit · ◯ triggering detection";
+      span.textContent = (item.lightcurve.marks || ["upper limit"]).map((m) => symbols[m] || m)
+        .concat(["◯ triggering detection"]).join(" · ");
       legend.appendChild(span);
     }
     $("lc-hover").textContent = `${item.lightcurve.points} points; hover one for its values`;

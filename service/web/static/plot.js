@@ -60,37 +60,54 @@
     return [lo - p, hi + p];
   }
 
-  /* A light curve: detections with error bars, upper limits as open down-triangles,
-     the triggering detection ringed; hovering a point shows its values. */
+  /* A light curve: detections with error bars (negative differences or fluxes hollow),
+     forced photometry as diamonds, upper limits as open down-triangles, the triggering
+     detection ringed; hovering a point shows its values. */
   function lightcurve(el, lc, hoverEl) {
     const width = Math.max(320, el.clientWidth || 600), height = el.clientHeight > 120 ? el.clientHeight : 300;
     const xs = [], ys = [];
     for (const b of lc.bands) {
-      for (const d of b.detections) { xs.push(d[0]); ys.push(d[1] - (d[2] || 0), d[1] + (d[2] || 0)); }
+      /* points with errors above the survey's range_sigma (LSST: fluxes near zero) do not
+         set the range: they sit at its edge, as on the terminal */
+      for (const d of b.detections.concat(b.forced || [])) {
+        xs.push(d[0]);
+        if (lc.range_sigma == null || (d[2] || 0) <= lc.range_sigma) ys.push(d[1] - (d[2] || 0), d[1] + (d[2] || 0));
+      }
       for (const u of b.limits) { xs.push(u[0]); ys.push(u[1]); }
     }
     if (!xs.length) {
       el.innerHTML = '<p class="dim nolc">no light curve</p>';
       return 0;
     }
-    const f = frame(width, height, range(xs, 0.04), range(ys, 0.08), { invertY: true, xlabel: "MJD", ylabel: "magnitude" });
+    if (!ys.length) for (const b of lc.bands) for (const d of b.detections.concat(b.forced || [])) ys.push(d[1]);
+    const yr = range(ys, 0.08);
+    const clampY = (y) => Math.min(yr[1], Math.max(yr[0], y));
+    const f = frame(width, height, range(xs, 0.04), yr, { invertY: true, xlabel: "MJD", ylabel: "magnitude" });
     let s = f.s;
     let n = 0;
     if (lc.trigger) {
       const x = f.sx(lc.trigger.mjd);
       s += `<line class="trigger-line" x1="${x}" x2="${x}" y1="${f.m.t}" y2="${f.m.t + f.h}"/>`;
     }
+    const negWord = (lc.marks || []).includes("negative flux") ? "negative flux" : "negative difference";
     for (const b of lc.bands) {
+      for (const d of b.forced || []) {
+        const x = f.sx(d[0]), y = f.sy(clampY(d[1]));
+        if (d[2]) s += `<line class="err forced-err" x1="${x}" x2="${x}" y1="${f.sy(clampY(d[1] - d[2]))}" y2="${f.sy(clampY(d[1] + d[2]))}" stroke="${b.colour}"/>`;
+        const info = `${b.name} forced ${d[1].toFixed(3)} ± ${(d[2] || 0).toFixed(3)} mag at MJD ${d[0].toFixed(4)}${d[3] ? ` (${negWord})` : ""}`;
+        s += `<path class="pt forced" data-kind="forced" data-band="${esc(b.name)}" data-negative="${d[3] ? 1 : 0}" data-mag="${d[1]}" data-info="${esc(info)}" d="M${x},${y - 5} L${x + 5},${y} L${x},${y + 5} L${x - 5},${y} Z" fill="${d[3] ? "white" : b.colour}" stroke="${b.colour}"/>`;
+        n++;
+      }
       for (const u of b.limits) {
         const x = f.sx(u[0]), y = f.sy(u[1]);
         s += `<path class="pt lim" data-kind="limit" data-info="${esc(`${b.name} upper limit > ${u[1].toFixed(2)} mag at MJD ${u[0].toFixed(4)}`)}" d="M${x - 5},${y - 4} L${x + 5},${y - 4} L${x},${y + 5} Z" stroke="${b.colour}" fill="none"/>`;
         n++;
       }
       for (const d of b.detections) {
-        const x = f.sx(d[0]), y = f.sy(d[1]);
-        if (d[2]) s += `<line class="err" x1="${x}" x2="${x}" y1="${f.sy(d[1] - d[2])}" y2="${f.sy(d[1] + d[2])}" stroke="${b.colour}"/>`;
-        const info = `${b.name} ${d[1].toFixed(3)} ± ${(d[2] || 0).toFixed(3)} mag at MJD ${d[0].toFixed(4)}${d[3] ? " (negative difference)" : ""}`;
-        s += `<circle class="pt det" data-kind="detection" data-info="${esc(info)}" cx="${x}" cy="${y}" r="4.5" fill="${d[3] ? "white" : b.colour}" stroke="${b.colour}"/>`;
+        const x = f.sx(d[0]), y = f.sy(clampY(d[1]));
+        if (d[2]) s += `<line class="err" x1="${x}" x2="${x}" y1="${f.sy(clampY(d[1] - d[2]))}" y2="${f.sy(clampY(d[1] + d[2]))}" stroke="${b.colour}"/>`;
+        const info = `${b.name} ${d[1].toFixed(3)} ± ${(d[2] || 0).toFixed(3)} mag at MJD ${d[0].toFixed(4)}${d[3] ? ` (${negWord})` : ""}`;
+        s += `<circle class="pt det" data-kind="detection" data-band="${esc(b.name)}" data-negative="${d[3] ? 1 : 0}" data-mag="${d[1]}" data-info="${esc(info)}" cx="${x}" cy="${y}" r="4.5" fill="${d[3] ? "white" : b.colour}" stroke="${b.colour}"/>`;
         n++;
       }
     }

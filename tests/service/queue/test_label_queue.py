@@ -725,3 +725,16 @@ def test_lease_first_leases_past_the_avoided_items_and_gives_them_back(queue):
     assert held.candid == 4 and chosen.candid == 1 and passed == 1
     assert sorted(lease.candid for lease in queue.leased()) == [1, 2, 4]
     assert queue.lease_first("ann", avoid={3}, lookahead=2) == (None, 1)  # only 3 left
+
+
+def test_an_items_survey_survives_push_lease_and_refresh(queue):
+    """The survey travels with the item through Redis (the screens read its profile)."""
+    lsst = QueueItem(candid=170094456006514974, objectId="170028485000419707", priority=0.7,
+                     survey="lsst", lightcurve={"detections": {"mjd": [61000.5]}})  # fmt: skip
+    ztf = QueueItem(candid=11, objectId="ZTF25aaaaaaa", priority=0.5)
+    queue.push([lsst, ztf])
+    queue.push([lsst])  # a replay refreshes the item in place
+    assert queue.get(lsst.candid).survey == "lsst"
+    assert queue.get(ztf.candid).survey == "ztf"
+    leased = queue.lease("ann", 2)
+    assert {i.candid: i.survey for i in leased} == {lsst.candid: "lsst", ztf.candid: "ztf"}
