@@ -466,7 +466,9 @@ class SchemaCache:
     """A bounded LRU cache of parsed Avro schemas, keyed by a hash of the Kafka key.
 
     Fink sends the same ~15 KB schema as the key of every message; hashing the bytes is
-    about a hundred times cheaper than ``json.loads`` + ``fastavro.parse_schema``.
+    about a hundred times cheaper than ``json.loads`` + ``fastavro.parse_schema``, and
+    comparing them with the previous message's key about a hundred times cheaper again
+    (~0.2 us against ~20 us for the hash: the common case of a stream of one schema).
     """
 
     def __init__(self, maxsize: int = 32) -> None:
@@ -476,6 +478,7 @@ class SchemaCache:
         self.hits = 0
         self.misses = 0
         self._schemas: OrderedDict[bytes, tuple[dict[str, Any], Any]] = OrderedDict()
+        self._last: tuple[bytes, tuple[dict[str, Any], Any]] | None = None
 
     def __len__(self) -> int:
         return len(self._schemas)
@@ -490,17 +493,22 @@ class SchemaCache:
 
     def lookup(self, key: bytes) -> tuple[dict[str, Any], Any]:
         """Return ``(schema as JSON data, parsed schema)`` for a message key."""
+        last = self._last
+        if last is not None and key == last[0]:  # equal bytes: the same schema, no hash
+            self.hits += 1
+            return last[1]
         digest = hashlib.blake2b(key, digest_size=16).digest()
         entry = self._schemas.get(digest)
         if entry is not None:
             self.hits += 1
             self._schemas.move_to_end(digest)
-            return entry
-        self.misses += 1
-        entry = (_schema_json(key), parse_schema_key(key))
-        self._schemas[digest] = entry
-        if len(self._schemas) > self.maxsize:
-            self._schemas.popitem(last=False)
+        else:
+            self.misses += 1
+            entry = (_schema_json(key), parse_schema_key(key))
+            self._schemas[digest] = entry
+            if len(self._schemas) > self.maxsize:
+                self._schemas.popitem(last=False)
+        self._last = (bytes(key), entry)
         return entry
 
 

@@ -3,6 +3,12 @@
 Shutdown follows uvicorn: the signal handler only sets a flag; the loops check it
 between batches, so SIGTERM finishes the batch in hand, commits it and exits 0. A
 second signal exits at once (nothing is lost: the uncommitted batch is replayed).
+
+The consumer writes batch N (archive, queue) in a background thread while it polls and
+prepares batch N+1, and commits N only once N's writes returned; it then hands N+1 to
+the writer. So at most one batch is written and uncommitted at any time, as the
+archive's exactly-once argument needs. A revocation first settles the batch in hand
+(`KafkaSource.before_revoke`), so a partition never moves while its batch is written.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from service.config import Settings
-from service.consumer.pipeline import REDIS_ERRORS, Pipeline
+from service.consumer.pipeline import REDIS_ERRORS, DeferredDataError, Pipeline, Prepared
 from service.consumer.scoring import QueuePolicy, Scorer
+from service.consumer.writer import BatchWriter
 from service.retry import StopRequested, retry_until_stopped
 from service.telemetry import Telemetry
 
 if TYPE_CHECKING:
+    from service.consumer.pipeline import BatchResult
     from service.kafka.source import Batch, KafkaSource
     from service.publishing import Publisher
     from service.queue.items import QueueItem
@@ -80,6 +88,10 @@ class Service:
         self._reported_failures: dict[str, int] = {}
         self._rescore_pending = False
         self.publisher: Publisher | None = None  # of scored alerts (service.publishing)
+        #: The writes of one batch at a time, overlapping the next batch's work.
+        self.writer: BatchWriter[Prepared, BatchResult] | None = None
+        self._writing: Batch | None = None  # the batch the writer has in hand
+        self._write_error: BaseException | None = None  # met in a revocation callback
 
     # ---------------------------------------------------------------- set-up
 
@@ -114,6 +126,8 @@ class Service:
                 stop=self.stop,
             )
             self.publisher = parts_publisher(self.parts, telemetry=self.telemetry, stop=self.stop)
+            self.writer = BatchWriter(self.pipeline.write, name="batch-writer")
+            self.source.before_revoke = self._settle_on_revoke
         if self.role in ("all", "trainer"):
             self.trainer = trainer(s, self.parts, telemetry=self.telemetry)
         health.set_ready("started", True)
@@ -161,6 +175,8 @@ class Service:
                 self._trainer_loop()
         finally:
             self.stop.set()
+            if self.writer is not None:  # a write in progress ends before anything closes
+                self.writer.close()
             if trainer_thread is not None:
                 trainer_thread.join(timeout=60)
             if self.publisher is not None:
@@ -177,24 +193,17 @@ class Service:
             health.beat()
             try:
                 batch = self.source.poll_batch()
+                self._raise_write_error()
                 # After the poll, so that a version published while the batch filled up
                 # already scores it (a batch window sooner than before the poll).
                 self._refresh_models_safely()
                 if batch.alerts or batch.dead:
-                    result = self.pipeline.process(batch)  # type: ignore[union-attr]
-                    if self.publisher is not None:  # durable before the commit (never raises)
-                        self.publisher.record(result.scored)
-                    self._commit(batch)
-                    self.telemetry.last_batch.set_to_current_time()
-                    log.info(
-                        "batch: %d consumed, %d archived, %d queued, %d dead (%.2fs)",
-                        result.consumed,
-                        result.archived,
-                        result.queued,
-                        result.dead,
-                        result.seconds,
-                        extra={"consumed": result.consumed, "queued": result.queued},
-                    )
+                    prepared = self.pipeline.prepare(batch, defer_archive=True)  # type: ignore[union-attr]
+                    self._settle()  # the previous batch: durable, then committed
+                    self._writing = batch
+                    self.writer.submit(prepared)  # type: ignore[union-attr]
+                else:
+                    self._settle()
                 if time.monotonic() - last_lag > 10:
                     last_lag = time.monotonic()
                     self._report_lag()
@@ -203,6 +212,48 @@ class Service:
                     "stopping with a batch in hand: it was not committed and will be replayed"
                 )
                 break
+        try:  # stopping: the batch being written is finished and committed
+            self._settle()
+        except StopRequested:
+            log.warning("stopped while writing a batch: it was not committed and will be replayed")
+
+    def _settle(self) -> None:
+        """Collect the batch being written; once its writes are durable, record its scores
+        for the publisher and commit its offsets. A write error propagates, uncommitted."""
+        if self.writer is None or not self.writer.busy:
+            return
+        batch, self._writing = self._writing, None
+        assert batch is not None
+        try:
+            result = self.writer.wait()
+        except DeferredDataError as exc:  # nothing written: find the culprits, alert by alert
+            log.warning("archive files of a batch failed to build (%s): isolating the cause", exc)
+            result = self.pipeline.process(batch)  # type: ignore[union-attr]
+        if self.publisher is not None:  # durable before the commit (never raises)
+            self.publisher.record(result.scored)
+        self._commit(batch)
+        self.telemetry.last_batch.set_to_current_time()
+        log.info(
+            "batch: %d consumed, %d archived, %d queued, %d dead (%.2fs)",
+            result.consumed,
+            result.archived,
+            result.queued,
+            result.dead,
+            result.seconds,
+            extra={"consumed": result.consumed, "queued": result.queued},
+        )
+
+    def _settle_on_revoke(self) -> None:
+        """`_settle` from a rebalance callback: an error is raised after the poll instead."""
+        try:
+            self._settle()
+        except BaseException as exc:  # re-raised by _raise_write_error, in the loop
+            self._write_error = exc
+
+    def _raise_write_error(self) -> None:
+        error, self._write_error = self._write_error, None
+        if error is not None:
+            raise error
 
     def _commit(self, batch: Batch) -> None:
         from confluent_kafka import KafkaException

@@ -4,6 +4,12 @@ The daemon commits the batch's offsets only after ``Pipeline.process`` returns, 
 once the archive files are durable and Redis has acknowledged the queue writes. A crash
 anywhere before that replays the batch: the archive file names and the queue are
 idempotent, so a replay duplicates nothing.
+
+``process`` is ``write(prepare(batch))``: ``prepare`` is the pure part (decoded alerts to
+features, scores and queue items; bad alerts dead-lettered, which is idempotent by
+coordinates) and ``write`` the archive and queue writes. The daemon runs ``write`` of one
+batch in a background thread (`service.consumer.writer`) while it polls and prepares the
+next, and commits a batch only once its ``write`` returned.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -63,6 +70,26 @@ class _Work:
     eligible: int
     cold: bool
     scored: list[ScoredAlert] = field(default_factory=list)
+
+
+class DeferredDataError(Exception):
+    """`Pipeline.write` of a deferred batch met a data error building its archive files.
+
+    Nothing of the batch was written yet: the caller runs `Pipeline.process` on the batch,
+    which finds the alerts responsible and dead-letters them alone.
+    """
+
+
+@dataclass
+class Prepared:
+    """A batch computed and checked, its writes still to do (`Pipeline.prepare`)."""
+
+    batch: Batch
+    result: BatchResult
+    works: list[_Work]
+    started: float
+    #: Archive files are built by `Pipeline.write` (their arguments are held meanwhile).
+    deferred: bool = False
 
 
 def _describe(exc: BaseException) -> str:
@@ -142,15 +169,40 @@ class Pipeline:
         dead-letter store with the reason; the rest of the batch goes on. Only a stop
         request (``StopRequested``, the batch is then replayed) leaves this method.
         """
+        return self.write(self.prepare(batch))
+
+    def prepare(self, batch: Batch, *, defer_archive: bool = False) -> Prepared:
+        """Everything before the archive and queue writes (dead letters excepted).
+
+        With ``defer_archive`` (and an archive that prepares its files apart), the
+        parquet files are built by `write` instead, where the encoding (which releases
+        the GIL) overlaps the next batch; a data error there raises `DeferredDataError`
+        before anything is written.
+        """
         started = time.perf_counter()
         result = BatchResult(consumed=len(batch.alerts) + len(batch.dead), dead=0)
         for dead in batch.dead:
             self._dead_letter(dead.topic, dead.partition, dead.offset, dead.key, dead.value,
                               dead.error, result)  # fmt: skip
         records = self._unique(self._valid(batch.alerts, result), result)
+        defer = defer_archive and hasattr(self.archive, "prepare_batch")
+        works: list[_Work] = []
         if records:
-            self._isolated(records, result)
-        result.seconds = time.perf_counter() - started
+            self._isolated(records, result, works, defer)
+        return Prepared(batch, result, works, started, deferred=defer)
+
+    def write(self, prepared: Prepared) -> BatchResult:
+        """The archive and queue writes of a prepared batch; returns once both are durable.
+
+        Safe to run in another thread than `prepare` (it uses only the archive, the
+        queue, the dead-letter store and the telemetry).
+        """
+        result = prepared.result
+        if prepared.deferred:
+            self._build_files(prepared.works)
+        for work in prepared.works:
+            self._store(work, result)
+        result.seconds = time.perf_counter() - prepared.started
         t = self.telemetry
         t.consumed.inc(result.consumed)
         t.archived.inc(result.archived)
@@ -158,6 +210,18 @@ class Pipeline:
         t.dead_lettered.inc(result.dead)
         t.batch_latency.observe(result.seconds)
         return result
+
+    def _build_files(self, works: Sequence[_Work]) -> None:
+        """Build every deferred archive file of a batch, before any of it is written."""
+        prepare = self.archive.prepare_batch  # type: ignore[attr-defined]
+        try:
+            built = [[(prepare(**arguments), n) for arguments, n in w.files] for w in works]
+        except _NOT_DATA:
+            raise
+        except Exception as exc:
+            raise DeferredDataError(_describe(exc)) from exc
+        for work, files in zip(works, built, strict=True):
+            work.files = files
 
     # ------------------------------------------------------------------ isolation
 
@@ -172,27 +236,30 @@ class Pipeline:
                 self._dead_letter_record(record, f"invalid alert: {problem}", result)
         return valid
 
-    def _isolated(self, records: list[Record], result: BatchResult) -> None:
-        """Archive and queue ``records``; a record whose presence makes that fail is
-        found by splitting the batch in halves and dead-lettered alone.
+    def _isolated(self, records: list[Record], result: BatchResult, works: list[_Work],
+                  defer: bool = False) -> None:  # fmt: skip
+        """The work (appended to ``works``) of archiving and queueing ``records``; a record
+        whose presence makes that fail is found by splitting the batch in halves and
+        dead-lettered alone.
 
         The work is pure until the archive write, so the culprits are found (and left
         out) before anything is written: the files then hold exactly the survivors, and a
         replay of the batch, which finds the same culprits, writes the same files.
         """
+        compute = partial(self._compute, defer=defer) if defer else self._compute
         while records:
             try:
-                work = self._compute(records)
+                work = compute(records)
             except _NOT_DATA:
                 raise
             except Exception as exc:
-                culprits = self._culprits(records, self._compute)
+                culprits = self._culprits(records, compute)
                 if not culprits:  # only the combination fails: process the halves apart
                     log.warning("batch of %d fails only as a whole (%s): splitting it",
                                 len(records), _describe(exc))  # fmt: skip
                     middle = len(records) // 2
-                    self._isolated(records[:middle], result)
-                    self._isolated(records[middle:], result)
+                    self._isolated(records[:middle], result, works, defer)
+                    self._isolated(records[middle:], result, works, defer)
                     return
                 for index, error in culprits.items():
                     self._dead_letter_record(
@@ -200,7 +267,7 @@ class Pipeline:
                     )
                 records = [r for i, r in enumerate(records) if i not in culprits]
                 continue
-            self._store(work, result)
+            works.append(work)
             return
 
     def _culprits(self, records: Sequence[Record], compute: Callable[[list[Any]], Any],
@@ -229,8 +296,9 @@ class Pipeline:
                     found.update(self._culprits(part, compute, base + start))
         return found
 
-    def _compute(self, records: list[Record]) -> _Work:
-        """Everything up to the first write: features, scores, queue items, archive tables."""
+    def _compute(self, records: list[Record], defer: bool = False) -> _Work:
+        """Everything up to the first write: features, scores, queue items, archive tables
+        (with ``defer``, only the arguments that build them: see `prepare`)."""
         alerts = [record.alert for record in records]
         X, meta = make_features(alerts, dust=self.dust, context=self.context)
         learners, versions = self.learners()
@@ -243,14 +311,16 @@ class Pipeline:
             priority_text(item.priority)
         return _Work(
             records=records,
-            files=self._archive_files(records),
+            files=self._archive_files(records, defer),
             items=items,
             eligible=int((X["ndets"].to_numpy() > 0).sum()),
             cold=scores.cold,
             scored=scored_alerts(alerts, X, meta, scores.p1, scores.versions),
         )
 
-    def _archive_files(self, records: Sequence[Record]) -> list[tuple[Any, int]]:
+    def _archive_files(
+        self, records: Sequence[Record], defer: bool = False
+    ) -> list[tuple[Any, int]]:
         """What to write: per partition, one call per run of one schema, in offset order.
 
         With an archive that can prepare its files apart (`ParquetArchive.prepare_batch`),
@@ -260,7 +330,7 @@ class Pipeline:
         by_partition: dict[tuple[str, int], list[Any]] = defaultdict(list)
         for record in records:
             by_partition[(record.topic, record.partition)].append(record)
-        prepare = getattr(self.archive, "prepare_batch", None)
+        prepare = None if defer else getattr(self.archive, "prepare_batch", None)
         files: list[tuple[Any, int]] = []
         for (topic, partition), group in sorted(by_partition.items()):
             group.sort(key=lambda r: r.offset)

@@ -8,6 +8,9 @@ service drives ``confluent_kafka.Consumer`` itself:
   replayed batch overwrites its own file);
 - a message that does not decode is returned in ``batch.dead`` with its coordinates and
   the error, and its offset is committed with the batch: it never stops the stream;
+- a caller that writes a batch while polling the next sets ``before_revoke``: it runs
+  first in a revocation, so that batch is written and committed before the partition
+  moves (otherwise the new owner's replay could race the write for the same files);
 - on a rebalance, messages buffered for a batch but not yet returned are dropped for the
   revoked partitions: their new owner re-reads them from the committed offset, and
   processing them here too could overwrite the archive file the new owner writes.
@@ -248,6 +251,9 @@ class KafkaSource:
         self._assigned: set[tuple[str, int]] = set()
         self._fatal: KafkaError | None = None
         self._closed = False
+        #: Called first in a revocation (or loss) callback: the caller finishes and
+        #: commits a batch it is still writing, before the partition's new owner reads it.
+        self.before_revoke: Callable[[], None] | None = None
         options = self._options(config)
         log.info("Kafka consumer for %s: %s", topic, redacted(options))
         self._consumer = Consumer(options)
@@ -287,9 +293,13 @@ class KafkaSource:
         log.info("assigned %s", _names(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.before_revoke is not None:
+            self.before_revoke()
         self._forget(partitions, "revoked")
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.before_revoke is not None:
+            self.before_revoke()
         self._forget(partitions, "lost")
 
     def _forget(self, partitions: Iterable[TopicPartition], how: str) -> None:

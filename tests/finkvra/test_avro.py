@@ -45,6 +45,18 @@ def test_schema_cache_is_bounded_lru(writer_schema: dict) -> None:
     assert cache.misses == 4
 
 
+def test_schema_cache_answers_a_repeated_key_by_content(writer_schema: dict) -> None:
+    cache = SchemaCache()
+    a, b = (json.dumps({**writer_schema, "doc": d}).encode() for d in "ab")
+    first = cache.lookup(a)
+    again = cache.lookup(bytes(bytearray(a)))  # equal bytes, another object: the same entry
+    assert again is first and (cache.hits, cache.misses) == (1, 1)
+    other = cache.lookup(b)  # one byte differs: another schema
+    assert other is not first and other[0]["doc"] == "b" and cache.misses == 2
+    assert cache.lookup(a) is first and cache.lookup(b) is other  # both kept
+    assert (cache.hits, cache.misses) == (3, 2)
+
+
 @pytest.mark.parametrize(
     ("mangle", "reason"),
     [
