@@ -44,7 +44,9 @@ def test_a_revocation_first_lets_the_caller_commit_the_batch_in_hand(cluster, fi
         while len(a.assignment()) != MOCK_PARTITIONS // 2 or not b.assignment():
             reread += [a.poll_batch(), b.poll_batch()]
             assert time.monotonic() - started < GUARD_S, "the group never rebalanced"
-        assert len(calls) == 1
+        # The group may rebalance more than once while the second member joins: the
+        # batch in hand is settled by the first revocation, later ones have none.
+        assert calls and all(not later for _, later in calls[1:])
         assigned, commits = calls[0]
         assert assigned == list(range(MOCK_PARTITIONS))  # called before the partitions left
         committed = group_committed(cluster, group, topic)
