@@ -45,6 +45,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         sub.add_argument(
             "--config", metavar="FILE", default=argparse.SUPPRESS, help="TOML settings file"
         )
+        sub.add_argument(
+            "--survey", choices=("ztf", "lsst"), default=argparse.SUPPRESS,
+            help="survey of the queue (overrides FINKVRA_SURVEY; default ztf)",
+        )  # fmt: skip
         return sub
 
     ls = action("ls", "the waiting items, most informative first")
@@ -55,6 +59,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     export = action("export", "write the effective labels to a CSV or parquet file")
     export.add_argument("-o", "--output", required=True, metavar="FILE", help="*.csv or *.parquet")
     action("requeue", "return expired leases to the queue")
+    from service.commands._common import add_survey_argument
+
+    add_survey_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -70,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
 
         if Path(args.output).suffix.lower() not in EXPORT_SUFFIXES:
             return _usage(f"--output must end in {', '.join(EXPORT_SUFFIXES)}")
-    from service.commands._common import queue_or_exit_code
+    from service.commands._common import queue_or_exit_code, survey_overrides
 
-    parts = queue_or_exit_code(args.config, "queue")
+    parts = queue_or_exit_code(args.config, "queue", **survey_overrides(args))
     if isinstance(parts, int):
         return parts
     settings, queue = parts

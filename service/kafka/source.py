@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -202,7 +202,7 @@ def topic_exists(config: Mapping[str, Any], topic: str, timeout: float = 10.0) -
 
 
 class KafkaSource:
-    """Batches of decoded alerts from one topic, committed only on request.
+    """Batches of decoded alerts from one or several topics, committed only on request.
 
     Parameters
     ----------
@@ -210,7 +210,8 @@ class KafkaSource:
         librdkafka consumer options (see ``consumer_config``); ``group.id`` is required.
         ``enable.auto.commit`` and ``enable.auto.offset.store`` are forced off.
     topic
-        The topic to subscribe to (Fink's VRA stream: ``fink_vra_ztf``).
+        The topic to subscribe to (Fink's VRA stream: ``fink_vra_ztf``), or a sequence of
+        topics consumed at once (LSST: several Fink filters); ``topic`` is then the first.
     batch_size
         Most messages per batch.
     batch_timeout_s
@@ -225,7 +226,7 @@ class KafkaSource:
     def __init__(
         self,
         config: Mapping[str, Any],
-        topic: str,
+        topic: str | Sequence[str],
         *,
         batch_size: int = 500,
         batch_timeout_s: float = 5.0,
@@ -237,7 +238,10 @@ class KafkaSource:
             raise ValueError("batch_timeout_s must not be negative")
         if not config.get("group.id"):
             raise ValueError("the consumer config needs a group.id")
-        self.topic = topic
+        self.topics: tuple[str, ...] = (topic,) if isinstance(topic, str) else tuple(topic)
+        if not self.topics:
+            raise ValueError("no topic to subscribe to")
+        self.topic = self.topics[0]
         self.batch_size = batch_size
         self.batch_timeout_s = batch_timeout_s
         self.cache = cache if cache is not None else SchemaCache()
@@ -249,10 +253,13 @@ class KafkaSource:
         self._fatal: KafkaError | None = None
         self._closed = False
         options = self._options(config)
-        log.info("Kafka consumer for %s: %s", topic, redacted(options))
+        log.info("Kafka consumer for %s: %s", ", ".join(self.topics), redacted(options))
         self._consumer = Consumer(options)
         self._consumer.subscribe(
-            [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            list(self.topics),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
         )
 
     # ------------------------------------------------------------------ set-up

@@ -50,7 +50,7 @@ def test_defaults():
     settings = load_settings()
     assert settings.data_dir == Path("finkvra-data")
     assert settings.kafka_bootstrap is None
-    assert settings.kafka_topic == "fink_vra_ztf"
+    assert settings.kafka_topics == ["fink_vra_ztf"] and settings.kafka_topic is None
     assert (settings.batch_size, settings.batch_timeout_s) == (500, 5.0)
     assert settings.models == ["gal", "real"]
     assert (settings.strategy, settings.learner) == ("uncertainty", "hgb")
@@ -161,7 +161,8 @@ def test_credentials_file_written_by_fink_client(tmp_path, monkeypatch):
     assert settings.kafka_group_id == "alice_vra"
     assert settings.kafka_username == "alice"
     assert settings.kafka_password.get_secret_value() == "fink-pw-99"
-    assert settings.kafka_topic == "fink_vra_ztf"  # the VRA topic among the subscribed ones
+    # every subscribed topic, consumed at once
+    assert settings.kafka_topics == ["fink_early_sn_candidates_ztf", "fink_vra_ztf"]
     config = kafka_consumer_config(settings)
     assert config["security.protocol"] == "SASL_PLAINTEXT"
     assert config["sasl.mechanism"] == "SCRAM-SHA-512"
@@ -177,7 +178,7 @@ def test_credentials_fill_only_what_is_not_set(tmp_path, monkeypatch):
     assert settings.kafka_group_id == "env_group"  # env wins over the file
     assert settings.kafka_bootstrap == "kafka-ztf.fink-broker.org:24499"
     assert settings.kafka_password is None  # fink-client's usual null password
-    assert settings.kafka_topic == "t_one"
+    assert settings.kafka_topics == ["t_one"]
     assert "security.protocol" not in kafka_consumer_config(settings)  # no password, no SASL
 
 
@@ -199,7 +200,7 @@ def test_old_credentials_format_with_mytopics(tmp_path):
         "kafka_bootstrap": "host:1",
         "kafka_group_id": "bob_g",
         "kafka_username": "bob",
-        "kafka_topic": "a_topic",
+        "kafka_topics": ["a_topic"],
     }
 
 
