@@ -437,14 +437,17 @@ def kafka_source(settings: Settings) -> KafkaSource:
         if not exists:
             missing.append(topic)
     if missing:
+        names = ", ".join(map(repr, missing))
+        what = f"topic {names} does not" if len(missing) == 1 else f"topics {names} do not"
         raise StartupError(
-            f"topic(s) {', '.join(map(repr, missing))} do not exist on "
-            f"{settings.kafka_bootstrap}: check FINKVRA_KAFKA_TOPICS (the {profile.name} "
-            f"defaults are {', '.join(profile.default_topics)})"
+            f"{what} exist on {settings.kafka_bootstrap}: check FINKVRA_KAFKA_TOPICS or "
+            f"FINKVRA_KAFKA_TOPIC (the {profile.name} defaults: "
+            f"{', '.join(profile.default_topics)})"
         )
     return KafkaSource(
         config,
         settings.kafka_topics,
         batch_size=settings.batch_size,
         batch_timeout_s=settings.batch_timeout_s,
+        survey=settings.survey,
     )

@@ -165,18 +165,20 @@ def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
 RawMessage = tuple[str, int, int, bytes | None, bytes | None, int | None]
 
 
-def decode_batch(messages: Iterable[RawMessage], cache: SchemaCache) -> Batch:
+def decode_batch(messages: Iterable[RawMessage], cache: SchemaCache, survey: Any = "ztf") -> Batch:
     """Decode a batch of messages: the alerts as `Record`, the undecodable as `DeadMessage`.
 
     The one decode loop, shared by `KafkaSource` and the pipeline benchmark, so that the
-    benchmark times what the consumer runs. ``cache`` holds the parsed writer schemas.
+    benchmark times what the consumer runs. ``cache`` holds the parsed writer schemas;
+    ``survey`` (a name or profile) says which decoded records are alerts at all.
     """
     batch = Batch()
     for topic, partition, offset, key, value, timestamp in messages:
         try:
             alert, schema = decode_with_schema(
-                key, value, cache=cache, topic=topic, partition=partition, offset=offset
-            )
+                key, value, cache=cache, topic=topic, partition=partition, offset=offset,
+                survey=survey,
+            )  # fmt: skip
         except AlertDecodeError as exc:
             batch.dead.append(DeadMessage(topic, partition, offset, key, value, exc.reason))
             continue
@@ -218,6 +220,9 @@ class KafkaSource:
         Longest wait for a batch: ``poll_batch`` returns what it has by then.
     cache
         Parsed-schema cache shared with other decoders (a new one by default).
+    survey
+        The survey of the alerts (a name or `finkvra.surveys.Survey`, default ``ztf``):
+        its rules say which decoded records are alerts (`decode_batch`).
 
     Counters: ``consumed`` (messages returned, alerts and dead), ``dead`` (undecodable
     ones), ``dropped`` (buffered messages discarded because their partition was revoked).
@@ -231,6 +236,7 @@ class KafkaSource:
         batch_size: int = 500,
         batch_timeout_s: float = 5.0,
         cache: SchemaCache | None = None,
+        survey: Any = "ztf",
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -245,6 +251,7 @@ class KafkaSource:
         self.batch_size = batch_size
         self.batch_timeout_s = batch_timeout_s
         self.cache = cache if cache is not None else SchemaCache()
+        self.survey = survey
         self.consumed = 0
         self.dead = 0
         self.dropped = 0
@@ -367,7 +374,7 @@ class KafkaSource:
                 (message.topic(), message.partition(), message.offset(), message.key(),
                  message.value(), None if kind == TIMESTAMP_NOT_AVAILABLE else stamp)
             )  # fmt: skip
-        batch = decode_batch(raw, self.cache)
+        batch = decode_batch(raw, self.cache, self.survey)
         self.consumed += len(batch)
         self.dead += len(batch.dead)
         return batch

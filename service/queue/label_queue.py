@@ -206,6 +206,7 @@ class LabelQueue:
                 item.enqueued_at or now,
                 stored["feature_version"],
                 stored["vetting"],
+                stored["survey"],
             ]
         return PushResult(*(int(v) for v in self._push(args=args)))
 

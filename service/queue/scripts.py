@@ -48,14 +48,14 @@ local function forget_object(c, ikey)
 end
 """
 
-# ARGV: prefix, max_size, then 11 per item: candid, objectId, priority, features, scores,
-# model_version, lightcurve, links, enqueued_at, feature_version, vetting.
+# ARGV: prefix, max_size, then 12 per item: candid, objectId, priority, features, scores,
+# model_version, lightcurve, links, enqueued_at, feature_version, vetting, survey.
 _LUA_PUSH = (
     _LUA_COMMON
     + """
 local max_size = tonumber(ARGV[2])
 local added, replaced, dropped_labelled, dropped_lower, dropped_leased, duplicates, evicted = 0, 0, 0, 0, 0, 0, 0
-for i = 3, #ARGV, 11 do
+for i = 3, #ARGV, 12 do
   local c, oid, prio_s = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local prio = tonumber(prio_s)
   local ikey = item_key(c)
@@ -64,7 +64,7 @@ for i = 3, #ARGV, 11 do
   elseif redis.call('EXISTS', ikey) == 1 then
     redis.call('HSET', ikey, 'priority', prio_s, 'features', ARGV[i + 3], 'scores', ARGV[i + 4],
       'model_version', ARGV[i + 5], 'lightcurve', ARGV[i + 6], 'links', ARGV[i + 7],
-      'feature_version', ARGV[i + 9], 'vetting', ARGV[i + 10])
+      'feature_version', ARGV[i + 9], 'vetting', ARGV[i + 10], 'survey', ARGV[i + 11])
     if redis.call('ZSCORE', QUEUE, c) then redis.call('ZADD', QUEUE, prio_s, c) end
     duplicates = duplicates + 1
   else
@@ -88,7 +88,7 @@ for i = 3, #ARGV, 11 do
       redis.call('HSET', ikey, 'candid', c, 'objectId', oid, 'priority', prio_s,
         'features', ARGV[i + 3], 'scores', ARGV[i + 4], 'model_version', ARGV[i + 5],
         'lightcurve', ARGV[i + 6], 'links', ARGV[i + 7], 'enqueued_at', ARGV[i + 8],
-        'feature_version', ARGV[i + 9], 'vetting', ARGV[i + 10])
+        'feature_version', ARGV[i + 9], 'vetting', ARGV[i + 10], 'survey', ARGV[i + 11])
       redis.call('ZADD', QUEUE, prio_s, c)
       redis.call('SET', okey, c)
       if replacing then replaced = replaced + 1 else added = added + 1 end
