@@ -296,7 +296,7 @@ def test_ztf_and_lsst_services_share_one_redis_and_one_mlflow_without_meeting(
             assert experiment is not None, f"{prefix}-{model}"
             assert len(client.search_runs([experiment.experiment_id])) == 1
             versions = client.search_model_versions(f"name = '{prefix}-{model}'")
-            assert [v.version for v in versions] == ["1"]
+            assert [int(v.version) for v in versions] == [1]
     lsst_learner, _ = runs["lsst"].service.parts.tracker.load_version("gal", 1)
     ztf_learner, _ = tracker.load_version("gal", 1)
     assert lsst_learner.feature_version_ == "lsst-1" and len(lsst_learner.feature_names_) == 32
