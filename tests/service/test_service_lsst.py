@@ -407,3 +407,44 @@ def test_real_fink_lsst_alerts_go_through_the_service(
     items = LabelQueue(redis_client, prefix=f"{queue_prefix}-lsst").items(n=100)
     assert {i.objectId for i in items} == queueable  # never the solar-system sources
     assert not {i.candid for i in items} & sso
+
+
+# --------------------------------------------------------------------------- several topics
+
+
+def test_the_kafka_source_reads_every_configured_topic_and_refuses_a_missing_one(
+    tmp_path: Path, cluster, redis_url, queue_prefix
+) -> None:
+    from service.wiring import StartupError, kafka_source
+
+    other = "fink_sn_near_galaxy_candidate_lsst"
+    cluster.ensure_topic(other)
+    missing = settings_for(
+        tmp_path, cluster, redis_url, queue_prefix, kafka_topics=[LSST_TOPIC, "fink_nope_lsst"]
+    )
+    with pytest.raises(StartupError, match="topic 'fink_nope_lsst' does not exist"):
+        kafka_source(missing)
+
+    settings = settings_for(
+        tmp_path, cluster, redis_url, queue_prefix, kafka_topics=[LSST_TOPIC, other]
+    )
+    alerts = list(LsstAlertGenerator(seed=41).alerts(20))
+    for topic, part in ((LSST_TOPIC, alerts[:12]), (other, alerts[12:])):
+        with Replayer(cluster.bootstrap, topic) as replayer:
+            replayer.send(encoded(part))
+            replayer.flush()
+    source = kafka_source(settings)
+    seen: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while len(seen) < 20 and time.monotonic() < deadline:
+            batch = source.poll_batch()
+            assert not batch.dead
+            seen.update((int(r.alert["diaSourceId"]), r.topic) for r in batch.alerts)
+            source.commit(batch)
+    finally:
+        source.close()
+    assert seen == {
+        **{int(a["diaSourceId"]): LSST_TOPIC for a in alerts[:12]},
+        **{int(a["diaSourceId"]): other for a in alerts[12:]},
+    }
