@@ -9,14 +9,14 @@ import sys
 from typing import Any
 
 
-def add_survey_argument(parser: argparse.ArgumentParser) -> None:
+def add_survey_argument(parser: argparse.ArgumentParser, default: Any = None) -> None:
     """``--survey ztf|lsst`` (overrides FINKVRA_SURVEY and the config file's ``survey``)."""
     from finkvra.surveys import survey_names
 
     parser.add_argument(
         "--survey",
         choices=survey_names(),
-        default=None,
+        default=default,
         help="survey of the alerts (overrides FINKVRA_SURVEY; default ztf)",
     )
 

@@ -37,6 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Inspect the labelling queue (ls, stats), export the effective labels "
         "(export -o FILE) or return expired leases (requeue).",
     )
+    from service.commands._common import add_survey_argument
+
     parser.add_argument("--config", metavar="FILE", help="TOML settings file")
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
 
@@ -45,10 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         sub.add_argument(
             "--config", metavar="FILE", default=argparse.SUPPRESS, help="TOML settings file"
         )
-        sub.add_argument(
-            "--survey", choices=("ztf", "lsst"), default=argparse.SUPPRESS,
-            help="survey of the queue (overrides FINKVRA_SURVEY; default ztf)",
-        )  # fmt: skip
+        add_survey_argument(sub, default=argparse.SUPPRESS)  # after the action, too
         return sub
 
     ls = action("ls", "the waiting items, most informative first")
@@ -59,8 +58,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     export = action("export", "write the effective labels to a CSV or parquet file")
     export.add_argument("-o", "--output", required=True, metavar="FILE", help="*.csv or *.parquet")
     action("requeue", "return expired leases to the queue")
-    from service.commands._common import add_survey_argument
-
     add_survey_argument(parser)
     parser.set_defaults(func=run)
 
