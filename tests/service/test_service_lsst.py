@@ -448,3 +448,34 @@ def test_the_kafka_source_reads_every_configured_topic_and_refuses_a_missing_one
         **{int(a["diaSourceId"]): LSST_TOPIC for a in alerts[:12]},
         **{int(a["diaSourceId"]): other for a in alerts[12:]},
     }
+
+
+def test_replay_generates_the_surveys_alerts(tmp_path: Path, cluster, monkeypatch) -> None:
+    from confluent_kafka import Consumer
+
+    from finkvra.avro import decode_message
+    from finkvra.surveys import get_survey
+    from service.cli import main
+
+    topic = "replayed_lsst"
+    cluster.ensure_topic(topic)
+    monkeypatch.setenv("FINKVRA_SURVEY", "ztf")  # --survey wins
+    args = ["replay", "--bootstrap", cluster.bootstrap, "--topic", topic, "--generate"]
+    assert main([*args, "--n", "6", "--seed", "3", "--survey", "lsst"]) == 0
+    consumer = Consumer(
+        {"bootstrap.servers": cluster.bootstrap, "group.id": "replay-check",
+         "auto.offset.reset": "earliest"}
+    )  # fmt: skip
+    consumer.subscribe([topic])
+    decoded = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(decoded) < 6 and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                decoded.append(decode_message(message.key(), message.value(), survey="lsst"))
+    finally:
+        consumer.close()
+    expected = list(LsstAlertGenerator(seed=3).alerts(6))
+    assert sorted(a["diaSourceId"] for a in decoded) == sorted(a["diaSourceId"] for a in expected)
+    assert all(get_survey("lsst").problems(a) == [] for a in decoded)
