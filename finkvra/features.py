@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -370,7 +370,10 @@ def _finite_or_none(value: Any) -> float | None:
 
 
 def feature_record(
-    values: Mapping[str, Any] | Iterable[Any] | None, *, complete: bool = False
+    values: Mapping[str, Any] | Iterable[Any] | None,
+    *,
+    complete: bool = False,
+    columns: Sequence[str] = FEATURE_COLUMNS,
 ) -> dict[str, float | None]:
     """The features of one alert as stored and sent: ``{column: float or None}``.
 
@@ -378,7 +381,8 @@ def feature_record(
     order) and the JSON that the queue, the labels stream and the label store hold: JSON
     has no NaN, so NaN and infinities become None (`feature_array` turns them back). A
     mapping keeps its names; with ``complete`` it must hold every column and only those
-    are kept. ``None`` or an empty sequence give ``{}``.
+    are kept. ``None`` or an empty sequence give ``{}``. ``columns``: another feature
+    set's (a survey profile's ``feature_columns``).
     """
     if values is None:
         return {}
@@ -387,16 +391,16 @@ def feature_record(
     if isinstance(values, Mapping):
         if not complete:
             return {str(name): _finite_or_none(value) for name, value in values.items()}
-        missing = [c for c in FEATURE_COLUMNS if c not in values]
+        missing = [c for c in columns if c not in values]
         if missing:
             raise ValueError(f"features lack columns {missing}")
-        return {c: _finite_or_none(values[c]) for c in FEATURE_COLUMNS}
+        return {c: _finite_or_none(values[c]) for c in columns}
     array = np.asarray(values, dtype=np.float64).ravel()
     if array.size == 0 and not complete:
         return {}
-    if array.size != len(FEATURE_COLUMNS):
-        raise ValueError(f"expected {len(FEATURE_COLUMNS)} features, got {array.size}")
-    return {c: _finite_or_none(v) for c, v in zip(FEATURE_COLUMNS, array.tolist(), strict=True)}
+    if array.size != len(columns):
+        raise ValueError(f"expected {len(columns)} features, got {array.size}")
+    return {c: _finite_or_none(v) for c, v in zip(columns, array.tolist(), strict=True)}
 
 
 def feature_array(

@@ -128,6 +128,11 @@ class Survey:
     lightcurve_function: str
     schema_function: str
     generator_class: str
+    #: What keeps this survey's state apart when one Redis, one MLflow and one data
+    #: directory serve several surveys: empty for ZTF (its names are the historical
+    #: ones, unchanged), the survey name otherwise (see `redis_prefix`,
+    #: `mlflow_prefix`, `data_path`).
+    namespace: str = ""
     #: The alert fields holding the three stamps, by title.
     cutout_fields: tuple[tuple[str, str], ...] = (
         ("science", "cutoutScience"),
@@ -160,6 +165,40 @@ class Survey:
     #: The star/galaxy, reference-source and solar-system hints a screen may show from an
     #: item's vetting data (ZTF's candidate fields; none for LSST).
     vetting_hints: tuple[str, ...] = ()
+
+    # ------------------------------------------------------------------ isolation
+
+    def redis_prefix(self, queue_prefix: str) -> str:
+        """The Redis key prefix of this survey's queue, from the configured one.
+
+        ZTF keeps ``queue_prefix`` itself; another survey gets ``<queue_prefix>-<name>``
+        (a sibling, not ``<queue_prefix>:...``, so that nothing scanning ``<prefix>:*``
+        of one survey ever touches the other's keys).
+        """
+        return f"{queue_prefix}-{self.namespace}" if self.namespace else queue_prefix
+
+    @property
+    def mlflow_prefix(self) -> str:
+        """Prefix of the MLflow experiments and registered models (``<prefix>-<model>``)."""
+        return f"finkvra-{self.namespace}" if self.namespace else "finkvra"
+
+    def data_path(self, data_dir: Any, name: str) -> Any:
+        """Where this survey keeps ``name`` (``archive``, ``labels``...) under ``data_dir``.
+
+        ZTF: ``<data_dir>/<name>`` (unchanged); another survey: ``<data_dir>/<namespace>/
+        <name>``, outside every ZTF directory (a recursive ZTF reader never sees it).
+        """
+        from pathlib import Path
+
+        base = Path(data_dir)
+        return base / self.namespace / name if self.namespace else base / name
+
+    def feature_record(self, values: Any, *, complete: bool = False) -> dict[str, float | None]:
+        """One alert's features as stored and sent (`finkvra.features.feature_record`
+        over this survey's columns)."""
+        from finkvra.features import feature_record
+
+        return feature_record(values, complete=complete, columns=self.feature_columns)
 
     # ------------------------------------------------------------------ ids
 
@@ -208,6 +247,11 @@ class Survey:
     def problems(self, alert: Any) -> list[str]:
         """What makes a decoded alert unusable (empty when it is fine)."""
         raise NotImplementedError
+
+    def pipeline_problem(self, alert: Any) -> str | None:
+        """Why the service refuses a decoded alert (it goes to the dead letters), or None."""
+        found = self.problems(alert)
+        return "; ".join(found) if found else None
 
     def validate(self, alert: Any) -> None:
         """Raise ``ValueError`` listing what makes a decoded alert unusable."""
@@ -394,6 +438,13 @@ class ZtfSurvey(Survey):
             return ["alert lacks candidate.jd"]
         return []
 
+    def pipeline_problem(self, alert: Any) -> str | None:
+        """`finkvra.validation.alert_problem`: the required fields, then every type and
+        range field by field (ZTF's schema versions differ; the check is the service's)."""
+        from finkvra.validation import alert_problem
+
+        return alert_problem(alert)
+
     def links(self, object_id: str) -> dict[str, str]:
         from finkvra.lightcurve import fink_url, lasair_url
 
@@ -484,6 +535,7 @@ class LsstSurvey(Survey):
     lightcurve_function: str = "finkvra.lightcurve:lsst_lightcurve"
     schema_function: str = "finkvra.synthetic.lsst:lsst_alert_schema"
     generator_class: str = "finkvra.synthetic.lsst:LsstAlertGenerator"
+    namespace: str = "lsst"
 
     def object_ids(self, alerts: Any) -> list[str | None]:
         """``str(diaObjectId)``; ``sso-<ssObjectId>`` when diaObjectId is 0 (never ``"0"``)."""

@@ -50,14 +50,19 @@ def artifact_root_for(data_dir: str | Path) -> Path:
     return Path(data_dir).expanduser().resolve() / "mlartifacts"
 
 
-def experiment_name(model_name: str) -> str:
-    """The MLflow experiment of a model's rounds: ``finkvra-<model>``."""
-    return f"finkvra-{model_name}"
+#: Prefix of the experiment and registered-model names (ZTF's; a survey profile's
+#: ``mlflow_prefix`` gives another survey its own names in the same MLflow).
+DEFAULT_MODEL_PREFIX = "finkvra"
 
 
-def registered_model_name(model_name: str) -> str:
-    """The registered model holding a model's versions: ``finkvra-<model>``."""
-    return f"finkvra-{model_name}"
+def experiment_name(model_name: str, prefix: str = DEFAULT_MODEL_PREFIX) -> str:
+    """The MLflow experiment of a model's rounds: ``<prefix>-<model>`` (``finkvra-gal``)."""
+    return f"{prefix}-{model_name}"
+
+
+def registered_model_name(model_name: str, prefix: str = DEFAULT_MODEL_PREFIX) -> str:
+    """The registered model holding a model's versions: ``<prefix>-<model>``."""
+    return f"{prefix}-{model_name}"
 
 
 def run_name(round_number: int, strategy: str) -> str:
@@ -89,11 +94,21 @@ class Tracker:
         Directory or URI under which new experiments keep their artifacts
         (``<root>/<experiment name>``). ``None``: beside the database for a
         ``sqlite:`` URI (``<db dir>/mlartifacts``), the server's choice otherwise.
+    model_prefix
+        Prefix of the experiment and registered-model names (``<prefix>-<model>``): one
+        per survey, so that one MLflow serves several (`finkvra.surveys.Survey.mlflow_prefix`).
     """
 
-    def __init__(self, tracking_uri: str, artifact_root: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        artifact_root: str | Path | None = None,
+        *,
+        model_prefix: str = DEFAULT_MODEL_PREFIX,
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
+        self.model_prefix = model_prefix
         self._client: MlflowClient | None = None
 
     @classmethod
@@ -103,6 +118,14 @@ class Tracker:
 
     def __repr__(self) -> str:
         return f"Tracker({self.tracking_uri!r}, artifact_root={self.artifact_root!r})"
+
+    def experiment_name(self, model_name: str) -> str:
+        """This tracker's experiment of a model (``<model_prefix>-<model>``)."""
+        return experiment_name(model_name, self.model_prefix)
+
+    def registered_model_name(self, model_name: str) -> str:
+        """This tracker's registered model of a model (``<model_prefix>-<model>``)."""
+        return registered_model_name(model_name, self.model_prefix)
 
     @property
     def client(self) -> MlflowClient:
@@ -127,7 +150,7 @@ class Tracker:
         """The id of the model's experiment, created (with its artifact location) if new."""
         from mlflow.exceptions import MlflowException
 
-        name = experiment_name(model_name)
+        name = self.experiment_name(model_name)
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
@@ -151,7 +174,7 @@ class Tracker:
         model's experiment can still be in progress. Returns the run ids and model ids
         closed.
         """
-        name = experiment_name(model_name)
+        name = self.experiment_name(model_name)
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
             return [], []
@@ -227,7 +250,7 @@ class Tracker:
             )
             round_meta = {
                 "model_name": model_name,
-                "registered_model": registered_model_name(model_name),
+                "registered_model": self.registered_model_name(model_name),
                 "round": step,
                 "strategy": strategy,
                 "run_name": run_name(round_number, strategy),
@@ -342,7 +365,7 @@ class Tracker:
             raise
         client.finalize_logged_model(logged.model_id, "READY")
 
-        registered = registered_model_name(model_name)
+        registered = self.registered_model_name(model_name)
         try:
             client.create_registered_model(
                 registered, tags={"finkvra.model": model_name}, description=_REGISTRY_TEXT
@@ -376,12 +399,12 @@ class Tracker:
 
     def model_uri(self, model_name: str, version: int) -> str:
         """``models:/finkvra-<model>/<version>``."""
-        return f"models:/{registered_model_name(model_name)}/{int(version)}"
+        return f"models:/{self.registered_model_name(model_name)}/{int(version)}"
 
     def latest_version(self, model_name: str) -> int | None:
         """The highest registered version of the model, or None before the first."""
         versions = self.client.search_model_versions(
-            f"name = '{registered_model_name(model_name)}'",
+            f"name = '{self.registered_model_name(model_name)}'",
             max_results=1,
             order_by=["version_number DESC"],
         )
@@ -402,7 +425,9 @@ class Tracker:
         if version is None:
             version = self.latest_version(model_name)
             if version is None:
-                raise LookupError(f"no registered version of {registered_model_name(model_name)}")
+                raise LookupError(
+                    f"no registered version of {self.registered_model_name(model_name)}"
+                )
         if digest is None:
             digest = self.version_digest(model_name, version)
         uri = self.model_uri(model_name, version)
@@ -411,7 +436,9 @@ class Tracker:
 
     def version_digest(self, model_name: str, version: int) -> str | None:
         """The artifact digest recorded when the version was logged (None for old ones)."""
-        found = self.client.get_model_version(registered_model_name(model_name), str(int(version)))
+        found = self.client.get_model_version(
+            self.registered_model_name(model_name), str(int(version))
+        )
         return (found.tags or {}).get("finkvra.sha256") or None
 
 

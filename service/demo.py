@@ -189,17 +189,20 @@ class Demo:
         self.run: DemoRun | None = None
 
     def start(self) -> None:
-        from finkvra.synthetic import AlertGenerator
         from service.kafka.mock_cluster import MockCluster
         from service.kafka.replayer import Replayer
 
         self.run = plan_run(
-            self.settings.data_dir, self.settings.archive_dir, self.settings.kafka_topic, self.seed
+            self.settings.data_dir,
+            self.settings.archive_dir,
+            self.settings.kafka_topics[0],
+            self.seed,
         )
         self.cluster = MockCluster().__enter__()
         s = self.settings.model_copy(
             update={
-                "kafka_topic": self.run.topic,
+                "kafka_topics": [self.run.topic],
+                "kafka_topic": None,
                 "kafka_bootstrap": self.cluster.bootstrap,
                 "kafka_group_id": DEMO_GROUP,
                 "kafka_username": None,  # never the credentials of a real Fink account
@@ -210,13 +213,15 @@ class Demo:
             }
         )
         self.settings = s
-        self.cluster.ensure_topic(s.kafka_topic)
-        generator = AlertGenerator(
+        topic = s.kafka_topics[0]
+        self.cluster.ensure_topic(topic)
+        # The survey's own generator (ZTF or LSST alerts), with known classes.
+        generator = s.survey_profile.generator(
             seed=self.run.seed, n_objects=DEMO_OBJECTS, start_jd=self.run.start_jd
         )
         self.replayer = Replayer(
             self.cluster.bootstrap,
-            s.kafka_topic,
+            topic,
             rate=self.rate,
             follow_group=DEMO_GROUP,
             max_lag=DEMO_MAX_LAG,

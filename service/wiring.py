@@ -117,7 +117,7 @@ def label_queue(
 
     return LabelQueue(
         client,
-        prefix=prefix or settings.queue_prefix,
+        prefix=prefix or settings.redis_prefix,
         max_size=max_size or settings.queue_max_size,
         lease_seconds=settings.lease_seconds,
     )
@@ -127,14 +127,14 @@ def publisher(settings: Settings, client: redis.Redis) -> ModelPublisher:
     """The registry of published model versions, beside the queue."""
     from service.queue.registry import ModelPublisher
 
-    return ModelPublisher(client, settings.queue_prefix)
+    return ModelPublisher(client, settings.redis_prefix)
 
 
 def tracker(settings: Settings) -> Tracker:
-    """The MLflow tracker of the settings' tracking URI."""
+    """The MLflow tracker of the settings' tracking URI, under the survey's model names."""
     from finkvra.tracking import Tracker
 
-    return Tracker(settings.mlflow_tracking_uri)
+    return Tracker(settings.mlflow_tracking_uri, model_prefix=settings.mlflow_model_prefix)
 
 
 def dust_provider(settings: Settings) -> DustProvider:
@@ -149,14 +149,14 @@ def context_provider(settings: Settings) -> ContextProvider:
     from finkvra.context import make_context
 
     token = settings.lasair_token.get_secret_value() if settings.lasair_token else None
-    return make_context(settings.context_provider, lasair_token=token)
+    return make_context(settings.context_provider, lasair_token=token, survey=settings.survey)
 
 
 def archive(settings: Settings) -> ParquetArchive:
     """The parquet archive of the alerts (``archive_dir``: a directory or a URI)."""
     from service.consumer.archive import ParquetArchive
 
-    return ParquetArchive(settings.archive_dir)
+    return ParquetArchive(settings.archive_dir, survey=settings.survey)
 
 
 def deadletters(settings: Settings) -> DeadLetterStore:
@@ -170,7 +170,7 @@ def label_store(settings: Settings, *, readonly: bool = False) -> LabelStore:
     """The label store of record (``readonly``: for readers beside the trainer)."""
     from service.training.label_store import LabelStore
 
-    return LabelStore(settings.labels_dir, readonly=readonly)
+    return LabelStore(settings.labels_dir, readonly=readonly, survey=settings.survey)
 
 
 def connect_queue(settings: Settings) -> LabelQueue:
@@ -199,6 +199,7 @@ def trainer_options(settings: Settings, **changes: Any) -> TrainerOptions:
         sfd_dir=settings.sfd_dir,
         context_provider=settings.context_provider,
         lasair_token=token,
+        survey=settings.survey,
     )
     return replace(options, **changes)
 
@@ -426,34 +427,44 @@ def parts_publisher(
 
 
 def kafka_source(settings: Settings) -> KafkaSource:
-    """The Kafka source for the configured topic; StartupError if the topic does not exist."""
+    """The Kafka source for the configured topics; StartupError if one does not exist."""
     from service.config import kafka_consumer_config
     from service.kafka.source import KafkaSource, topic_exists
 
+    profile = settings.survey_profile
     if not settings.kafka_bootstrap:
         raise StartupError(
-            "no Kafka server configured: set FINKVRA_KAFKA_BOOTSTRAP (Fink: "
-            "kafka-ztf.fink-broker.org:24499) or register with `finkctl auth register`; "
+            f"no Kafka server configured: set FINKVRA_KAFKA_BOOTSTRAP (Fink {profile.name}: "
+            f"{profile.kafka_server}) or register with `finkctl auth register` "
+            f"(~/.finkclient/{profile.credentials_file}); "
             "`finkvra demo` runs everything on an embedded mock cluster"
         )
     from confluent_kafka import KafkaException
 
     config = kafka_consumer_config(settings)
-    try:
-        exists = topic_exists(config, settings.kafka_topic)
-    except KafkaException as exc:
-        raise Unreachable(
-            f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}. "
-            "Check FINKVRA_KAFKA_BOOTSTRAP and the network"
-        ) from exc
-    if not exists:
+    missing = []
+    for topic in settings.kafka_topics:
+        try:
+            exists = topic_exists(config, topic)
+        except KafkaException as exc:
+            raise Unreachable(
+                f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}. "
+                "Check FINKVRA_KAFKA_BOOTSTRAP and the network"
+            ) from exc
+        if not exists:
+            missing.append(topic)
+    if missing:
+        names = ", ".join(map(repr, missing))
+        what = f"topic {names} does not" if len(missing) == 1 else f"topics {names} do not"
         raise StartupError(
-            f"topic {settings.kafka_topic!r} does not exist on {settings.kafka_bootstrap}: "
-            "check FINKVRA_KAFKA_TOPIC (Fink's VRA topic is fink_vra_ztf)"
+            f"{what} exist on {settings.kafka_bootstrap}: check FINKVRA_KAFKA_TOPICS or "
+            f"FINKVRA_KAFKA_TOPIC (the {profile.name} defaults: "
+            f"{', '.join(profile.default_topics)})"
         )
     return KafkaSource(
         config,
-        settings.kafka_topic,
+        settings.kafka_topics,
         batch_size=settings.batch_size,
         batch_timeout_s=settings.batch_timeout_s,
+        survey=settings.survey,
     )

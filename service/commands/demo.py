@@ -27,6 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--n", type=int, help="stop producing after N alerts")
     parser.add_argument("--seed", type=int, default=0, help="generator seed")
     parser.add_argument("--label-rate", type=float, default=5.0, help="auto labels per second")
+    from service.commands._common import add_survey_argument
+
+    add_survey_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -90,14 +93,14 @@ def line(status) -> str:  # noqa: ANN001
 
 
 def run(args: argparse.Namespace) -> int:
-    from service.commands._common import settings_or_exit_code
+    from service.commands._common import settings_or_exit_code, survey_overrides
     from service.daemon import signals_stop
     from service.demo import Demo
     from service.logs import flush_repeats, setup_logging
     from service.secrets import secret_values
     from service.wiring import StartupError
 
-    settings = settings_or_exit_code(args.config)
+    settings = settings_or_exit_code(args.config, **survey_overrides(args))
     if isinstance(settings, int):
         return settings
     interactive = sys.stdout.isatty()

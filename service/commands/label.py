@@ -73,6 +73,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="CSV",
         help="post every row of a prototype labeled.csv",
     )
+    from service.commands._common import add_survey_argument
+
+    add_survey_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -131,9 +134,9 @@ def _usage(message: str) -> int:
 
 
 def _connect(args: argparse.Namespace) -> tuple[Any, Any] | int:
-    from service.commands._common import queue_or_exit_code
+    from service.commands._common import queue_or_exit_code, survey_overrides
 
-    return queue_or_exit_code(args.config, "label")
+    return queue_or_exit_code(args.config, "label", **survey_overrides(args))
 
 
 def _classes(label: str, models: list[str]) -> str:

@@ -37,6 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Inspect the labelling queue (ls, stats), export the effective labels "
         "(export -o FILE) or return expired leases (requeue).",
     )
+    from service.commands._common import add_survey_argument
+
     parser.add_argument("--config", metavar="FILE", help="TOML settings file")
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
 
@@ -45,6 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         sub.add_argument(
             "--config", metavar="FILE", default=argparse.SUPPRESS, help="TOML settings file"
         )
+        add_survey_argument(sub, default=argparse.SUPPRESS)  # after the action, too
         return sub
 
     ls = action("ls", "the waiting items, most informative first")
@@ -55,6 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     export = action("export", "write the effective labels to a CSV or parquet file")
     export.add_argument("-o", "--output", required=True, metavar="FILE", help="*.csv or *.parquet")
     action("requeue", "return expired leases to the queue")
+    add_survey_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -70,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
 
         if Path(args.output).suffix.lower() not in EXPORT_SUFFIXES:
             return _usage(f"--output must end in {', '.join(EXPORT_SUFFIXES)}")
-    from service.commands._common import queue_or_exit_code
+    from service.commands._common import queue_or_exit_code, survey_overrides
 
-    parts = queue_or_exit_code(args.config, "queue")
+    parts = queue_or_exit_code(args.config, "queue", **survey_overrides(args))
     if isinstance(parts, int):
         return parts
     settings, queue = parts

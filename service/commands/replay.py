@@ -49,6 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "files", nargs="*", metavar="FILES", help="Avro/parquet alert files or folders"
     )
+    from service.commands._common import add_survey_argument
+
+    add_survey_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -80,12 +83,18 @@ def run(args: argparse.Namespace) -> int:
 
     n = args.n
     if args.generate:
+        from finkvra.surveys import get_survey
+        from service.commands._common import survey_name
+
         try:
-            from finkvra.synthetic import AlertGenerator
+            survey = get_survey(survey_name(args))
+            generator = survey.generator(seed=args.seed)
         except ImportError as exc:
             return _usage_error(f"synthetic alerts are not available: {exc}")
+        except ValueError as exc:  # FINKVRA_SURVEY names no survey
+            return _usage_error(str(exc))
         n = n if n is not None else DEFAULT_GENERATED
-        messages = AlertGenerator(seed=args.seed).messages(n)
+        messages = generator.messages(n)
     else:
         from finkvra.alerts import iter_alert_files
 

@@ -30,6 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--n", type=int, default=10, help="alerts to label (default 10)")
     parser.add_argument("--strategy", help="query strategy (default: the configured one)")
     parser.add_argument("--labeller", help="who labels (default: your user name)")
+    from service.commands._common import add_survey_argument
+
+    add_survey_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -48,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
     if strategy is not None and strategy not in STRATEGIES:
         return _usage(f"unknown strategy {args.strategy!r}: use one of {', '.join(STRATEGIES)}")
 
-    from service.commands._common import queue_or_exit_code, user_name
+    from service.commands._common import queue_or_exit_code, survey_overrides, user_name
 
-    parts = queue_or_exit_code(args.config, "round")
+    parts = queue_or_exit_code(args.config, "round", **survey_overrides(args))
     if isinstance(parts, int):
         return parts
     settings, main_queue = parts

@@ -22,11 +22,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="all",
         help="consumer replicas scale out in one Kafka group; run one trainer (default: all)",
     )
+    from service.commands._common import add_survey_argument
+
+    add_survey_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from service.commands._common import settings_or_exit_code
+    from service.commands._common import settings_or_exit_code, survey_overrides
     from service.daemon import Service, signals_stop
     from service.http_server import HealthServer
     from service.logs import flush_repeats, setup_logging
@@ -34,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from service.secrets import secret_values
     from service.wiring import StartupError
 
-    settings = settings_or_exit_code(args.config)
+    settings = settings_or_exit_code(args.config, **survey_overrides(args))
     if isinstance(settings, int):
         return settings
     secrets = secret_values(settings)

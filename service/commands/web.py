@@ -40,6 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="print the scrypt hash of a password for web_accounts, then exit",
     )
+    from service.commands._common import add_survey_argument
+
+    add_survey_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -47,13 +50,13 @@ def run(args: argparse.Namespace) -> int:
     """Serve until interrupted; 2 on configuration errors."""
     if args.hash_password:
         return _hash_password()
-    from service.commands._common import queue_or_exit_code, user_name
+    from service.commands._common import queue_or_exit_code, survey_overrides, user_name
     from service.web.auth import Auth, is_loopback
 
     if not 0 < args.port < 65536:
         print(f"finkvra web: --port {args.port} is not a port (1-65535)", file=sys.stderr)
         return 2
-    parts = queue_or_exit_code(args.config, "web")
+    parts = queue_or_exit_code(args.config, "web", **survey_overrides(args))
     if isinstance(parts, int):
         return parts
     settings, queue = parts

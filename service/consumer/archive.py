@@ -153,11 +153,26 @@ class ParquetArchive:
         The alerts' Avro schema (what Fink sends as the Kafka key). With it every file
         has the same Arrow schema, even when a column is null throughout one batch, so
         the whole archive reads as one dataset.
+    survey
+        The survey of the alerts (a name or `finkvra.surveys.Survey`, default ``ztf``):
+        its alert id is the key column (ZTF ``candid``, LSST ``diaSourceId``) and its
+        ``night_of`` files an alert under a night (LSST: Rubin's dayObs).
     """
 
-    def __init__(self, root: str | os.PathLike[str], avro_schema: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        avro_schema: Mapping[str, Any] | None = None,
+        *,
+        survey: Any = "ztf",
+    ):
+        from finkvra.surveys import get_survey
+
         self.root = root
         self.avro_schema = avro_schema
+        self.survey = get_survey(survey)
+        #: The column holding each alert's id (what ``find`` and ``candids`` read).
+        self.id_column = self.survey.alert_id_field
         if isinstance(root, os.PathLike) or "://" not in str(root):
             self._fs: pafs.FileSystem = pafs.LocalFileSystem()
             self._base = Path(root).expanduser().resolve().as_posix()
@@ -287,22 +302,24 @@ class ParquetArchive:
             self._arrow_schemas[digest] = schema
         return schema
 
-    @staticmethod
-    def _night(alert: Mapping[str, Any], offset: int) -> str:
-        candidate = alert.get("candidate") or {}
-        jd = candidate.get("jd") if isinstance(candidate, Mapping) else None
-        if jd is None:
-            raise ValueError(
-                f"alert {alert.get('candid')!r} at offset {offset} has no candidate.jd: "
-                "it cannot be filed under a night"
-            )
+    def _night(self, alert: Mapping[str, Any], offset: int) -> str:
+        """The alert's night in its survey's time (``survey.night_of``)."""
+        struct, field = self.survey.time_field
+        record = alert.get(struct) or {}
+        time = record.get(field) if isinstance(record, Mapping) else None
+        where = f"alert {alert.get(self.id_column)!r} at offset {offset}"
+        if time is None:
+            raise ValueError(f"{where} has no {struct}.{field}: it cannot be filed under a night")
         try:
-            return night_of(jd)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(
-                f"alert {alert.get('candid')!r} at offset {offset}: candidate.jd {jd!r} "
-                f"gives no night ({exc})"
-            ) from None
+            if isinstance(time, bool) or not isinstance(
+                time, int | float | np.integer | np.floating
+            ):
+                raise ValueError("not a number")
+            if not np.isfinite(time):
+                raise ValueError("not finite")
+            return self.survey.night_of(float(time))
+        except (TypeError, ValueError, OverflowError, OSError) as exc:
+            raise ValueError(f"{where}: {struct}.{field} {time!r} gives no night ({exc})") from None
 
     def _write_atomic(self, data: bytes, path: str) -> None:
         directory, name = posixpath.split(path)
@@ -356,8 +373,10 @@ class ParquetArchive:
         )
 
     def candids(self, night: str | None = None) -> np.ndarray:
-        """Every archived ``candid`` (int64, in file order), reading only that column."""
-        columns = [self._read(path, ["candid"]).column("candid") for path in self.files(night)]
+        """Every archived alert id (``candid``; LSST ``diaSourceId``; int64, in file
+        order), reading only that column."""
+        key = self.id_column
+        columns = [self._read(path, [key]).column(key) for path in self.files(night)]
         if not columns:
             return np.empty(0, dtype=np.int64)
         return np.concatenate([c.to_numpy().astype(np.int64, copy=False) for c in columns])
@@ -374,7 +393,7 @@ class ParquetArchive:
         found: dict[int, dict[str, Any]] = {}
         for night in reversed(self.nights()):
             for path in self.files(night):
-                column = self._read(path, ["candid"]).column("candid").to_numpy()
+                column = self._read(path, [self.id_column]).column(self.id_column).to_numpy()
                 mask = np.isin(column, wanted) & ~np.isin(column, list(found))
                 if not mask.any():
                     continue
@@ -384,7 +403,7 @@ class ParquetArchive:
                     if not kafka_columns:
                         for name in KAFKA_COLUMNS:
                             alert.pop(name, None)
-                    found.setdefault(int(alert["candid"]), alert)
+                    found.setdefault(int(alert[self.id_column]), alert)
                 if len(found) == len(asked):
                     return [found[c] for c in asked]
         return [found[c] for c in asked if c in found]

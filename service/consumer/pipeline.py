@@ -28,8 +28,7 @@ import numpy as np
 import pandas as pd
 import redis
 
-from finkvra.features import make_features
-from finkvra.validation import alert_problem
+from finkvra.surveys import get_survey
 from service.consumer.scoring import QueuePolicy, Scorer, Scores
 from service.publishing.records import ScoredAlert, scored_alerts
 from service.queue.items import priority_text
@@ -131,7 +130,9 @@ class Pipeline:
     """Process decoded batches; owns no connection, so the daemon and tests can wire it freely.
 
     ``learners`` is a callable returning ``(learners by model name, versions)`` for the
-    models in use right now; the daemon passes the hot-reloading model set.
+    models in use right now; the daemon passes the hot-reloading model set. ``survey``
+    (a name or profile, default ``ztf``) says how alerts are checked, keyed and
+    featurised, and which may be queued (LSST solar-system sources are archived only).
     """
 
     def __init__(
@@ -147,7 +148,9 @@ class Pipeline:
         context: ContextProvider | None = None,
         telemetry: Telemetry | None = None,
         stop: threading.Event | None = None,
+        survey: Any = "ztf",
     ) -> None:
+        self.survey = get_survey(survey)
         self.archive = archive
         self.queue = queue
         self.deadletters = deadletters
@@ -226,10 +229,11 @@ class Pipeline:
     # ------------------------------------------------------------------ isolation
 
     def _valid(self, records: Sequence[Record], result: BatchResult) -> list[Any]:
-        """The records whose alert passes `alert_problem`; the others are dead-lettered."""
+        """The records whose alert the survey accepts (`Survey.pipeline_problem`); the
+        others are dead-lettered."""
         valid = []
         for record in records:
-            problem = alert_problem(record.alert)
+            problem = self.survey.pipeline_problem(record.alert)
             if problem is None:
                 valid.append(record)
             else:
@@ -300,10 +304,12 @@ class Pipeline:
         """Everything up to the first write: features, scores, queue items, archive tables
         (with ``defer``, only the arguments that build them: see `prepare`)."""
         alerts = [record.alert for record in records]
-        X, meta = make_features(alerts, dust=self.dust, context=self.context)
+        X, meta = self.survey.make_features(alerts, dust=self.dust, context=self.context)
         learners, versions = self.learners()
         scores = self.scorer.score(X, learners, versions)
-        admitted = self.policy.admit(X["ndets"].to_numpy(), scores.priority)
+        # Only alerts the survey lets queue at all (LSST: not solar-system sources).
+        ndets = np.where(self.survey.queueable(alerts), X["ndets"].to_numpy(), 0)
+        admitted = self.policy.admit(ndets, scores.priority)
         items = self.queue_items(alerts, X, meta, scores, admitted)
         for item in items:  # what push refuses, refused here, before any write
             if not item.objectId:
@@ -313,7 +319,7 @@ class Pipeline:
             records=records,
             files=self._archive_files(records, defer),
             items=items,
-            eligible=int((X["ndets"].to_numpy() > 0).sum()),
+            eligible=int((ndets > 0).sum()),
             cold=scores.cold,
             scored=scored_alerts(alerts, X, meta, scores.p1, scores.versions),
         )
@@ -380,7 +386,8 @@ class Pipeline:
                 self._push(items[:middle], records, result)
                 self._push(items[middle:], records, result)
                 return
-            by_candid = {int(r.alert["candid"]): r for r in records}
+            ids = self.survey.alert_ids([r.alert for r in records]).tolist()
+            by_candid = dict(zip(ids, records, strict=True))
             record = by_candid[int(items[0].candid)]
             self._dead_letter_record(record, f"archived but not queued: {_describe(exc)}", result)
             return
@@ -403,13 +410,12 @@ class Pipeline:
             extra={"topic": topic, "partition": partition, "offset": offset},
         )  # fmt: skip
 
-    @staticmethod
-    def _unique(records: Sequence[Record], result: BatchResult) -> list[Any]:
-        """Drop repeated candids inside one batch (Fink may resend): the archive holds each once."""
+    def _unique(self, records: Sequence[Record], result: BatchResult) -> list[Any]:
+        """Drop repeated alert ids inside one batch (Fink may resend): the archive holds each once."""
         seen: set[int] = set()
         unique = []
-        for record in records:
-            candid = int(record.alert["candid"])
+        ids = self.survey.alert_ids([r.alert for r in records]).tolist() if records else []
+        for record, candid in zip(records, ids, strict=True):
             if candid in seen:
                 result.duplicates += 1
                 continue
@@ -439,6 +445,7 @@ class Pipeline:
             strategy="random" if scores.cold else getattr(self.scorer.strategy, "name", ""),
             by=scores.by,
             enqueued_at=datetime.now(UTC).isoformat(),
+            survey=self.survey,
         )
 
     def _retry(self, operation: Callable[[], Any], part: str, errors: tuple) -> Any:

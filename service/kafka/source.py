@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -168,18 +168,20 @@ def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
 RawMessage = tuple[str, int, int, bytes | None, bytes | None, int | None]
 
 
-def decode_batch(messages: Iterable[RawMessage], cache: SchemaCache) -> Batch:
+def decode_batch(messages: Iterable[RawMessage], cache: SchemaCache, survey: Any = "ztf") -> Batch:
     """Decode a batch of messages: the alerts as `Record`, the undecodable as `DeadMessage`.
 
     The one decode loop, shared by `KafkaSource` and the pipeline benchmark, so that the
-    benchmark times what the consumer runs. ``cache`` holds the parsed writer schemas.
+    benchmark times what the consumer runs. ``cache`` holds the parsed writer schemas;
+    ``survey`` (a name or profile) says which decoded records are alerts at all.
     """
     batch = Batch()
     for topic, partition, offset, key, value, timestamp in messages:
         try:
             alert, schema = decode_with_schema(
-                key, value, cache=cache, topic=topic, partition=partition, offset=offset
-            )
+                key, value, cache=cache, topic=topic, partition=partition, offset=offset,
+                survey=survey,
+            )  # fmt: skip
         except AlertDecodeError as exc:
             batch.dead.append(DeadMessage(topic, partition, offset, key, value, exc.reason))
             continue
@@ -205,7 +207,7 @@ def topic_exists(config: Mapping[str, Any], topic: str, timeout: float = 10.0) -
 
 
 class KafkaSource:
-    """Batches of decoded alerts from one topic, committed only on request.
+    """Batches of decoded alerts from one or several topics, committed only on request.
 
     Parameters
     ----------
@@ -213,13 +215,17 @@ class KafkaSource:
         librdkafka consumer options (see ``consumer_config``); ``group.id`` is required.
         ``enable.auto.commit`` and ``enable.auto.offset.store`` are forced off.
     topic
-        The topic to subscribe to (Fink's VRA stream: ``fink_vra_ztf``).
+        The topic to subscribe to (Fink's VRA stream: ``fink_vra_ztf``), or a sequence of
+        topics consumed at once (LSST: several Fink filters); ``topic`` is then the first.
     batch_size
         Most messages per batch.
     batch_timeout_s
         Longest wait for a batch: ``poll_batch`` returns what it has by then.
     cache
         Parsed-schema cache shared with other decoders (a new one by default).
+    survey
+        The survey of the alerts (a name or `finkvra.surveys.Survey`, default ``ztf``):
+        its rules say which decoded records are alerts (`decode_batch`).
 
     Counters: ``consumed`` (messages returned, alerts and dead), ``dead`` (undecodable
     ones), ``dropped`` (buffered messages discarded because their partition was revoked).
@@ -228,11 +234,12 @@ class KafkaSource:
     def __init__(
         self,
         config: Mapping[str, Any],
-        topic: str,
+        topic: str | Sequence[str],
         *,
         batch_size: int = 500,
         batch_timeout_s: float = 5.0,
         cache: SchemaCache | None = None,
+        survey: Any = "ztf",
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -240,10 +247,14 @@ class KafkaSource:
             raise ValueError("batch_timeout_s must not be negative")
         if not config.get("group.id"):
             raise ValueError("the consumer config needs a group.id")
-        self.topic = topic
+        self.topics: tuple[str, ...] = (topic,) if isinstance(topic, str) else tuple(topic)
+        if not self.topics:
+            raise ValueError("no topic to subscribe to")
+        self.topic = self.topics[0]
         self.batch_size = batch_size
         self.batch_timeout_s = batch_timeout_s
         self.cache = cache if cache is not None else SchemaCache()
+        self.survey = survey
         self.consumed = 0
         self.dead = 0
         self.dropped = 0
@@ -255,10 +266,13 @@ class KafkaSource:
         #: commits a batch it is still writing, before the partition's new owner reads it.
         self.before_revoke: Callable[[], None] | None = None
         options = self._options(config)
-        log.info("Kafka consumer for %s: %s", topic, redacted(options))
+        log.info("Kafka consumer for %s: %s", ", ".join(self.topics), redacted(options))
         self._consumer = Consumer(options)
         self._consumer.subscribe(
-            [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            list(self.topics),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
         )
 
     # ------------------------------------------------------------------ set-up
@@ -370,7 +384,7 @@ class KafkaSource:
                 (message.topic(), message.partition(), message.offset(), message.key(),
                  message.value(), None if kind == TIMESTAMP_NOT_AVAILABLE else stamp)
             )  # fmt: skip
-        batch = decode_batch(raw, self.cache)
+        batch = decode_batch(raw, self.cache, self.survey)
         self.consumed += len(batch)
         self.dead += len(batch.dead)
         return batch

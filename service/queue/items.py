@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from finkvra.features import FEATURE_VERSION, feature_record
-from finkvra.lightcurve import compact_lightcurve, fink_url, is_synthetic, lasair_url, vetting_info
+from finkvra.lightcurve import fink_url, is_synthetic, lasair_url, vetting_info
+from finkvra.surveys import get_survey
 
 __all__ = ["LABEL_KINDS", "QueueItem", "items_for", "links_for", "priority_text"]
 
@@ -25,10 +26,13 @@ __all__ = ["LABEL_KINDS", "QueueItem", "items_for", "links_for", "priority_text"
 LABEL_KINDS = ("label", "correction")
 
 
-def links_for(object_id: str) -> dict[str, str]:
-    """Where a human eyeballs ``object_id`` (DESIGN §1); none for a generated object."""
+def links_for(object_id: str, survey: Any = None) -> dict[str, str]:
+    """Where a human eyeballs ``object_id`` (DESIGN §1; ``survey``: its profile's
+    ``links``, else ZTF's Lasair and Fink pages); none for a generated object."""
     if is_synthetic(object_id):
         return {}
+    if survey is not None:
+        return get_survey(survey).links(object_id)
     return {"lasair": lasair_url(object_id), "fink": fink_url(object_id)}
 
 
@@ -114,7 +118,7 @@ class QueueItem:
         self.features = feature_record(self.features)
         self.scores = {str(k): float(v) for k, v in self.scores.items()}
         if not self.links:
-            self.links = links_for(self.objectId)
+            self.links = links_for(self.objectId, self.survey)
 
     def to_hash(self) -> dict[str, str]:
         """The fields as stored in Redis (JSON for the structured ones)."""
@@ -168,13 +172,19 @@ def items_for(
     strategy: str,
     by: Sequence[str | None] | None = None,
     enqueued_at: str = "",
+    survey: Any = "ztf",
 ) -> list[QueueItem]:
     """Queue items for rows ``rows`` of a scored batch (``X`` rows in ``alerts`` order).
 
     The one way an alert becomes an item, for the pipeline and ``finkvra round``: its
     feature record, scores, light curve and what a vetter reads, with why it was queued
     (``strategy``, and ``by[i]``: the model whose score gave row ``i`` its priority).
+    ``survey`` (a name or profile) gives the feature columns and version, the light
+    curve and the links of its alerts.
     """
+    profile = get_survey(survey)
+    columns = profile.feature_columns
+    version = profile.feature_version
     rows = [int(i) for i in rows]
     # Whole columns to Python once: per-item pandas and numpy scalar access cost
     # several times the rest of building an item.
@@ -192,12 +202,14 @@ def items_for(
                 candid=int(candids[j]),
                 objectId=object_id,
                 priority=priorities[j],
-                features=feature_record(values[j]),
+                features=feature_record(values[j], columns=columns),
                 scores={m: p[j] for m, p in scores.items()},
                 model_version=dict(versions),
-                lightcurve=compact_lightcurve(alerts[i]),
-                links=links_for(object_id),
+                lightcurve=profile.lightcurve(alerts[i]),
+                links=links_for(object_id, profile),
                 enqueued_at=enqueued_at,
+                feature_version=version,
+                survey=profile.name,
                 vetting={
                     **vetting_info(alerts[i]),
                     "queued_by": {"strategy": strategy, "model": models[j]},

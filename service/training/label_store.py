@@ -54,8 +54,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from finkvra.features import FEATURE_COLUMNS, FEATURE_VERSION, feature_array, feature_record
+from finkvra.features import FEATURE_COLUMNS, feature_array, feature_record
 from finkvra.labels import UnknownLabelError, apply_label_map, normalise_label
+from finkvra.surveys import get_survey
 
 if TYPE_CHECKING:
     from service.queue.label_queue import LabelQueue
@@ -115,17 +116,20 @@ def normalise_timestamp(value: Any) -> str:
     return stamp.floor("ms").strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def features_from_json(value: Any) -> dict[str, float | None] | None:
+def features_from_json(
+    value: Any, columns: Sequence[str] = FEATURE_COLUMNS
+) -> dict[str, float | None] | None:
     """Features as ``{column: float or None}`` from a dict, a list of 21 or their JSON.
 
     ``None``, ``''`` and ``'null'`` mean "no features"; the rest is
-    `finkvra.features.feature_record` with every column required.
+    `finkvra.features.feature_record` with every column required (``columns``: another
+    survey's feature set).
     """
     if isinstance(value, bytes):
         value = value.decode()
     if isinstance(value, str):
         value = json.loads(value) if value.strip() else None
-    return None if value is None else feature_record(value, complete=True)
+    return None if value is None else feature_record(value, complete=True, columns=columns)
 
 
 def import_id(candid: int, label: str, timestamp: str) -> str:
@@ -237,11 +241,20 @@ class LabelStore:
     readonly
         Open without cutting a torn last line and refuse appends (for CLI readers
         while the trainer runs).
+    survey
+        The survey of the labels (``ztf`` default): its feature columns and version are
+        the ones this store keeps (features of another version are not training rows).
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, readonly: bool = False) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, readonly: bool = False, survey: Any = "ztf"
+    ) -> None:
         self.root = Path(root)
         self.readonly = readonly
+        profile = get_survey(survey)
+        self.survey = profile.name
+        self.feature_version: str = profile.feature_version
+        self.feature_columns: tuple[str, ...] = tuple(profile.feature_columns)
         self._lock = threading.Lock()
         if not readonly:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -317,16 +330,18 @@ class LabelStore:
         features: Mapping[int, Mapping[str, Any] | Sequence[Any]],
         *,
         source: str = "archive",
-        feature_version: str = FEATURE_VERSION,
+        feature_version: str | None = None,
     ) -> int:
-        """Store features found later for labelled candids; return how many were new."""
+        """Store features found later for labelled candids; return how many were new
+        (``feature_version``: the store's own when None)."""
+        feature_version = self.feature_version if feature_version is None else feature_version
         now = normalise_timestamp(pd.Timestamp.now(tz="UTC"))
         records = []
         for candid, values in features.items():
-            parsed = features_from_json(values)
+            parsed = features_from_json(values, self.feature_columns)
             if parsed is None:
                 continue
-            if feature_version == FEATURE_VERSION and int(candid) in self._features:
+            if feature_version == self.feature_version and int(candid) in self._features:
                 continue
             records.append(
                 {
@@ -442,9 +457,9 @@ class LabelStore:
     def features_of(self, candids: Iterable[int]) -> pd.DataFrame:
         """Features of the current version for these candids (NaN rows where unknown)."""
         index = pd.Index([int(c) for c in candids], dtype="int64", name="candid")
-        rows = feature_array(self._features.get(c) for c in index)
-        X = pd.DataFrame(rows, index=index, columns=list(FEATURE_COLUMNS), dtype="float64")
-        X.attrs["feature_version"] = FEATURE_VERSION
+        rows = feature_array((self._features.get(c) for c in index), self.feature_columns)
+        X = pd.DataFrame(rows, index=index, columns=list(self.feature_columns), dtype="float64")
+        X.attrs["feature_version"] = self.feature_version
         return X
 
     def has_features(self, candid: int) -> bool:
@@ -530,10 +545,16 @@ class LabelStore:
         source = str(event.get("source") or "stream")
         if source not in SOURCES:
             raise ValueError(f"event {stream_id}: unknown source {source!r}, expected {SOURCES}")
-        features = features_from_json(event.get("features"))
         version = event.get("feature_version")
+        try:
+            features = features_from_json(event.get("features"), self.feature_columns)
+        except ValueError:
+            if version is None or str(version) == self.feature_version:
+                raise
+            features = None  # another version's columns: kept out of this store's rows
+            version = None
         if features is not None and version is None:
-            version = FEATURE_VERSION
+            version = self.feature_version
         object_id = event.get("objectId")
         return {
             "stream_id": stream_id,
@@ -555,12 +576,15 @@ class LabelStore:
         self._ids.add(record["stream_id"])
         if record["label"] is not None:
             self._keys.add((record["candid"], record["label"], record["timestamp"]))
-        if record.get("features") is not None and record.get("feature_version") == FEATURE_VERSION:
+        if (
+            record.get("features") is not None
+            and record.get("feature_version") == self.feature_version
+        ):
             self._features[record["candid"]] = record["features"]
         self._effective = None
 
     def _remember_features(self, record: Mapping[str, Any]) -> None:
-        if record.get("feature_version") == FEATURE_VERSION and record.get("features"):
+        if record.get("feature_version") == self.feature_version and record.get("features"):
             self._features[int(record["candid"])] = dict(record["features"])
 
     def _write(self, name: str, records: Sequence[Mapping[str, Any]]) -> None:

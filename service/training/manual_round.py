@@ -61,11 +61,11 @@ def _refuse_demo_directory(settings: Any) -> None:
         )
 
 
-def _refuse_mixing(alerts: list[dict[str, Any]], labelled_objects: list[Any]) -> None:
+def _refuse_mixing(object_ids: list[Any], labelled_objects: list[Any]) -> None:
     """Stop when generated and real objects would meet in one label store."""
     from finkvra.lightcurve import is_synthetic
 
-    kinds = {is_synthetic(a["objectId"]) for a in alerts}
+    kinds = {is_synthetic(str(o)) for o in object_ids if o}
     kinds |= {is_synthetic(str(o)) for o in labelled_objects if o}
     if len(kinds) > 1:
         raise RoundRefused(
@@ -81,7 +81,8 @@ def _random_seed(settings: Any) -> int:
     return secrets.randbits(32)
 
 
-def _read(paths: list[str]) -> list[dict[str, Any]]:
+def _read(paths: list[str], survey: Any) -> list[dict[str, Any]]:
+    """The alerts of ``paths`` with an alert id and an object id, once per alert id."""
     from finkvra.alerts import read_alert_dicts
 
     try:
@@ -89,10 +90,13 @@ def _read(paths: list[str]) -> list[dict[str, Any]]:
     except (FileNotFoundError, ValueError, OSError) as error:
         raise RoundRefused(f"cannot read the alerts: {error}") from None
     unique: dict[int, dict[str, Any]] = {}
-    for alert in alerts:
-        candid = alert.get("candid")
-        if candid is not None and alert.get("objectId"):
-            unique.setdefault(int(candid), alert)
+    for alert, object_id in zip(alerts, survey.object_ids(alerts), strict=True):
+        try:
+            (alert_id,) = survey.alert_ids([alert]).tolist()
+        except ValueError:  # no alert id: not an alert of this survey
+            continue
+        if object_id:
+            unique.setdefault(int(alert_id), alert)
     if not unique:
         raise RoundRefused(f"no alerts in {' '.join(paths)}")
     return list(unique.values())
@@ -142,7 +146,6 @@ def run_round(
     """
     import numpy as np
 
-    from finkvra.features import make_features
     from finkvra.labels import apply_label_map
     from service.consumer.scoring import Scorer
     from service.labelling.cutouts import MemoryCutouts
@@ -151,21 +154,22 @@ def run_round(
     from service.training.label_store import effective_labels
 
     _refuse_demo_directory(settings)
-    alerts = _read(paths)
-    print(f"read {len(alerts)} alerts from {' '.join(paths)}")
+    survey = settings.survey_profile
+    alerts = _read(paths, survey)
+    print(f"read {len(alerts)} {survey.name} alerts from {' '.join(paths)}")
     dust = _dust(settings)
     context = wiring.context_provider(settings)
-    X, meta = make_features(alerts, dust=dust, context=context)
-    by_candid = {int(a["candid"]): a for a in alerts}
+    X, meta = survey.make_features(alerts, dust=dust, context=context)
+    by_candid = dict(zip(survey.alert_ids(alerts).tolist(), alerts, strict=True))
     alerts = [by_candid[int(c)] for c in X.index]  # X's row order
 
     store = wiring.label_store(settings)
     labels, _n_store, _n_pending = effective_labels(store, main_queue)
-    _refuse_mixing(alerts, labels["objectId"].tolist())
+    _refuse_mixing(meta["objectId"].tolist(), labels["objectId"].tolist())
     labelled = set(labels["candid"].tolist())
     in_queue = main_queue.is_labelled(X.index.tolist())
     already = np.array([int(c) in labelled for c in X.index]) | in_queue
-    detected = X["ndets"].to_numpy() > 0
+    detected = (X["ndets"].to_numpy() > 0) & survey.queueable(alerts)  # LSST: no sso
     eligible = ~already & detected
     usable = int(apply_label_map(labels["label"], model).notna().sum())
 
@@ -199,6 +203,7 @@ def run_round(
         versions=scores.versions,
         strategy="random" if scores.cold else strategy,
         by=[model] * len(X),
+        survey=survey,
     )
     client = main_queue.client
     private = wiring.label_queue(

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from finkvra.features import FEATURE_VERSION
 from finkvra.labels import label_map
 from finkvra.metrics import (
     class_balance,
@@ -28,6 +27,7 @@ from finkvra.metrics import (
     permutation_importance_table,
     write_importance,
 )
+from finkvra.surveys import get_survey
 from service.secrets import masked
 
 if TYPE_CHECKING:
@@ -97,7 +97,8 @@ def fit_round(
     train = ~held
     s = options
     seed = s.seed
-    learner = make_learner(s.learner, seed=seed)
+    feature_version = get_survey(s.survey).feature_version
+    learner = make_learner(s.learner, seed=seed, feature_version=feature_version)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         learner.fit(X[train], y[train])
@@ -127,7 +128,7 @@ def fit_round(
     meta: dict[str, Any] = {
         "label_map": label_map(model),
         "previous_version": previous_version,
-        "feature_version": FEATURE_VERSION,
+        "feature_version": feature_version,
         "holdout": {
             "fraction": float(s.holdout_fraction),
             "rule": "blake2b(objectId) / 2**64 < fraction (an object is never split)",

@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from finkvra.features import FEATURE_VERSION, feature_record, make_features
 from finkvra.labels import label_map
 from finkvra.metrics import (
     Prequential,
 )
+from finkvra.surveys import get_survey
 from service.training.label_store import LabelStore, features_from_json
 from service.training.rounds import fit_round, holdout_mask
 
@@ -118,7 +118,7 @@ class TrainerOptions:
     ``holdout_fraction`` of the objects are held out; ``seed`` None means fresh
     randomness. ``dust``, ``sfd_dir``, ``context_provider`` and ``lasair_token`` build the
     feature providers when the trainer is given none. ``strategy`` is recorded with each
-    round.
+    round. ``survey`` gives the feature function and its version (`finkvra.surveys`).
     """
 
     models: tuple[str, ...]
@@ -132,6 +132,7 @@ class TrainerOptions:
     sfd_dir: Path | None
     context_provider: str
     lasair_token: str | None = field(default=None, repr=False)  # a secret: never printed
+    survey: str = "ztf"
 
 
 class Trainer:
@@ -198,6 +199,7 @@ class Trainer:
         self.resolve_interval_s = float(resolve_interval_s)
         self.importance_repeats = int(importance_repeats)
         self.models: tuple[str, ...] = tuple(options.models)
+        self.survey = get_survey(options.survey)
         self.labels_total = 0
         self.retrains_total = 0
         self.rejected_total = 0
@@ -260,7 +262,11 @@ class Trainer:
             try:
                 if "invalid" in fields:
                     raise ValueError(fields["invalid"])
-                records.append(self.store.normalise_event(_event_from_stream(entry_id, fields)))
+                records.append(
+                    self.store.normalise_event(
+                        _event_from_stream(entry_id, fields, self.survey.feature_columns)
+                    )
+                )
             except (ValueError, KeyError, TypeError) as error:
                 # A malformed event would be redelivered forever: record it and ack it.
                 log.warning("label event %s rejected: %s", entry_id, error)
@@ -271,7 +277,10 @@ class Trainer:
         report.duplicates = len(records) - len(new)
 
         def lacks_features(record: Mapping[str, Any]) -> bool:
-            return record["features"] is None or record["feature_version"] != FEATURE_VERSION
+            return (
+                record["features"] is None
+                or record["feature_version"] != self.survey.feature_version
+            )
 
         wanted = sorted(
             {
@@ -286,7 +295,7 @@ class Trainer:
         for record in new:
             if lacks_features(record) and record["candid"] in found:
                 record["features"] = found[record["candid"]]
-                record["feature_version"] = FEATURE_VERSION
+                record["feature_version"] = self.survey.feature_version
 
         stored = self.store.append_normalised(new)
         report.stored = len(stored)
@@ -340,9 +349,10 @@ class Trainer:
         alerts = self.archive.find(candids)
         if not alerts:
             return {}
-        X, _meta = make_features(alerts, dust=self._dust(), context=self._context())
+        X, _meta = self.survey.make_features(alerts, dust=self._dust(), context=self._context())
         X = X[~X.index.duplicated(keep="first")]
-        return {int(candid): feature_record(row, complete=True) for candid, row in X.iterrows()}
+        record = self.survey.feature_record
+        return {int(candid): record(row, complete=True) for candid, row in X.iterrows()}
 
     def _dust(self) -> Any:
         if self.dust is None:
@@ -356,7 +366,9 @@ class Trainer:
             from finkvra.context import make_context
 
             self.context = make_context(
-                self.options.context_provider, lasair_token=self.options.lasair_token
+                self.options.context_provider,
+                lasair_token=self.options.lasair_token,
+                survey=self.survey,
             )
         return self.context
 
@@ -524,9 +536,8 @@ class Trainer:
                 learner, version = self.tracker.load_version(model, latest)
                 state.learner, state.version = learner, int(version)
                 state.digest = self.tracker.version_digest(model, state.version)
-                state.stale = (
-                    getattr(learner, "feature_version_", FEATURE_VERSION) != FEATURE_VERSION
-                )
+                version_now = self.survey.feature_version
+                state.stale = getattr(learner, "feature_version_", version_now) != version_now
                 if mine.get("version") == state.version:
                     state.round_number = int(mine["round"])
                     state.n_usable = int(mine["n_usable"])
@@ -595,7 +606,9 @@ class Trainer:
         os.replace(temp, path)
 
 
-def _event_from_stream(entry_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+def _event_from_stream(
+    entry_id: str, fields: Mapping[str, Any], columns: Sequence[str] | None = None
+) -> dict[str, Any]:
     """A store event from a parsed stream entry (`LabelQueue.read_labels`).
 
     Features the store cannot take (absent, incomplete) are dropped rather than the
@@ -603,7 +616,12 @@ def _event_from_stream(entry_id: str, fields: Mapping[str, Any]) -> dict[str, An
     """
     features = fields.get("features")  # a feature record or None (`service.queue.labels`)
     try:
-        features = features_from_json(features) if features else None
+        if not features:
+            features = None
+        elif columns is None:
+            features = features_from_json(features)
+        else:
+            features = features_from_json(features, columns)
     except (ValueError, TypeError) as error:
         log.warning("label event %s: features ignored (%s)", entry_id, error)
         features = None

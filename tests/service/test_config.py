@@ -50,7 +50,7 @@ def test_defaults():
     settings = load_settings()
     assert settings.data_dir == Path("finkvra-data")
     assert settings.kafka_bootstrap is None
-    assert settings.kafka_topic == "fink_vra_ztf"
+    assert settings.kafka_topics == ["fink_vra_ztf"] and settings.kafka_topic is None
     assert (settings.batch_size, settings.batch_timeout_s) == (500, 5.0)
     assert settings.models == ["gal", "real"]
     assert (settings.strategy, settings.learner) == ("uncertainty", "hgb")
@@ -161,7 +161,8 @@ def test_credentials_file_written_by_fink_client(tmp_path, monkeypatch):
     assert settings.kafka_group_id == "alice_vra"
     assert settings.kafka_username == "alice"
     assert settings.kafka_password.get_secret_value() == "fink-pw-99"
-    assert settings.kafka_topic == "fink_vra_ztf"  # the VRA topic among the subscribed ones
+    # every subscribed topic, consumed at once
+    assert settings.kafka_topics == ["fink_early_sn_candidates_ztf", "fink_vra_ztf"]
     config = kafka_consumer_config(settings)
     assert config["security.protocol"] == "SASL_PLAINTEXT"
     assert config["sasl.mechanism"] == "SCRAM-SHA-512"
@@ -177,7 +178,7 @@ def test_credentials_fill_only_what_is_not_set(tmp_path, monkeypatch):
     assert settings.kafka_group_id == "env_group"  # env wins over the file
     assert settings.kafka_bootstrap == "kafka-ztf.fink-broker.org:24499"
     assert settings.kafka_password is None  # fink-client's usual null password
-    assert settings.kafka_topic == "t_one"
+    assert settings.kafka_topics == ["t_one"]
     assert "security.protocol" not in kafka_consumer_config(settings)  # no password, no SASL
 
 
@@ -199,7 +200,7 @@ def test_old_credentials_format_with_mytopics(tmp_path):
         "kafka_bootstrap": "host:1",
         "kafka_group_id": "bob_g",
         "kafka_username": "bob",
-        "kafka_topic": "a_topic",
+        "kafka_topics": ["a_topic"],
     }
 
 
@@ -439,3 +440,86 @@ def test_a_mistyped_environment_variable_is_named_with_the_nearest_real_one(
     assert main(["config", "show"]) == 0  # a warning, not a stop
     err = capsys.readouterr().err
     assert "FINKVRA_STRATGY names no setting (did you mean 'FINKVRA_STRATEGY'?)" in err
+
+
+# --------------------------------------------------------------------------- surveys
+
+
+def test_ztf_keeps_every_name_and_place_lsst_gets_its_own():
+    ztf = load_settings(data_dir="/srv/d", queue_prefix="vra")
+    lsst = load_settings(data_dir="/srv/d", queue_prefix="vra", survey="lsst")
+    assert (ztf.redis_prefix, ztf.mlflow_model_prefix) == ("vra", "finkvra")
+    assert (ztf.archive_dir, ztf.labels_dir, ztf.deadletter_dir, ztf.publishing_dir) == (
+        Path("/srv/d/archive"), Path("/srv/d/labels"), Path("/srv/d/deadletter"),
+        Path("/srv/d/publishing"),
+    )  # fmt: skip
+    assert (lsst.redis_prefix, lsst.mlflow_model_prefix) == ("vra-lsst", "finkvra-lsst")
+    assert (lsst.archive_dir, lsst.labels_dir, lsst.deadletter_dir, lsst.publishing_dir) == (
+        Path("/srv/d/lsst/archive"), Path("/srv/d/lsst/labels"), Path("/srv/d/lsst/deadletter"),
+        Path("/srv/d/lsst/publishing"),
+    )  # fmt: skip
+    assert lsst.mlflow_tracking_uri == ztf.mlflow_tracking_uri  # one MLflow serves both
+    from service.wiring import tracker
+
+    assert tracker(lsst).experiment_name("gal") == "finkvra-lsst-gal"
+    assert tracker(ztf).registered_model_name("gal") == "finkvra-gal"
+
+
+def test_survey_defaults_topics_context_and_lasair():
+    ztf, lsst = load_settings(), load_settings(survey="LSST")
+    assert ztf.kafka_topics == ["fink_vra_ztf"]
+    assert lsst.survey == "lsst" and lsst.kafka_topics == [
+        "fink_extragalactic_new_candidate_lsst",
+        "fink_sn_near_galaxy_candidate_lsst",
+        "fink_uniform_sample_lsst",
+    ]
+    assert (ztf.context_provider, lsst.context_provider) == ("ztf", "lsst")
+    assert ztf.lasair_endpoint == "https://lasair-ztf.lsst.ac.uk/api"
+    assert lsst.lasair_endpoint == "https://api.lasair.lsst.ac.uk/api"
+    with pytest.raises(ConfigError, match="context_provider='ztf' does not read lsst.*'lsst'"):
+        load_settings(survey="lsst", context_provider="ztf")
+
+
+def test_several_topics_from_the_environment_and_the_one_topic_shorthand(monkeypatch):
+    monkeypatch.setenv("FINKVRA_KAFKA_TOPICS", "fink_a_lsst, fink_b_lsst,fink_a_lsst")
+    assert load_settings(survey="lsst").kafka_topics == ["fink_a_lsst", "fink_b_lsst"]
+    monkeypatch.setenv("FINKVRA_KAFKA_TOPICS", '["t1", "t2"]')
+    assert load_settings().kafka_topics == ["t1", "t2"]
+    monkeypatch.delenv("FINKVRA_KAFKA_TOPICS")
+    monkeypatch.setenv("FINKVRA_KAFKA_TOPIC", "fink_vra_ztf")  # today's variable still works
+    assert load_settings().kafka_topics == ["fink_vra_ztf"]
+    monkeypatch.setenv("FINKVRA_KAFKA_TOPICS", "t1,t2")
+    with pytest.raises(ConfigError, match="disagree: set only kafka_topics"):
+        load_settings()
+    with pytest.raises(ConfigError, match="names topic 'bad topic'"):
+        load_settings(kafka_topic=None, kafka_topics=["ok", "bad topic"])
+
+
+def test_lsst_reads_the_lsst_credentials_file_and_all_its_topics(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("FINKVRA_FINK_CREDENTIALS")  # the survey's default path
+    folder = home / ".finkclient"
+    folder.mkdir(parents=True)
+    (folder / "ztf_credentials.yml").write_text(yaml.safe_dump(fink_credentials()))
+    lsst_file = fink_credentials(
+        username="alice_lsst", groupid="alice_lsst_vra", servers="kafka-lsst.fink-broker.org:24499",
+        topics={"fink_sn_near_galaxy_candidate_lsst": {}, "fink_uniform_sample_lsst": {}},
+    )  # fmt: skip
+    (folder / "lsst_credentials.yml").write_text(yaml.safe_dump(lsst_file))
+    lsst = load_settings(survey="lsst")
+    assert lsst.fink_credentials == folder / "lsst_credentials.yml"
+    assert lsst.kafka_bootstrap == "kafka-lsst.fink-broker.org:24499"
+    assert (lsst.kafka_group_id, lsst.kafka_username) == ("alice_lsst_vra", "alice_lsst")
+    assert lsst.kafka_topics == ["fink_sn_near_galaxy_candidate_lsst", "fink_uniform_sample_lsst"]
+    ztf = load_settings()
+    assert ztf.fink_credentials == folder / "ztf_credentials.yml"
+    assert ztf.kafka_bootstrap == "kafka-ztf.fink-broker.org:24499"
+    # A file without servers (not fink-client's) falls back on the survey's Fink server.
+    (folder / "lsst_credentials.yml").write_text("username: bob\ngroupid: bob_g\n")
+    assert load_settings(survey="lsst").kafka_bootstrap == "kafka-lsst.fink-broker.org:24499"
+
+
+def test_no_server_error_names_the_surveys_server_and_credentials_file():
+    with pytest.raises(ConfigError, match="lsst_credentials.yml.*kafka-lsst.fink-broker.org:24499"):
+        kafka_consumer_config(load_settings(survey="lsst"))

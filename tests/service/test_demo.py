@@ -139,3 +139,35 @@ def test_two_demos_on_one_directory_duplicate_nothing_and_log_held_out_metrics(
             path = tracker.client.download_artifacts(run.info.run_id, "meta.json")
             notes.append(json.loads(Path(path).read_text())["importance"])
         assert any(n.startswith("permutation importance on") for n in notes), notes
+
+
+def test_lsst_demo_with_auto_label_runs_the_whole_loop_on_generated_lsst_alerts(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    values = _demo(
+        data, tmp_path, "--survey", "lsst", "--auto-label", "--duration", "60", "--rate", "60",
+        "--label-rate", "20",
+    )  # fmt: skip
+    final = values["line"]
+    consumed, archived = int(values["consumed"]), int(values["archived"])
+    assert consumed > 100 and archived == consumed and values["dead"] == "0", final
+    assert int(values["labelled"]) >= 30, final
+    assert re.search(r"gal=v\d+", values["models"]) and re.search(r"real=v\d+", values["models"]), (
+        final
+    )
+    # LSST's own places: its archive (read by diaSourceId), labels and MLflow models.
+    from service.consumer.archive import ParquetArchive
+    from service.training.label_store import LabelStore
+
+    ids = ParquetArchive(data / "lsst" / "archive", survey="lsst").candids()
+    # (the status line is printed before the last batch ends: the files may hold more)
+    assert len(ids) >= archived and len(set(ids.tolist())) == len(ids)
+    assert not (data / "archive").exists()
+    labels = LabelStore(data / "lsst" / "labels", readonly=True, survey="lsst")
+    assert set(labels.effective_labels()["candid"]) <= set(ids.tolist())
+    from finkvra.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{data / 'mlflow.db'}", model_prefix="finkvra-lsst")
+    assert tracker.latest_version("gal") is not None
+    assert Tracker(f"sqlite:///{data / 'mlflow.db'}").latest_version("gal") is None  # ZTF's

@@ -161,3 +161,20 @@ def test_queue_without_redis_or_action_is_a_clear_error(tmp_path, capsys):
     assert "cannot reach Redis" in err and "Traceback" not in err
     assert main(["queue", "--config", str(config)]) == 2
     assert "name an action" in capsys.readouterr().err
+
+
+def test_survey_flag_reads_that_surveys_queue(config_file, redis_client, queue_prefix, capsys):
+    lsst = LabelQueue(redis_client, prefix=f"{queue_prefix}-lsst")
+    item = QueueItem(
+        candid=170094456000001009, objectId="170028485000007919", priority=0.5, survey="lsst"
+    )
+    try:
+        lsst.push([item])
+        assert main(["queue", "--config", str(config_file), "ls"]) == 0
+        assert "the queue is empty" in capsys.readouterr().out  # ZTF's queue
+        assert main(["queue", "--config", str(config_file), "--survey", "lsst", "ls"]) == 0
+        assert str(item.candid) in capsys.readouterr().out
+        assert main(["queue", "ls", "--config", str(config_file), "--survey", "lsst"]) == 0
+        assert str(item.candid) in capsys.readouterr().out  # --survey after the action
+    finally:
+        lsst.purge()

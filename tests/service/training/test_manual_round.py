@@ -194,3 +194,51 @@ def test_a_round_refuses_the_demos_directory_and_mixed_objects(
     queue.submit_label(synthetic["candid"], "gal", "tester", objectId=synthetic["objectId"])
     assert main(["round", "--config", str(config_file), real]) == 2  # a synthetic label here
     assert "mix generated and real objects" in capsys.readouterr().err
+
+
+def test_an_lsst_round_trains_lsst_models_under_lsst_names(
+    config_file, tmp_path, redis_client, queue_prefix, capsys, monkeypatch
+):
+    from finkvra.synthetic.lsst import LsstAlertGenerator
+
+    generator = LsstAlertGenerator(
+        seed=32, n_objects=200, sso_fraction=0.0,
+        class_weights={"varstar": 0.5, "extragal": 0.3, "agn": 0.2},
+    )  # fmt: skip
+    alerts, truth, seen = [], {}, set()
+    for alert, label in generator.labelled(600):
+        obj = alert["diaSource"]["diaObjectId"]
+        if obj in seen:
+            continue
+        seen.add(obj)
+        alerts.append(alert)
+        truth[int(alert["diaSourceId"])] = label
+        if len(alerts) == 60:
+            break
+    path = tmp_path / "lsst-night.parquet"
+    write_parquet(alerts, path, generator.schema)
+    prefix = f"{queue_prefix}-lsst"
+    try:
+        first, out, code = run_round(
+            config_file, path, truth, redis_client, prefix, capsys, monkeypatch,
+            "--survey", "lsst",
+        )  # fmt: skip
+        assert code == 0, out[-3000:]
+        assert len(first) == len(set(first)) == 30 and set(first) <= set(truth)
+        assert "read 60 lsst alerts" in out and "gal round 1: version 1" in out
+        assert redis_client.hgetall(f"{prefix}:models") == {"gal": "1"}
+        assert redis_client.hgetall(f"{queue_prefix}:models") == {}  # ZTF's registry untouched
+    finally:
+        keys = list(redis_client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            redis_client.delete(*keys)
+    lsst_tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", model_prefix="finkvra-lsst")
+    assert lsst_tracker.latest_version("gal") == 1
+    assert Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}").latest_version("gal") is None
+    learner, _ = lsst_tracker.load_version("gal", 1)
+    assert learner.feature_version_ == "lsst-1"
+    store = LabelStore(tmp_path / "lsst" / "labels", readonly=True, survey="lsst")
+    labels = store.effective_labels()
+    assert dict(zip(labels["candid"], labels["label"], strict=True)) == {c: truth[c] for c in first}
+    assert store.missing_features() == []  # LSST features travelled with the labels
+    assert not (tmp_path / "labels").exists()
