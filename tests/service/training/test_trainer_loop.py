@@ -346,3 +346,21 @@ def test_set_status_is_written_with_exactly_the_agreed_keys(make_world, redis_cl
         assert isinstance(status["threshold"], float)
         assert status["heldout"]["n"] == result.n_holdout
         assert status == trainer.status_of(result.model)
+
+
+def boom(job):
+    raise RuntimeError("worker died")
+
+
+def test_a_failed_explanation_is_tagged_and_never_stops_the_trainer(make_world):
+    world = make_world(models=["gal"], holdout_fraction=0.5)
+    X, labels = synthetic(60, seed=1, task="noisy")
+    post_rows(world, X, labels)
+    explainer = Explainer(world.tracker, executor=ThreadPoolExecutor(1), function=boom)
+    with world.trainer(explainer=explainer) as trainer:
+        (result,) = trainer.step(block_ms=0).rounds
+    assert world.publisher.current() == {"gal": result.version}
+    tags = world.tracker.client.get_run(result.run_id).data.tags
+    assert tags["finkvra.importance"] == "failed"
+    assert "worker died" in tags["finkvra.importance.note"]
+    assert explainer.pending == 0 and explainer.logged == []
