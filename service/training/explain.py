@@ -148,12 +148,24 @@ def write_reliability(
     return csv_path, png_path
 
 
+def _worker_start() -> None:
+    """The worker ignores Ctrl-C (sent to the whole terminal's process group): the trainer
+    decides when to stop, and its `Explainer.close` waits for the job in hand."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _process_pool() -> Executor:
     """One spawned worker: no fork of a threaded service (Kafka, Redis, HTTP threads)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_start,
+    )
 
 
 class Explainer:

@@ -328,12 +328,20 @@ def test_held_out_metrics_are_per_queue_and_second_looks_stay_out_of_the_headlin
     assert trained.base.n_labels_ == (~held).sum()
 
 
-def test_set_status_is_written_with_exactly_the_agreed_keys(make_world, redis_client):
+@pytest.mark.parametrize("fit_workers", [1, 2])
+def test_set_status_is_written_with_exactly_the_agreed_keys(make_world, redis_client, fit_workers):
+    """Also with the models of the round fitted in two threads (larger machines)."""
     world = make_world(models=["gal", "real"], holdout_fraction=0.3)
     X, labels = synthetic(40, seed=8, task="noisy")
     post_rows(world, X, labels)
-    with world.trainer(stop_set=synthetic(200, seed=9, task="noisy", start=5000)[0]) as trainer:
+    stop_set = synthetic(200, seed=9, task="noisy", start=5000)[0]
+    with world.trainer(stop_set=stop_set, fit_workers=fit_workers) as trainer:
+        assert trainer.fit_workers == fit_workers
         rounds = trainer.step(block_ms=0).rounds
+    assert sorted(r.model for r in rounds) == ["gal", "real"]
+    assert world.publisher.current() == {"gal": 1, "real": 1}
+    state = json.loads((world.store_dir / "trainer_state.json").read_text())
+    assert {m: state["models"][m]["version"] for m in ("gal", "real")} == {"gal": 1, "real": 1}
     raw = redis_client.hgetall(world.publisher.keys.model_status)
     assert sorted(raw) == ["gal", "real"]
     for result in rounds:
