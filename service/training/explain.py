@@ -13,7 +13,9 @@ box (``bench/bench_retrain_latency.py``), a thread doing the same work held the 
 0.04 s. Finished jobs are logged by the trainer's own thread (`Explainer.collect`, called
 after each step's publications, so logging never comes before a publish), and
 `Explainer.close` waits for every job and logs it: a clean stop loses nothing. After a
-kill, runs stay tagged ``pending`` (the version itself is safe).
+kill the runs stay tagged ``pending`` (the version itself is safe), and the next trainer
+explains them again when it starts (`Trainer._explain_abandoned`, from the run's
+``training_ids.csv`` and the store's features).
 """
 
 from __future__ import annotations

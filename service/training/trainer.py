@@ -692,6 +692,53 @@ class Trainer:
             self._state[model] = state
         self._started = True
         self._save_state()
+        self._explain_abandoned()
+
+    def _explain_abandoned(self) -> None:
+        """Explain again the versions whose explanation a killed trainer left ``pending``.
+
+        The run's ``training_ids.csv`` says which rows were held out; their features are
+        in the store and the version in MLflow, so nothing else needs keeping.
+        """
+        from service.training.explain import TAG, ExplainJob
+
+        client = self.tracker.client
+        for model in self.models:
+            experiment = self.tracker.experiment_id(model)
+            runs = client.search_runs([experiment], filter_string=f"tags.`{TAG}` = 'pending'")
+            for run in runs:
+                version = run.data.tags.get("finkvra.model_version")
+                try:
+                    ids = pd.read_csv(
+                        client.download_artifacts(run.info.run_id, "training_ids.csv")
+                    )
+                    learner, version = self.tracker.load_version(model, int(version))
+                except Exception as error:  # noqa: BLE001 - a missing run part: leave it pending
+                    log.warning(
+                        "%s: cannot explain run %s again: %s", model, run.info.run_id, error
+                    )
+                    continue
+                held = ids[ids["split"] == "holdout"]
+                X_held = self.store.features_of(held["candid"])
+                evaluation = held[
+                    held.get("queue", pd.Series("teach", index=held.index)) != "second-look"
+                ]
+                X_eval = self.store.features_of(evaluation["candid"])
+                base = _raw(learner)
+                self.explainer.submit(
+                    ExplainJob(
+                        model=model, run_id=run.info.run_id, version=int(version), learner=base,
+                        X_held=X_held, y_held=held["class"].to_numpy(dtype=np.int64),
+                        repeats=self.importance_repeats,
+                        seed=0 if self.options.seed is None else int(self.options.seed),
+                        y_eval=evaluation["class"].to_numpy(dtype=np.int64),
+                        p_raw=base.predict_proba(X_eval)[:, 1] if len(X_eval) else np.zeros(0),
+                        p_published=(
+                            learner.predict_proba(X_eval)[:, 1] if len(X_eval) else np.zeros(0)
+                        ),
+                    )
+                )  # fmt: skip
+                log.info("%s: explaining version %s again (left pending)", model, version)
 
     def _close_abandoned(self) -> None:
         """Close what a killed trainer left open in MLflow (runs RUNNING, models PENDING)."""

@@ -372,3 +372,39 @@ def test_a_failed_explanation_is_tagged_and_never_stops_the_trainer(make_world):
     assert tags["finkvra.importance"] == "failed"
     assert "worker died" in tags["finkvra.importance.note"]
     assert explainer.pending == 0 and explainer.logged == []
+
+
+class NeverExecutor:
+    """Takes jobs and never runs them: a trainer killed before its explanations ran."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        from concurrent.futures import Future
+
+        return Future()
+
+    def shutdown(self, wait: bool = True) -> None:
+        pass
+
+
+def test_explanations_a_killed_trainer_left_pending_are_made_by_the_next_one(make_world):
+    world = make_world(models=["gal"], holdout_fraction=0.5)
+    X, labels = synthetic(60, seed=1, task="noisy")
+    post_rows(world, X, labels)
+    killed = world.trainer(explainer=Explainer(world.tracker, executor=NeverExecutor()))
+    (result,) = killed.step(block_ms=0).rounds
+    client = world.tracker.client
+    assert client.get_run(result.run_id).data.tags["finkvra.importance"] == "pending"
+
+    explainer = Explainer(world.tracker, executor=ThreadPoolExecutor(1))
+    with world.trainer(explainer=explainer) as restarted:
+        assert restarted.step(block_ms=0).rounds == []
+    assert explainer.logged == [result.run_id]
+    assert client.get_run(result.run_id).data.tags["finkvra.importance"] == "done"
+    learner = world.tracker.load_version("gal", result.version)[0]
+    held = holdout_mask([f"ZTFsyn{c}" for c in X.index], 0.5)
+    y = np.array([1 if label == "gal" else 0 for label in labels])
+    expected = permutation_importance_table(
+        learner.base.predict_proba, X[held], y[held], n_repeats=5, seed=3, scoring="roc_auc"
+    )
+    logged = pd.read_csv(run_artifacts(world.tracker, result.run_id)["permutation_importance.csv"])
+    pd.testing.assert_frame_equal(logged, expected, check_dtype=False, atol=1e-12)
