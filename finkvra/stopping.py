@@ -115,6 +115,16 @@ class StabilityMonitor:
         self.history_.append((int(n_labels), kappa))
         return self
 
+    def resume(self, history: Any, predictions: Any) -> StabilityMonitor:
+        """Continue a monitor after a restart: its ``history_`` and the last predictions.
+
+        ``predictions`` are the latest model's on the stop set (the caller recomputes
+        them with that model, so nothing but the history needs storing).
+        """
+        self.history_ = [(int(n), float("nan") if k is None else float(k)) for n, k in history]
+        self._previous = None if predictions is None else np.asarray(predictions).ravel().copy()
+        return self
+
     @property
     def kappas_(self) -> list[float]:
         """Kappa of each model with the one before (the first model has none)."""

@@ -357,6 +357,14 @@ class Service:
         log.info("re-scored %s queued items with %s", n, tag)
 
     def _trainer_loop(self) -> None:
+        try:
+            self._trainer_steps()
+        finally:
+            # A clean stop: the explanations (importance, plots) of published versions
+            # are waited for and logged to their runs.
+            self.trainer.close()
+
+    def _trainer_steps(self) -> None:
         health = self.telemetry.health
         while not self.stop.is_set():
             if self.source is None:

@@ -266,7 +266,10 @@ def _train(
         consumer="round",
         batch_size=n_events + 10,
     )
-    report = trainer.step(block_ms=0)
+    try:
+        report = trainer.step(block_ms=0)
+    finally:
+        trainer.close()  # the importance and plots land in their runs before we exit
     print(
         f"stored {report.stored} label events ({report.duplicates} already stored); "
         f"{report.predicted} scored by the live versions before learning them"

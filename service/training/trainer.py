@@ -13,9 +13,30 @@ One iteration (`Trainer.step`):
 5. acknowledge the stream entries (only now: what is acked is on disk);
 6. for each model, retrain when there are ``initial_labels`` usable labels (first model)
    and then after every ``retrain_step`` new ones: fit a new learner on every effective
-   usable label (minus a held-out share, fixed by a hash of the candid), measure it on
-   rows it did not train on only (prequential, held-out), log the round to MLflow and
-   publish the new version in Redis.
+   usable label (minus a held-out share, fixed by a hash of the objectId), measure it on
+   rows it did not train on only (prequential, held-out per queue), calibrate it and
+   choose its decision threshold on the held-out share, predict the stop set (stopping
+   signal), log the round to MLflow, publish the new version in Redis and record the
+   model's status (`ModelPublisher.set_status`);
+7. only then explain the versions just published: permutation importance and plots are
+   computed in a worker process and added to the same MLflow run
+   (`service.training.explain`); `Trainer.close` waits for them.
+
+Nothing that only explains a version runs before it is published (measured in
+``bench/bench_retrain_latency.py``: label to new version, with and without a held-out
+share, at 1,000 and 10,000 labels). The models of one round are fitted one after
+the other on a machine of fewer than `PARALLEL_MIN_CORES` cores: measured on 2 cores,
+two hgb fits in two threads (or two processes) took longer than in sequence (0.28 vs
+0.25 s at 1,000 labels: hgb already uses both cores), so ``fit_workers`` defaults to 1
+there and to one thread per model (up to half the cores) on larger machines.
+
+The status each round records (the screens, the dashboard and the digests read it):
+``{"version", "labels" (trained on), "kappa", "stable", "stable_for_labels", "message",
+"threshold", "heldout": {"f1", "brier", "n"}}``; see `Trainer.status_of`. The stopping
+signal compares the uncalibrated model's classes on the stop set
+(`service.training.stop_set`) from one version to the next, so a re-fitted calibrator
+or threshold does not count as the model changing; its label counts are the model's
+usable labels (held-out ones included: the labeller gave them).
 
 What survives a restart: the store (labels, features, predictions), MLflow (versions)
 and ``trainer_state.json`` beside the store (round, labels and candids of the live
@@ -26,7 +47,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,9 +63,12 @@ from finkvra.labels import label_map
 from finkvra.metrics import (
     Prequential,
 )
+from finkvra.stopping import StabilityMonitor
 from finkvra.surveys import get_survey
+from service.training.explain import MIN_IMPORTANCE_ROWS, Explainer
 from service.training.label_store import LabelStore, features_from_json
-from service.training.rounds import fit_round, holdout_mask
+from service.training.rounds import explain_job, holdout_mask, log_trained, train_round
+from service.training.stop_set import MIN_SIZE, SIZE, draw_stop_set, load_stop_set
 
 if TYPE_CHECKING:
     from finkvra.context import ContextProvider
@@ -62,6 +88,11 @@ GROUP = "trainer"
 #: Default consumer name: fixed, so that a restarted trainer gets its pending entries back.
 CONSUMER = "trainer"
 STATE_FILE = "trainer_state.json"
+#: Cores from which the models of one round are fitted in parallel threads.
+PARALLEL_MIN_CORES = 4
+#: Kappa and window of the stopping signal (`finkvra.stopping.StabilityMonitor`).
+STABILITY_THRESHOLD = 0.97
+STABILITY_WINDOW = 3
 
 
 @dataclass(frozen=True)
@@ -107,6 +138,8 @@ class _ModelState:
     stale: bool = False  # the live version uses another FEATURE_VERSION: retrain at once
     unpublished: bool = False  # logged to MLflow, not yet published (Redis failed)
     digest: str | None = None  # SHA-256 of the live version's artifacts
+    monitor: StabilityMonitor = field(default_factory=StabilityMonitor)
+    status: dict[str, Any] | None = None  # what set_status records after the publish
 
 
 @dataclass(frozen=True)
@@ -118,7 +151,7 @@ class TrainerOptions:
     ``holdout_fraction`` of the objects are held out; ``seed`` None means fresh
     randomness. ``dust``, ``sfd_dir``, ``context_provider`` and ``lasair_token`` build the
     feature providers when the trainer is given none. ``strategy`` is recorded with each
-    round. ``survey`` gives the feature function and its version (`finkvra.surveys`).
+    round.
     """
 
     models: tuple[str, ...]
@@ -166,6 +199,15 @@ class Trainer:
         Seconds between two searches of the archive for labels without features.
     importance_repeats
         Shuffles per feature of the permutation importance.
+    explainer
+        Where importance and plots are computed after each publication
+        (`service.training.explain.Explainer`; default: one worker process).
+    stop_set
+        The fixed unlabelled sample of the stopping signal (features, one row per alert);
+        default: drawn once from the archive and kept beside the store.
+    fit_workers
+        Models of one round fitted at once (threads); None: 1 below
+        `PARALLEL_MIN_CORES` cores, else one per model up to half the cores.
     """
 
     def __init__(
@@ -184,6 +226,10 @@ class Trainer:
         batch_size: int = 100,
         resolve_interval_s: float = 60.0,
         importance_repeats: int = 5,
+        explainer: Explainer | None = None,
+        stop_set: pd.DataFrame | None = None,
+        stop_set_size: int = SIZE,
+        fit_workers: int | None = None,
     ) -> None:
         self.queue = queue
         self.store = store
@@ -198,8 +244,13 @@ class Trainer:
         self.batch_size = int(batch_size)
         self.resolve_interval_s = float(resolve_interval_s)
         self.importance_repeats = int(importance_repeats)
+        self.explainer = explainer if explainer is not None else Explainer(tracker)
+        self.stop_set = stop_set
+        self.stop_set_size = int(stop_set_size)
         self.models: tuple[str, ...] = tuple(options.models)
         self.survey = get_survey(options.survey)
+        self.fit_workers = _fit_workers(fit_workers, len(self.models))
+        self._state_lock = threading.Lock()
         self.labels_total = 0
         self.retrains_total = 0
         self.rejected_total = 0
@@ -233,12 +284,20 @@ class Trainer:
             report.resolved = self.resolve_missing()
         self._publish_pending()
         if self._dirty:
-            for model in self.models:
-                result = self._maybe_retrain(model)
-                if result is not None:
-                    report.rounds.append(result)
+            report.rounds.extend(self._retrain_due())
             self._dirty = False  # only now: a round that failed (MLflow down) is retried
+        self.explainer.collect()  # after the publications: explaining never delays one
         return report
+
+    def close(self) -> None:
+        """A clean stop: wait for the explanations of published versions and log them."""
+        self.explainer.close()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def stats(self) -> dict[str, Any]:
         """Counters for health and metrics endpoints."""
@@ -429,24 +488,47 @@ class Trainer:
 
     # ------------------------------------------------------------------ retraining
 
-    def _maybe_retrain(self, model: str) -> RoundResult | None:
-        state = self._state[model]
-        X, y, candids = self.store.training_table(model)
-        n = len(y)
-        if state.version is None or state.stale:
-            due = n >= self.options.initial_labels
-        else:
-            due = n - state.n_usable >= self.options.retrain_step
+    def _retrain_due(self) -> list[RoundResult]:
+        """Retrain every model that is due; in parallel threads with ``fit_workers`` > 1."""
+        due = []
+        for model in self.models:
+            state = self._state[model]
+            X, y, candids = self.store.training_table(model)
+            n = len(y)
+            if state.version is None or state.stale:
+                ready = n >= self.options.initial_labels
+            else:
+                ready = n - state.n_usable >= self.options.retrain_step
+            if ready:
+                due.append((model, X, y, candids))
         if not due:
-            return None
-        return self._train(model, X, y, candids)
+            return []
+        labels = self.store.effective_labels().set_index("candid")
+        stop_set = self._stop_set(labels.index)
+        if self.fit_workers > 1 and len(due) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(self.fit_workers, len(due))) as pool:
+                futures = [
+                    pool.submit(self._train, m, X, y, c, labels, stop_set) for m, X, y, c in due
+                ]
+                results = [f.result() for f in futures]
+        else:
+            results = [self._train(m, X, y, c, labels, stop_set) for m, X, y, c in due]
+        return [r for r in results if r is not None]
 
     def _train(
-        self, model: str, X: pd.DataFrame, y: np.ndarray, candids: np.ndarray
+        self,
+        model: str,
+        X: pd.DataFrame,
+        y: np.ndarray,
+        candids: np.ndarray,
+        effective: pd.DataFrame,
+        stop_set: pd.DataFrame | None,
     ) -> RoundResult | None:
         s = self.options
         state = self._state[model]
-        labels = self.store.effective_labels().set_index("candid").loc[candids]
+        labels = effective.loc[candids]
         held = holdout_mask(labels["objectId"].to_numpy(), float(s.holdout_fraction))
         train = ~held
         if not train.any():
@@ -462,13 +544,14 @@ class Trainer:
                 prequential["prequential_since_last_round"] = state.prequential.metrics(
                     window=window
                 )
-        fitted = fit_round(
+        trained = train_round(
             model, X, y, candids, labels, held,
             options=s, round_number=round_number, previous_version=state.version,
-            prequential=prequential, tracker=self.tracker,
-            importance_repeats=self.importance_repeats,
+            prequential=prequential,
         )  # fmt: skip
-        learner, record, metrics = fitted.learner, fitted.record, fitted.metrics
+        stopping = self._stopping(model, trained.base, len(y), stop_set)
+        record = log_trained(trained, self.tracker, {"stopping": stopping})
+        learner, metrics = trained.learner, trained.metrics
         if "holdout" in metrics and self.telemetry is not None:
             self.telemetry.holdout_f1.labels(model=model).set(metrics["holdout"]["f1"])
             self.telemetry.holdout_auc.labels(model=model).set(metrics["holdout"]["roc_auc"])
@@ -481,9 +564,17 @@ class Trainer:
         state.n_predictions_at_round = n_predictions
         state.stale = False
         state.digest = getattr(record, "digest", None)
+        state.status = _status(
+            state.version, int(train.sum()), state.monitor, model, trained.threshold,
+            trained.heldout,
+        )  # fmt: skip
         state.unpublished = True
         self._save_state()
         published = self._publish(model)
+        if held.sum() >= MIN_IMPORTANCE_ROWS:  # explained only once published
+            self.explainer.submit(
+                explain_job(trained, record, self.importance_repeats, self.options.seed)
+            )
         self.retrains_total += 1
         if self.telemetry is not None:
             self.telemetry.retrains.labels(model=model).inc()
@@ -506,8 +597,48 @@ class Trainer:
     def _publish(self, model: str) -> bool:
         state = self._state[model]
         published = bool(self.publisher.publish(model, state.version, digest=state.digest))
+        set_status = getattr(self.publisher, "set_status", None)
+        if state.status is not None and set_status is not None:
+            set_status(model, state.status)
         state.unpublished = False
         return published
+
+    # ------------------------------------------------------------------ stopping
+
+    def _stop_set(self, labelled: Any) -> pd.DataFrame | None:
+        """The stop set: given, saved beside the store, or drawn now from the archive."""
+        if self.stop_set is None:
+            root = self.store.root
+            self.stop_set = load_stop_set(root, self._features_from_archive, survey=self.survey)
+            candids = getattr(self.archive, "candids", None)
+            if self.stop_set is None and candids is not None:
+                self.stop_set = draw_stop_set(
+                    root, candids(), self._features_from_archive,
+                    exclude=[int(c) for c in labelled], size=self.stop_set_size,
+                    seed=0 if self.options.seed is None else int(self.options.seed),
+                    survey=self.survey,
+                )  # fmt: skip
+        return self.stop_set
+
+    def _stopping(
+        self, model: str, learner: Any, n_labels: int, stop_set: pd.DataFrame | None
+    ) -> dict[str, Any]:
+        """Feed the new version's stop-set classes to the model's monitor; what to log."""
+        monitor = self._state[model].monitor
+        if stop_set is not None and len(stop_set):
+            last = monitor.history_[-1][0] if monitor.history_ else 0
+            monitor.update(max(int(n_labels), last), learner.predict(stop_set))
+        signal = monitor.as_dict()
+        return {
+            "kappa": signal["kappa"],
+            "stable": signal["stable"],
+            "stable_for_labels": signal["stable_for_labels"],
+            "n_stop_set": 0 if stop_set is None else len(stop_set),
+        }
+
+    def status_of(self, model: str) -> dict[str, Any] | None:
+        """The status recorded after the model's last round (None before one here)."""
+        return self._state[model].status
 
     def _publish_pending(self) -> None:
         """Publish versions logged in a step whose publication failed."""
@@ -538,6 +669,14 @@ class Trainer:
                 state.digest = self.tracker.version_digest(model, state.version)
                 version_now = self.survey.feature_version
                 state.stale = getattr(learner, "feature_version_", version_now) != version_now
+                history = mine.get("stopping")
+                stop_set = self.stop_set
+                if stop_set is None and history:
+                    stop_set = self.stop_set = load_stop_set(
+                        self.store.root, self._features_from_archive
+                    )
+                if history and stop_set is not None and len(stop_set) == history["n_stop_set"]:
+                    state.monitor.resume(history["history"], _raw(learner).predict(stop_set))
                 if mine.get("version") == state.version:
                     state.round_number = int(mine["round"])
                     state.n_usable = int(mine["n_usable"])
@@ -566,6 +705,53 @@ class Trainer:
             self._state[model] = state
         self._started = True
         self._save_state()
+        self._explain_abandoned()
+
+    def _explain_abandoned(self) -> None:
+        """Explain again the versions whose explanation a killed trainer left ``pending``.
+
+        The run's ``training_ids.csv`` says which rows were held out; their features are
+        in the store and the version in MLflow, so nothing else needs keeping.
+        """
+        from service.training.explain import TAG, ExplainJob
+
+        client = self.tracker.client
+        for model in self.models:
+            experiment = self.tracker.experiment_id(model)
+            runs = client.search_runs([experiment], filter_string=f"tags.`{TAG}` = 'pending'")
+            for run in runs:
+                version = run.data.tags.get("finkvra.model_version")
+                try:
+                    ids = pd.read_csv(
+                        client.download_artifacts(run.info.run_id, "training_ids.csv")
+                    )
+                    learner, version = self.tracker.load_version(model, int(version))
+                except Exception as error:  # noqa: BLE001 - a missing run part: leave it pending
+                    log.warning(
+                        "%s: cannot explain run %s again: %s", model, run.info.run_id, error
+                    )
+                    continue
+                held = ids[ids["split"] == "holdout"]
+                X_held = self.store.features_of(held["candid"])
+                evaluation = held[
+                    held.get("queue", pd.Series("teach", index=held.index)) != "second-look"
+                ]
+                X_eval = self.store.features_of(evaluation["candid"])
+                base = _raw(learner)
+                self.explainer.submit(
+                    ExplainJob(
+                        model=model, run_id=run.info.run_id, version=int(version), learner=base,
+                        X_held=X_held, y_held=held["class"].to_numpy(dtype=np.int64),
+                        repeats=self.importance_repeats,
+                        seed=0 if self.options.seed is None else int(self.options.seed),
+                        y_eval=evaluation["class"].to_numpy(dtype=np.int64),
+                        p_raw=base.predict_proba(X_eval)[:, 1] if len(X_eval) else np.zeros(0),
+                        p_published=(
+                            learner.predict_proba(X_eval)[:, 1] if len(X_eval) else np.zeros(0)
+                        ),
+                    )
+                )  # fmt: skip
+                log.info("%s: explaining version %s again (left pending)", model, version)
 
     def _close_abandoned(self) -> None:
         """Close what a killed trainer left open in MLflow (runs RUNNING, models PENDING)."""
@@ -585,25 +771,32 @@ class Trainer:
         return dict(data.get("models", {}))
 
     def _save_state(self) -> None:
-        data = {
-            "models": {
-                model: {
-                    "version": s.version,
-                    "round": s.round_number,
-                    "n_usable": s.n_usable,
-                    "n_predictions_at_round": s.n_predictions_at_round,
-                    "trained": sorted(s.trained),
+        with self._state_lock:  # the models of one round may finish in parallel threads
+            data = {
+                "models": {
+                    model: {
+                        "version": s.version,
+                        "round": s.round_number,
+                        "n_usable": s.n_usable,
+                        "n_predictions_at_round": s.n_predictions_at_round,
+                        "trained": sorted(s.trained),
+                        "stopping": {
+                            "history": [
+                                [n, None if math.isnan(k) else k] for n, k in s.monitor.history_
+                            ],
+                            "n_stop_set": 0 if self.stop_set is None else len(self.stop_set),
+                        },
+                    }
+                    for model, s in self._state.items()
                 }
-                for model, s in self._state.items()
             }
-        }
-        path = self.state_path
-        temp = path.with_name(f".{path.name}.tmp")
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
+            path = self.state_path
+            temp = path.with_name(f".{path.name}.tmp")
+            with open(temp, "w", encoding="utf-8") as handle:
+                json.dump(data, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path)
 
 
 def _event_from_stream(
@@ -637,4 +830,63 @@ def _event_from_stream(
         "features": features,
         "feature_version": fields.get("feature_version") or None,
         "source": "stream",
+    }
+
+
+def _fit_workers(requested: int | None, n_models: int) -> int:
+    """Threads fitting one round's models (see the module docstring for the measurement)."""
+    if requested is not None:
+        return max(1, int(requested))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    if cores < PARALLEL_MIN_CORES:
+        return 1
+    return max(1, min(n_models, cores // 2))
+
+
+def _raw(learner: Any) -> Any:
+    """The uncalibrated learner inside a published one."""
+    return getattr(learner, "base", learner) if hasattr(learner, "calibrator") else learner
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _status(
+    version: int,
+    n_train: int,
+    monitor: StabilityMonitor,
+    model: str,
+    threshold: float | None,
+    heldout: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The status JSON of a model after a round (keys fixed: other parts read them)."""
+    signal = monitor.as_dict()
+    if monitor.history_:
+        message = monitor.message(model)
+    else:
+        message = (
+            f"the {model} model has no stopping signal yet: no stop set (the archive holds "
+            f"fewer than {MIN_SIZE} unlabelled alerts)"
+        )
+    n = heldout.get("n")
+    return {
+        "version": int(version),
+        "labels": int(n_train),
+        "kappa": _finite(signal["kappa"]),
+        "stable": bool(signal["stable"]),
+        "stable_for_labels": int(signal["stable_for_labels"]),
+        "message": message,
+        "threshold": _finite(threshold),
+        "heldout": {
+            "f1": _finite(heldout.get("f1")),
+            "brier": _finite(heldout.get("brier")),
+            "n": int(n) if n else None,
+        },
     }

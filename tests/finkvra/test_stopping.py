@@ -115,3 +115,21 @@ def test_bad_updates_are_refused():
 def test_docstring_examples_run():
     result = doctest.testmod(stopping, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_resumed_monitor_continues_as_if_never_stopped():
+    """After a restart: the history and the live model's predictions are all it needs."""
+    rng = np.random.default_rng(4)
+    rounds = [(30 + 10 * i, (rng.random(200) < 0.5 + 0.02 * i).astype(int)) for i in range(6)]
+    whole = StabilityMonitor(threshold=0.5, window=2)
+    for n, predictions in rounds:
+        whole.update(n, predictions)
+    first = StabilityMonitor(threshold=0.5, window=2)
+    for n, predictions in rounds[:3]:
+        first.update(n, predictions)
+    history = [(n, None if np.isnan(k) else k) for n, k in first.history_]  # as JSON keeps it
+    resumed = StabilityMonitor(threshold=0.5, window=2).resume(history, rounds[2][1])
+    for n, predictions in rounds[3:]:
+        resumed.update(n, predictions)
+    assert resumed.kappas_ == pytest.approx(whole.kappas_)
+    assert resumed.as_dict() == whole.as_dict()

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from finkvra.calibration import choose_threshold
 from finkvra.dust import make_dust
 from finkvra.features import make_features
 from finkvra.labels import apply_label_map
@@ -48,13 +49,23 @@ def test_a_round_fits_on_the_rest_evaluates_on_the_held_out_and_logs_one_version
     fitted = fit_round(
         "gal", X, y, X.index.to_numpy(), table, held,
         options=options, round_number=1, previous_version=None,
-        prequential={"n_prequential": 0}, tracker=tracker, importance_repeats=2,
+        prequential={"n_prequential": 0}, tracker=tracker,
     )  # fmt: skip
     assert fitted.record.version == 1 and tracker.latest_version("gal") == 1
     assert fitted.metrics["n_train"] == int((~held).sum())
     assert fitted.metrics["n_holdout"] == int(held.sum()) and fitted.metrics["n_prequential"] == 0
-    expected = classification_metrics(y[held], fitted.learner.predict_proba(X[held]))
+    base = fitted.trained.base  # the uncalibrated learner: holdout/* is its score at 0.5
+    raw = base.predict_proba(X[held])[:, 1]
+    expected = classification_metrics(y[held], base.predict_proba(X[held]))
+    expected["brier"] = float(np.mean((raw - y[held]) ** 2))
     assert fitted.metrics["holdout"] == pytest.approx(expected, nan_ok=True)
     run = tracker.client.get_run(fitted.record.run_id)
     assert run.data.metrics["holdout/f1"] == pytest.approx(expected["f1"])
+    assert run.data.metrics["holdout/queue/teach/n"] == held.sum()  # no queue column: teach
     assert float(run.data.params["holdout_fraction"]) == options.holdout_fraction
+    # the published learner carries the threshold chosen on the held-out rows
+    threshold = choose_threshold(y[held], fitted.learner.predict_proba(X[held])[:, 1])
+    assert fitted.learner.threshold == pytest.approx(threshold)
+    assert float(run.data.params["decision_threshold"]) == pytest.approx(threshold)
+    assert run.data.metrics["calibration/threshold"] == pytest.approx(threshold)
+    assert run.data.params["learner"] == "hgb"

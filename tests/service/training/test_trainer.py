@@ -328,7 +328,8 @@ def test_held_out_labels_give_metrics_and_importance(make_world, alerts_with_bog
     alerts = [a for a, _ in pairs]
     world.archive_alerts(alerts)
     world.post(pairs)
-    report = world.trainer().step(block_ms=0)
+    with world.trainer() as trainer:  # closing waits for the importance and plots
+        report = trainer.step(block_ms=0)
     (result,) = report.rounds
 
     candids = [a["candid"] for a in alerts]
@@ -347,13 +348,18 @@ def test_held_out_labels_give_metrics_and_importance(make_world, alerts_with_bog
     ids = pd.read_csv(files["training_ids.csv"]).set_index("candid").loc[candids]
     assert ids["split"].tolist() == ["holdout" if h else "train" for h in held]
 
-    learner = world.tracker.load_version("real", 1)[0]
+    assert {"reliability.csv", "reliability.png"} <= set(files)
+    assert world.tracker.client.get_run(run.info.run_id).data.tags["finkvra.importance"] == "done"
+
+    learner = world.tracker.load_version("real", 1)[0]  # calibrated wrapper, threshold inside
     X, _ = make_features([a for a, h in zip(alerts, held, strict=True) if h], dust=world.dust)
     y = [LABEL_MAPS["real"][lab] for (_, lab), h in zip(pairs, held, strict=True) if h]
-    expected = classification_metrics(y, learner.predict_proba(X))
+    expected = classification_metrics(y, learner.base.predict_proba(X))
     assert run.data.metrics["holdout/n"] == sum(held)
     assert run.data.metrics["holdout/accuracy"] == pytest.approx(expected["accuracy"])
     assert learner.n_labels_ == 30 - sum(held)
+    assert learner.calibrator is None  # fewer than 30 held-out labels: not calibrated
+    assert run.data.metrics["calibration/threshold"] == pytest.approx(learner.threshold)
 
 
 def test_a_crash_before_the_ack_loses_and_duplicates_nothing(
