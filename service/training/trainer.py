@@ -41,7 +41,9 @@ from finkvra.labels import label_map
 from finkvra.metrics import (
     Prequential,
 )
+from service.training.bandit import learn_from_labels
 from service.training.label_store import LabelStore, features_from_json
+from service.training.noise import flag_second_looks
 from service.training.rounds import fit_round, holdout_mask
 
 if TYPE_CHECKING:
@@ -235,6 +237,8 @@ class Trainer:
                 result = self._maybe_retrain(model)
                 if result is not None:
                     report.rounds.append(result)
+            learn_from_labels(self, report.rounds)  # H14b: the adaptive strategy's weights
+            flag_second_looks(self, report.rounds)  # H14b: contradicted labels, asked again
             self._dirty = False  # only now: a round that failed (MLflow down) is retried
         return report
 
@@ -619,4 +623,5 @@ def _event_from_stream(entry_id: str, fields: Mapping[str, Any]) -> dict[str, An
         "features": features,
         "feature_version": fields.get("feature_version") or None,
         "source": "stream",
+        **{k: fields[k] for k in ("queue", "queued_by") if fields.get(k)},  # H14b: queues
     }
