@@ -279,6 +279,7 @@ class LabelStore:
         self._predictions: list[dict[str, Any]] = []
         self._predicted: set[tuple[str, str]] = set()
         self._effective: pd.DataFrame | None = None
+        self._votes: pd.DataFrame | None = None
         self._rejected: dict[str, dict[str, Any]] = {}
         for record in self._read(LABELS_FILE):
             self._remember(record)
@@ -463,6 +464,11 @@ class LabelStore:
     def votes(self) -> pd.DataFrame:
         """The standing votes: one row per (candid, labeller) by rules 1-2 of the module
         docstring, in resolution order; columns of `EFFECTIVE_COLUMNS` plus ``kind``."""
+        if self._votes is None:
+            self._votes = self._compute_votes()
+        return self._votes.copy()
+
+    def _compute_votes(self) -> pd.DataFrame:
         columns = [*EFFECTIVE_COLUMNS, "kind"]
         if not self._events:
             frame = pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
@@ -637,6 +643,7 @@ class LabelStore:
         if record.get("features") is not None and record.get("feature_version") == FEATURE_VERSION:
             self._features[record["candid"]] = record["features"]
         self._effective = None
+        self._votes = None
 
     def _remember_features(self, record: Mapping[str, Any]) -> None:
         if record.get("feature_version") == FEATURE_VERSION and record.get("features"):

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
+from service.cli import main
 from service.labelling.keys import KeyReader
 from service.labelling.session import LabellingSession
 from service.queue.label_queue import LabelQueue
@@ -66,3 +69,16 @@ def test_the_screen_works_each_queue_and_shows_the_stopping_signal(
     assert "gal: the gal model has been stable for the last 40 labels" in out
     assert "real: the real model is still changing" in out
     assert "now working the second-look queue" in out
+
+
+def test_finkvra_label_takes_the_queue_to_work(
+    config_file, redis_client, queue_prefix, alerts, features, capsys
+):
+    queue = LabelQueue(redis_client, prefix=queue_prefix)
+    queue.push([make_item(alerts[0], features, 0.9)])  # teach only
+    assert main(["label", "--config", str(config_file), "--queue", "discover"]) == 0
+    assert "the queue is empty (discover)" in capsys.readouterr().out
+    assert queue.waiting("teach") == 1 and queue.leased() == []  # not touched
+    with pytest.raises(SystemExit) as refused:
+        main(["label", "--config", str(config_file), "--queue", "elsewhere"])
+    assert refused.value.code == 2
