@@ -71,9 +71,9 @@ class StreamBandit:
         self.learning_rate = float(learning_rate)
         self.seed = seed
         self._rng = np.random.default_rng(seed)
+        base = int(self._rng.integers(2**31)) if seed is None else int(seed) * 1009
         self._strategies: list[QueryStrategy] = [
-            make_strategy(name, seed=(seed or 0) * 1009 + i + 1)
-            for i, name in enumerate(self.experts)
+            make_strategy(name, seed=base + i + 1) for i, name in enumerate(self.experts)
         ]
         self.log_weights_: dict[str, float] = {name: 0.0 for name in self.experts}
         self.rewards_: list[float] = []

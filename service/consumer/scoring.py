@@ -85,7 +85,7 @@ class Scorer:
         bandit_state: Callable[[], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self.strategy = (
-            make_strategy(strategy, seed=seed or 0) if isinstance(strategy, str) else strategy
+            make_strategy(strategy, seed=seed) if isinstance(strategy, str) else strategy
         )
         self.seed = seed
         self.routing = routing or DiscoveryRouting()
