@@ -97,4 +97,4 @@ def test_a_labeller_switches_queue_in_the_browser(filled, serve, page):
     page.keyboard.press("w")
     assert page.input_value("#queue-select") == "second-look"
     page.wait_for_selector("#empty:not([hidden])", timeout=30_000)
-    assert "second-look" in page.inner_text("#empty")
+    assert "second-look" in page.inner_text("#empty").lower()
