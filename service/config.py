@@ -234,7 +234,23 @@ class Settings(BaseSettings):
     )
     learner: str = Field(default="hgb", description=f"Learner: {' or '.join(LEARNERS)}.")
     strategy: str = Field(
-        default="uncertainty", description=f"Query strategy: {', '.join(STRATEGIES)}."
+        default="adaptive",
+        description=f"Query strategy: {', '.join(STRATEGIES)} (adaptive: a bandit over the "
+        "others that learns from the labels which one pays off, never worse than random).",
+    )
+    discover_eyeball: float = Field(
+        default=7.0,
+        ge=0,
+        le=10,
+        description="Discovery rank (0-10, from the real and gal models) at or above which "
+        "an alert also enters the discover queue.",
+    )
+    discover_garbage: float = Field(
+        default=1.5,
+        ge=0,
+        le=10,
+        description="Discovery rank below which an alert is set aside as garbage (never in "
+        "the discover queue; counted). 0 sets nothing aside.",
     )
     initial_labels: int = Field(
         default=30,
@@ -546,6 +562,16 @@ class Settings(BaseSettings):
             )
         if "lasair_endpoint" not in given:
             self.lasair_endpoint = profile.lasair_endpoint
+        return self
+
+    @model_validator(mode="after")
+    def _discovery_thresholds_ordered(self) -> Settings:
+        if self.discover_garbage > self.discover_eyeball:
+            raise ValueError(
+                f"discover_garbage ({self.discover_garbage}) is above discover_eyeball "
+                f"({self.discover_eyeball}): lower FINKVRA_DISCOVER_GARBAGE or raise "
+                "FINKVRA_DISCOVER_EYEBALL"
+            )
         return self
 
     @model_validator(mode="after")

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from service.config import Settings
 from service.consumer.pipeline import REDIS_ERRORS, DeferredDataError, Pipeline, Prepared
-from service.consumer.scoring import QueuePolicy, Scorer
+from service.consumer.scoring import QueuePolicy
 from service.consumer.writer import BatchWriter
 from service.retry import StopRequested, retry_until_stopped
 from service.telemetry import Telemetry
@@ -45,6 +45,7 @@ from service.wiring import (
     build_parts,
     kafka_source,
     parts_publisher,
+    scorer,
     trainer,
 )
 
@@ -117,7 +118,7 @@ class Service:
                 archive=self.parts.archive,
                 queue=self.parts.queue,
                 deadletters=self.parts.deadletters,
-                scorer=Scorer(s.strategy, seed=s.seed),  # unset: a fresh seed per start
+                scorer=scorer(s, self.parts.queue),  # seed unset: a fresh seed per start
                 policy=QueuePolicy(s.queue_budget, seed=s.seed),
                 learners=self._current_learners,
                 dust=self.parts.dust,
@@ -345,7 +346,8 @@ class Service:
             X = pd.DataFrame(rows, columns=columns, dtype=float)
             scores = self.pipeline.scorer.score(X, learners, versions)  # type: ignore[union-attr]
             per_item = [{m: float(p[i]) for m, p in scores.p1.items()} for i in range(len(items))]
-            return np.asarray(scores.priority, dtype=float), per_item, dict(versions)
+            discovery = [scores.discovery_of(i) for i in range(len(items))]
+            return np.asarray(scores.priority, dtype=float), per_item, dict(versions), discovery
 
         n = retry_until_stopped(
             lambda: parts.queue.rescore(score),

@@ -55,7 +55,12 @@ def retry_until_stopped(
                 telemetry.retries.labels(part=part).inc()
                 telemetry.health.set_problem(part, message)
             if failures == 1 or failures % 10 == 0:
-                log.warning("%s unavailable (%s); retrying", part, message, extra={"part": part, "failures": failures})
+                log.warning(
+                    "%s unavailable (%s); retrying",
+                    part,
+                    message,
+                    extra={"part": part, "failures": failures},
+                )
             if stop.wait(backoff.compute(failures)):
                 raise StopRequested(f"stopped while waiting for {part}") from exc
             continue

@@ -69,10 +69,14 @@ class _HealthCollector:
     def collect(self) -> Iterator[GaugeMetricFamily]:
         state = self.health.snapshot()
         yield GaugeMetricFamily(
-            "finkvra_ready", "1 when every part answers (what /readyz says)", value=int(state["ready"])
+            "finkvra_ready",
+            "1 when every part answers (what /readyz says)",
+            value=int(state["ready"]),
         )
         problems = GaugeMetricFamily(
-            "finkvra_problem", "1 for each part with a problem (details in /readyz)", labels=["part"]
+            "finkvra_problem",
+            "1 for each part with a problem (details in /readyz)",
+            labels=["part"],
         )
         for part in sorted(state["problems"]):
             problems.add_metric([part], 1)

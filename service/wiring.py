@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from finkvra.tracking import Tracker
     from service.consumer.archive import ParquetArchive
     from service.consumer.deadletter import DeadLetterStore
+    from service.consumer.scoring import Scorer
     from service.kafka.source import KafkaSource
     from service.publishing import Publisher as AlertPublisher
     from service.queue.label_queue import LabelQueue
@@ -120,6 +121,20 @@ def label_queue(
         prefix=prefix or settings.redis_prefix,
         max_size=max_size or settings.queue_max_size,
         lease_seconds=settings.lease_seconds,
+    )
+
+
+def scorer(settings: Settings, queue: LabelQueue | None = None) -> Scorer:
+    """The pipeline's scorer: the strategy, the discovery thresholds and, with ``queue``,
+    the adaptive strategy's weights as the trainer stores them there."""
+    from finkvra.discovery import DiscoveryRouting
+    from service.consumer.scoring import Scorer
+
+    return Scorer(
+        settings.strategy,
+        seed=settings.seed,
+        routing=DiscoveryRouting(settings.discover_eyeball, settings.discover_garbage),
+        bandit_state=queue.bandit_state if queue is not None else None,
     )
 
 

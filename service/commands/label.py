@@ -4,10 +4,12 @@ The labels go through the Redis queue (`LabelQueue.submit_label`) whether or not
 alert is queued, so the trainer stores them, finds their features and learns from them
 like any other label. Forms:
 
-``finkvra label [--model gal] [--labeller NAME] [--open] [--wait]``
-    the interactive screen (`service.labelling`): the most informative item, one key
-    per answer (r x g a b v label, s skip, u undo, ? help, q quit); with ``--wait`` an
-    empty queue is waited on, ``--open`` opens each object's Lasair page;
+``finkvra label [--queue teach|discover|second-look] [--model gal] [--labeller NAME] [--open] [--wait]``
+    the interactive screen (`service.labelling`): the best item of the queue (teach:
+    most informative first; discover: most likely real and extragalactic first;
+    second-look: labels a confident model contradicts, never your own), one key per
+    answer (r x g a b v label, s skip, u undo, w switch queue, ? help, q quit); with
+    ``--wait`` an empty queue is waited on, ``--open`` opens each object's Lasair page;
 ``finkvra label --candid C --label L [--labeller NAME] [--objectId O] [--correction]``
     one label (``L`` a label name or its key: r x g a b v);
 ``finkvra label --candid C --undo``
@@ -61,6 +63,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--open", action="store_true", help="open each alert's Lasair page in the web browser"
+    )
+    parser.add_argument(
+        "--queue",
+        dest="queue_name",
+        choices=("teach", "discover", "second-look"),
+        default="teach",
+        help="the queue to work first (w on the screen switches): teach (most informative "
+        "first, default), discover (most likely real and extragalactic first) or "
+        "second-look (labels a confident model contradicts)",
     )
     parser.add_argument(
         "--wait",
@@ -210,6 +221,7 @@ def _run_interactive(args: argparse.Namespace) -> int:
     from service.commands._common import user_name
     from service.labelling.cutouts import ArchiveCutouts
     from service.labelling.session import run_screen
+    from service.wiring import publisher
 
     code, _result = run_screen(
         queue,
@@ -218,5 +230,7 @@ def _run_interactive(args: argparse.Namespace) -> int:
         models=list(args.model or settings.models),
         open_browser=args.open,
         wait=args.wait,
+        queue_name=args.queue_name,
+        status=publisher(settings, queue.client).status,
     )
     return code

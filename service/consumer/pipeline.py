@@ -434,7 +434,7 @@ class Pipeline:
         """Queue items for the admitted rows (``X`` rows are in the order of ``alerts``)."""
         from service.queue.items import items_for
 
-        return items_for(
+        items = items_for(
             alerts,
             X,
             meta["objectId"].to_numpy(),
@@ -447,6 +447,17 @@ class Pipeline:
             enqueued_at=datetime.now(UTC).isoformat(),
             survey=self.survey,
         )
+        for item, row in zip(items, np.flatnonzero(admitted).tolist(), strict=True):
+            if scores.queued_by:  # the adaptive strategy's draw, for its learning
+                item.vetting["queued_by"].update(scores.queued_by[row])
+            item.discovery = scores.discovery_of(row)
+            if scores.routes is not None:
+                rank = float(scores.discovery[row])  # type: ignore[index]
+                item.vetting["discovery"] = {
+                    "rank": rank if rank == rank else None,
+                    "route": str(scores.routes[row]),
+                }
+        return items
 
     def _retry(self, operation: Callable[[], Any], part: str, errors: tuple) -> Any:
         return retry_until_stopped(

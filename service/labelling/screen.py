@@ -92,6 +92,9 @@ class ScreenState:
     strategy: str = ""  # the configured query strategy (items queued before say theirs)
     #: objectId -> earlier labels of that object ({candid, label, labeller}).
     object_labels: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
+    queue_name: str = "teach"  # the queue worked: teach, discover or second-look
+    #: One line per model of the trainer's stopping signal (`ModelPublisher.status`).
+    model_status: Sequence[str] = ()
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -218,7 +221,8 @@ def _header(item: Any, state: ScreenState, width: int) -> list[Any]:
     links = _pack(pieces, width)
     if not links:
         links = [Text(" no Lasair or Fink page: a generated (demo) alert", style="dim")]
-    return [*lines[:1], *lines[1:], probabilities, *links]
+    status = [Text(f" {line}", style="dim italic") for line in state.model_status]
+    return [*lines[:1], *lines[1:], probabilities, *links, *status]
 
 
 def _trigger(item: Any) -> tuple[float | None, Any]:
@@ -468,6 +472,7 @@ def help_panel(height: int | None = None) -> Any:
     for key, what in (
         ("s", "skip: back to the queue for someone else"),
         ("u", "undo: withdraw your last label now, show it"),
+        ("w", "switch queue: teach → discover → second-look"),
         ("?", "show or hide this help"),
         ("q", "quit: the item in hand goes back"),
     ):
@@ -527,7 +532,7 @@ def render_item(
     from rich.text import Text
 
     header = _header(item, state, width)
-    head = [Rule(state.title, style="cyan"), *header]
+    head = [Rule(f"{state.title} · {state.queue_name} queue", style="cyan"), *header]
     vetting, trigger_jd = _vetting(item, state, width)
     head += vetting
     if state.correcting:

@@ -15,8 +15,15 @@ What each key does to the queue (`service.queue.label_queue.LabelQueue`):
     hand goes back to the queue). A label key then labels it anew; ``s`` leaves it
     unlabelled, back in the queue; ``u`` again leaves it unlabelled and goes one further
     back.
+``w``
+    switches queue: teach → discover → second-look → teach (the item in hand goes back
+    to its queue; the screen names the queue worked). ``finkvra label --queue`` picks
+    the first one.
 ``q`` (or Ctrl-D, end of input)
     releases the item in hand and ends the session.
+
+The screen also shows the trainer's stopping signal for each model (the ``message`` of
+`ModelPublisher.status`: "the gal model has been stable for the last 40 labels").
 
 Leases keep two labellers from ever getting the same item: `LabelQueue.lease` is one
 atomic ZPOPMAX. A labeller who vanishes loses the lease after ``lease_seconds`` and the
@@ -52,6 +59,22 @@ PREFETCH = 3
 CUTOUT_WAIT_S = 0.15
 #: Seconds between two reads of everyone's labels (an object's earlier labels).
 LABELS_REFRESH_S = 30.0
+#: The key that switches queue, and the queues in its order.
+SWITCH_KEY = "w"
+QUEUE_ORDER = ("teach", "discover", "second-look")
+
+
+def status_lines(status: Any) -> list[str]:
+    """One line per model from `ModelPublisher.status`: its ``message`` (or version)."""
+    lines = []
+    for model, info in sorted(dict(status or {}).items()):
+        info = info if isinstance(info, dict) else {}
+        message = info.get("message") or ""
+        if not message and info.get("version") is not None:
+            message = f"version {info['version']} on {info.get('labels', '?')} labels"
+        if message:
+            lines.append(f"{model}: {message}")
+    return lines
 
 
 @dataclass
@@ -110,6 +133,10 @@ class LabellingSession:
     prefetch
         Items after the current one whose cutouts are fetched while the labeller looks
         (0: none; each item's are then fetched when it comes).
+    queue_name
+        The queue to work first (teach, discover, second-look); ``w`` switches.
+    status
+        Returns the trainer's model status (`ModelPublisher.status`), shown on screen.
     """
 
     def __init__(
@@ -126,8 +153,13 @@ class LabellingSession:
         poll_s: float = 1.0,
         title: str = "finkvra label",
         prefetch: int = PREFETCH,
+        queue_name: str = "teach",
+        status: Callable[[], Any] | None = None,
     ) -> None:
         from rich.console import Console
+
+        if queue_name not in QUEUE_ORDER:
+            raise ValueError(f"unknown queue {queue_name!r}: use one of {', '.join(QUEUE_ORDER)}")
 
         self.queue = queue
         self.labeller = labeller
@@ -141,8 +173,13 @@ class LabellingSession:
         self.title = title
         self.prefetch = int(prefetch)
         self.result = SessionResult()
+        self.status = status
         self.state = ScreenState(
-            tally=self.result.tally, labeller=labeller, models=self.models, title=title
+            tally=self.result.tally,
+            labeller=labeller,
+            models=self.models,
+            title=title,
+            queue_name=queue_name,
         )
         self._current: Any = None  # the item on screen
         self._leased = False  # whether this session holds the current item's lease
@@ -218,6 +255,8 @@ class LabellingSession:
             self._skip()
         elif key == "u":
             self._undo()
+        elif key == SWITCH_KEY:
+            self._switch()
         elif key == HELP_KEY:
             state.show_help = not state.show_help
             self._say("")
@@ -304,6 +343,15 @@ class LabellingSession:
         self._current, self._leased = restored or item, restored is not None
         self.state.correcting = label
 
+    def _switch(self) -> None:
+        """Work the next queue; the item in hand goes back where it waited."""
+        if self._current is not None and self._leased and self.state.correcting is None:
+            self.queue.release(self._current.candid, self.labeller)
+            self._current, self._leased = None, False
+        names = QUEUE_ORDER
+        self.state.queue_name = names[(names.index(self.state.queue_name) + 1) % len(names)]
+        self._say(f"now working the {self.state.queue_name} queue", "cyan")
+
     def _give_back(self) -> None:
         """Release the item in hand (quit, interrupt); never raises."""
         if self._current is not None and self._leased:
@@ -322,7 +370,10 @@ class LabellingSession:
         them, keep the first other one and give the skipped ones straight back.
         """
         chosen, held = self.queue.lease_first(
-            self.labeller, self._skipped, lookahead=min(len(self._skipped) + 1, 50)
+            self.labeller,
+            self._skipped,
+            lookahead=min(len(self._skipped) + 1, 50),
+            queue=self.state.queue_name,
         )
         if chosen is None and held:
             self._say(f"only the {held} item(s) you skipped are left in the queue", "yellow")
@@ -361,12 +412,16 @@ class LabellingSession:
             self._read_object_labels()
         if self.cutouts is None or self.prefetch < 1:
             return
-        upcoming = [i for i in self.queue.items(self.prefetch) if i.candid not in self._skipped]
+        upcoming = self.queue.items(self.prefetch, queue=self.state.queue_name)
+        upcoming = [i for i in upcoming if i.candid not in self._skipped]
         self.cutouts.prefetch(upcoming)
 
     def _read_object_labels(self) -> None:
-        """Everyone's labels by objectId, for "labelled before" (other labellers' too)."""
+        """Everyone's labels by objectId, for "labelled before" (other labellers' too),
+        and the trainer's model status (the stopping signal)."""
         self.state.object_labels = self.queue.object_labels()
+        if self.status is not None:
+            self.state.model_status = status_lines(self.status())
         self._labels_read_at = time.monotonic()
 
     def _remember_label(self, item: Any, label: str | None) -> None:
@@ -400,7 +455,7 @@ class LabellingSession:
         self._prefetch()  # the next items' stamps come while this one is drawn and looked at
         if self.cutouts is not None:
             cutouts = self.cutouts.get(item, timeout=CUTOUT_WAIT_S if interactive else None)
-        self.state.waiting = self.queue.waiting()
+        self.state.waiting = self.queue.waiting(self.state.queue_name)
         self.draw(item, cutouts)
         if not interactive:  # a blocking read
             return self.keys.read_key()
@@ -445,6 +500,8 @@ def run_screen(
     title: str = "finkvra label",
     keys: Any = None,
     console: Any = None,
+    queue_name: str = "teach",
+    status: Callable[[], Any] | None = None,
 ) -> tuple[int, Any]:
     """Run a labelling session and say how it ended: ``(exit code, SessionResult)``.
 
@@ -469,6 +526,8 @@ def run_screen(
         open_url=open_url,
         wait=wait,
         title=title,
+        queue_name=queue_name,
+        status=status,
     )
     result = session.run()
     if result.reason == "redis":
@@ -481,7 +540,10 @@ def run_screen(
         print(result.summary(labeller))
         return 1, result
     if result.reason == "empty" and not result.events and not result.skipped:
-        print("the queue is empty: nothing to label (--wait waits for alerts)")
+        print(
+            f"the queue is empty ({session.state.queue_name}): nothing to label "
+            "(--wait waits for alerts)"
+        )
         return 0, result
     if result.reason == "empty":
         print("the queue is empty: that was the last item")

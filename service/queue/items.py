@@ -109,6 +109,14 @@ class QueueItem:
     #: The survey of the alert (`finkvra.surveys`): ``candid`` is its alert id (ZTF
     #: ``candid``, LSST ``diaSourceId``), ``objectId`` its object id.
     survey: str = "ztf"
+    #: The discovery rank (0-10) when the item is also in the discover queue, ``"garbage"``
+    #: (pushed only: set aside below the garbage threshold) or None.
+    discovery: float | str | None = None
+    #: The queue it was last leased from (``teach``, ``discover``, ``second-look``).
+    queue: str = "teach"
+    #: For a second look: the labeller it must not go to, and why it is asked again.
+    not_by: str = ""
+    second_look: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.candid = int(self.candid)
@@ -157,6 +165,10 @@ class QueueItem:
             feature_version=h.get("feature_version", ""),
             vetting=json.loads(h.get("vetting") or "{}"),
             survey=h.get("survey") or "ztf",
+            discovery=float(h["discovery"]) if h.get("discovery") else None,
+            queue=h.get("leased_from") or ("second-look" if h.get("not_by") else "teach"),
+            not_by=h.get("not_by", ""),
+            second_look=json.loads(h.get("second_look") or "{}"),
         )
 
 

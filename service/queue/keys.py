@@ -10,7 +10,13 @@ key (under ``<prefix>:``)  what it holds (written by)
 =======================  ==============================================================
 ``queue``                ZSET candid → priority of the items waiting, highest first
                          (`LabelQueue`)
-``item:<candid>``        HASH of one queued item, waiting or leased (`QueueItem.to_hash`)
+``discover``             ZSET candid → discovery rank (0-10) of the items worth
+                         eyeballing, highest first; the items are those of ``queue``
+``second-look``          ZSET candid → contradiction of labelled items waiting for a
+                         second labeller (`LabelQueue.push_second_look`)
+``item:<candid>``        HASH of one queued item, waiting or leased (`QueueItem.to_hash`;
+                         plus ``discovery``, ``waiting_in``, ``leased_from`` and, for a
+                         second look, ``not_by``, ``second_look``, ``first_label``)
 ``object:<oid>``         STRING → the candid queued for that objectId (one per object)
 ``leases``               ZSET candid → lease expiry (unix seconds) of the leased items
 ``lease:<candid>``       STRING → the labeller holding the lease
@@ -20,6 +26,8 @@ key (under ``<prefix>:``)  what it holds (written by)
                          (`service.queue.labels`)
 ``done:<candid>``        HASH of a labelled item, kept ``done_ttl`` seconds for undo
 ``meta``                 HASH of counters and the model versions of the last rescore
+``bandit``               STRING → JSON state of the adaptive strategy (weights, rewards):
+                         written by the trainer, read by every scorer
 ``rescore:<versions>``   STRING → the replica re-scoring the queue for these model
                          versions (one hour; `LabelQueue.claim_rescore`)
 ``models``               HASH model name → published version (`ModelPublisher`)
@@ -57,6 +65,24 @@ class Keys:
     @property
     def queue(self) -> str:
         return self.key("queue")
+
+    @property
+    def discover(self) -> str:
+        return self.key("discover")
+
+    @property
+    def second_look(self) -> str:
+        return self.key("second-look")
+
+    @property
+    def bandit(self) -> str:
+        return self.key("bandit")
+
+    def queue_of(self, name: str) -> str:
+        """The ZSET of a labeller's queue: ``teach`` → ``queue``, ``discover``, ``second-look``."""
+        return {"teach": self.queue, "discover": self.discover, "second-look": self.second_look}[
+            name
+        ]
 
     @property
     def leases(self) -> str:

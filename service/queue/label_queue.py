@@ -10,6 +10,14 @@ idempotent). The keys are in `service.queue.keys`, the item's encoding in
 
 A leased item leaves ``queue`` (so a lease is a single ZPOPMAX) and counts towards the
 bounded size; only waiting items are ever evicted.
+
+Three queues share the items (`QUEUES`): ``teach`` (the ``queue`` key, most informative
+first: what trains the models), ``discover`` (items whose discovery rank reached the
+eyeball threshold, highest rank first: what an astronomer wants to see) and
+``second-look`` (labelled items a confident model contradicts, for another labeller). An
+item waits in teach and discover at once; a lease from either takes it out of both (two
+labellers never get one item) and an abandoned lease puts it back where it waited. Each
+label event says which queue it was given in (``queue``).
 """
 
 from __future__ import annotations
@@ -34,11 +42,13 @@ from service.queue.scripts import (
     _LUA_RENEW,
     _LUA_REQUEUE,
     _LUA_RESCORE,
+    _LUA_SECOND_LOOK,
     _LUA_SUBMIT,
     _LUA_UNDO,
 )
 
 __all__ = [
+    "QUEUES",
     "AlreadyLabelledError",
     "LabelQueue",
     "LabelSource",
@@ -51,6 +61,16 @@ __all__ = [
 ]
 
 
+#: The queues a labeller can work (`LabelQueue.lease`'s ``queue``).
+QUEUES: tuple[str, ...] = ("teach", "discover", "second-look")
+
+
+def _check_queue(queue: str) -> str:
+    if queue not in QUEUES:
+        raise ValueError(f"unknown queue {queue!r}: use one of {', '.join(QUEUES)}")
+    return queue
+
+
 @dataclass(frozen=True)
 class PushResult:
     """What one `LabelQueue.push` did with its batch.
@@ -60,7 +80,9 @@ class PushResult:
     below the priority of their object's queued item; ``dropped_leased`` items whose
     object's item is being labelled right now; ``duplicates`` candids already queued
     (a replay: refreshed in place); ``evicted`` waiting items removed to respect the bound
-    (may include items of this very batch).
+    (may include items of this very batch); ``discover`` new items also queued for
+    discovery (rank at or above the eyeball threshold); ``garbage`` new items whose rank
+    fell below the garbage threshold (set aside: never in the discover queue).
     """
 
     added: int = 0
@@ -70,6 +92,8 @@ class PushResult:
     dropped_leased: int = 0
     duplicates: int = 0
     evicted: int = 0
+    discover: int = 0
+    garbage: int = 0
 
 
 @dataclass(frozen=True)
@@ -167,6 +191,7 @@ class LabelQueue:
         self._submit = client.register_script(_LUA_SUBMIT)
         self._undo = client.register_script(_LUA_UNDO)
         self._rescore = client.register_script(_LUA_RESCORE)
+        self._second_look = client.register_script(_LUA_SECOND_LOOK)
         # (group, consumer) -> id after which this consumer's pending entries are re-read,
         # None once they have all been redelivered (see read_labels).
         self._pending_cursor: dict[tuple[str, str], str | None] = {}
@@ -207,22 +232,56 @@ class LabelQueue:
                 stored["feature_version"],
                 stored["vetting"],
                 stored["survey"],
+                _discovery_arg(item.discovery),
             ]
         return PushResult(*(int(v) for v in self._push(args=args)))
 
+    def push_second_look(self, candid: int, *, not_by: str, reason: Mapping[str, Any]) -> bool:
+        """Queue a labelled candid for a second look by anyone but ``not_by``.
+
+        For labels a confident model contradicts (`service.training.noise`): the item
+        waits in ``second-look`` (priority ``reason["contradiction"]`` if given) and a
+        lease from that queue never hands it to ``not_by``. Its label there is a second
+        vote (`LabelStore` resolves two votes). False when the candid is not labelled or
+        already waits (or is leased) for a second look.
+        """
+        if not not_by:
+            raise ValueError("not_by must name the labeller to avoid")
+        candid = int(candid)
+        priority = float(reason.get("contradiction", 0.5) or 0.5)
+        item = self.done_item(candid)
+        fallback: list[str] = []
+        if item is None:  # its data expired: what the last label knows of it
+            last = self.client.hget(self.keys.last_label, str(candid))
+            object_id = json.loads(_text(last)).get("objectId", "") if last else ""
+            item = QueueItem(candid=candid, objectId=object_id or "", priority=priority)
+            for name, value in item.to_hash().items():
+                fallback += [name, value]
+        reply = self._second_look(
+            args=[self.prefix, candid, not_by, priority_text(priority), _dumps(dict(reason)),
+                  *fallback]
+        )  # fmt: skip
+        return bool(int(reply))
+
     # ----------------------------------------------------------------------- labellers
 
-    def lease(self, labeller: str, n: int = 1, *, now: float | None = None) -> list[QueueItem]:
-        """Take the ``n`` highest-priority waiting items for ``lease_seconds``.
+    def lease(
+        self, labeller: str, n: int = 1, *, now: float | None = None, queue: str = "teach"
+    ) -> list[QueueItem]:
+        """Take the ``n`` best waiting items of ``queue`` (`QUEUES`) for ``lease_seconds``.
 
-        Expired leases return to the queue first. Two labellers never get the same item.
-        ``now`` (unix seconds) replaces the Redis server clock (tests, replays).
+        Expired leases return to their queues first. Two labellers never get the same
+        item; a second-look item never goes to the labeller it avoids. ``now`` (unix
+        seconds) replaces the Redis server clock (tests, replays).
         """
         if not labeller:
             raise ValueError("labeller must not be empty")
+        _check_queue(queue)
         if n < 1:
             return []
-        rows = self._lease(args=[self.prefix, labeller, int(n), _now_arg(now), self.lease_seconds])
+        rows = self._lease(
+            args=[self.prefix, labeller, int(n), _now_arg(now), self.lease_seconds, queue]
+        )
         return [QueueItem.from_hash(_pairs(row)) for row in rows]
 
     def lease_first(
@@ -232,6 +291,7 @@ class LabelQueue:
         *,
         lookahead: int,
         keep: Iterable[int] = (),
+        queue: str = "teach",
     ) -> tuple[QueueItem | None, int]:
         """Lease the best waiting item not in ``avoid`` (a labeller's skipped items).
 
@@ -243,7 +303,7 @@ class LabelQueue:
         chosen, held = None, []
         try:
             while chosen is None:
-                batch = self.lease(labeller, n=lookahead)
+                batch = self.lease(labeller, n=lookahead, queue=queue)
                 for item in batch:
                     if chosen is None and item.candid not in avoid:
                         chosen = item
@@ -428,6 +488,8 @@ class LabelQueue:
         Items are scored in chunks of ``batch``; each chunk is written by one script that
         skips items labelled, evicted or replaced since they were read, so a rescore never
         resurrects anything. New scores and model versions are merged into the old ones.
+        ``score_fn`` may return a fourth element: each item's discovery (a rank for the
+        discover queue, ``"garbage"`` or None for neither), moving items in or out of it.
         Returns the number of items updated.
         """
         candids = [
@@ -440,7 +502,9 @@ class LabelQueue:
             items = self._get_many(candids[start : start + batch])
             if not items:
                 continue
-            priorities, scores, model_version = score_fn(items)
+            result = score_fn(items)
+            priorities, scores, model_version = result[:3]
+            ranks = list(result[3]) if len(result) > 3 else [_KEEP] * len(items)
             priorities = np.asarray(priorities, dtype=np.float64).ravel()
             if priorities.shape != (len(items),):
                 raise ValueError(
@@ -448,24 +512,27 @@ class LabelQueue:
                 )
             per_item = _scores_per_item(scores, len(items))
             args: list[Any] = [self.prefix, _dumps(dict(model_version))]
-            for item, priority, item_scores in zip(items, priorities, per_item, strict=True):
+            rows = zip(items, priorities, per_item, ranks, strict=True)
+            for item, priority, item_scores, rank in rows:
                 args += [
                     item.candid,
                     item.enqueued_at,
                     priority_text(priority),
                     _dumps({**item.scores, **item_scores}),
                     _dumps({**item.model_version, **model_version}),
+                    "-" if rank is _KEEP else _discovery_arg(rank),
                 ]
             updated += int(self._rescore(args=args))
         return updated
 
     # ------------------------------------------------------------------------- reading
 
-    def items(self, n: int = 20, offset: int = 0) -> list[QueueItem]:
-        """Waiting items by decreasing priority (leased ones are in `leased`)."""
+    def items(self, n: int = 20, offset: int = 0, *, queue: str = "teach") -> list[QueueItem]:
+        """Waiting items of ``queue``, best first (leased ones are in `leased`)."""
         if n < 1:
             return []
-        candids = self.client.zrevrange(self.keys.queue, offset, offset + n - 1)
+        key = self.keys.queue_of(_check_queue(queue))
+        candids = self.client.zrevrange(key, offset, offset + n - 1)
         return self._get_many([_text(c) for c in candids])
 
     def get(self, candid: int) -> QueueItem | None:
@@ -473,9 +540,18 @@ class LabelQueue:
         mapping = self.client.hgetall(self.keys.item(int(candid)))
         return QueueItem.from_hash(mapping) if mapping else None
 
-    def waiting(self) -> int:
-        """Items waiting (not leased)."""
-        return int(self.client.zcard(self.keys.queue))
+    def waiting(self, queue: str = "teach") -> int:
+        """Items waiting (not leased) in ``queue``."""
+        return int(self.client.zcard(self.keys.queue_of(_check_queue(queue))))
+
+    def bandit_state(self) -> dict[str, Any] | None:
+        """The adaptive strategy's learnt state (`service.consumer.bandit`), or None."""
+        text = self.client.get(self.keys.bandit)
+        return json.loads(_text(text)) if text else None
+
+    def set_bandit_state(self, state: Mapping[str, Any]) -> None:
+        """Store the adaptive strategy's state, for every scorer and the next trainer."""
+        self.client.set(self.keys.bandit, _dumps(dict(state)))
 
     def done_item(self, candid: int) -> QueueItem | None:
         """The item of a labelled ``candid`` while it is kept for undo (``done_ttl``), or None."""
@@ -563,12 +639,16 @@ class LabelQueue:
         pipe.scard(self.keys.labelled)
         pipe.exists(self.keys.labels)
         pipe.hgetall(self.keys.meta)
-        waiting, leased, labelled, has_stream, meta = pipe.execute()
+        pipe.zcard(self.keys.discover)
+        pipe.zcard(self.keys.second_look)
+        waiting, leased, labelled, has_stream, meta, discover, second = pipe.execute()
         meta = {_text(k): _text(v) for k, v in meta.items()}
         model_version = json.loads(meta.pop("model_version", "{}") or "{}")
         stats: dict[str, Any] = {
             "prefix": self.prefix,
             "waiting": int(waiting),
+            "waiting_discover": int(discover),
+            "waiting_second_look": int(second),
             "leased": int(leased),
             "size": int(waiting) + int(leased),
             "max_size": self.max_size,
@@ -601,6 +681,20 @@ class LabelQueue:
         for candid in candids:
             pipe.hgetall(self.keys.item(candid))
         return [QueueItem.from_hash(m) for m in pipe.execute() if m]
+
+
+_KEEP = object()
+
+
+def _discovery_arg(rank: Any) -> str:
+    """A discovery as the scripts take it: a rank, ``g`` (garbage) or '' (neither)."""
+    if rank is None:
+        return ""
+    if isinstance(rank, str):
+        if rank == "garbage":
+            return "g"
+        raise ValueError(f"discovery must be a rank, 'garbage' or None, got {rank!r}")
+    return priority_text(rank)
 
 
 def _now_arg(now: float | None) -> str:

@@ -8,7 +8,10 @@ It lives in ``<data dir>/labels/``:
     One JSON object per label event: ``stream_id`` (or an import id), ``candid``,
     ``objectId``, ``label``, ``labeller``, ``timestamp`` (ISO UTC), ``kind``
     (``label``/``correction``/``undo``), ``features`` (the 21 floats by name, or null),
-    ``feature_version`` and ``source`` (``stream``/``import``).
+    ``feature_version``, ``source`` (``stream``/``import``), ``queue`` (where the label
+    was given: ``teach``, ``discover`` or ``second-look``; records written before the
+    column existed read as ``teach``) and ``queued_by`` (which strategy or adaptive
+    expert asked for the alert, with its probability; null when unknown).
 ``features.jsonl``
     Features found later for labels that arrived without them (an alert that was not
     in the queue and not yet in the archive): ``candid``, ``features``,
@@ -29,9 +32,24 @@ mid-write, a disk that failed under an older version) was never acknowledged, so
 stream delivers it again: the writer moves such lines to ``<file>.torn`` when it opens
 the store (a reader skips them), keeping any whole record found inside one.
 
-The effective label of a candid is its latest event in the order the labels stream
+**The effective label** of a candid follows the rule of `finkvra.label_noise` (each
+labeller one vote, the majority wins, a tie is disputed and excluded), with the queue's
+own events taking their meaning first. Events are taken in the order the labels stream
 received them (the Redis stream id), the order in which Redis itself applied them, so
-that the store and the queue agree whatever the labellers' clocks say.
+that the store and the queue agree whatever the labellers' clocks say:
+
+1. a ``correction`` replaces every earlier vote on the candid (whoever gave them) by
+   the corrector's vote, and an ``undo`` outside the second-look queue withdraws every
+   earlier vote (the queue then holds the candid unlabelled, as Redis does);
+2. after that, each labeller's latest label is their vote; an ``undo`` given in the
+   second-look queue withdraws only its labeller's vote (the first label stands);
+3. the label with the most votes is the effective one, and its latest vote gives the
+   row's labeller, timestamp, objectId and queue; when the top labels tie the candid is
+   *disputed*: it trains nothing until another vote breaks the tie.
+
+With one labeller per alert (the common case) this is simply the latest label.
+`LabelStore.disagreement_rate` is the share of alerts with two or more votes whose
+votes differ (`finkvra.label_noise.disagreement_rate`).
 
 One process writes (the trainer); others may open the store read-only.
 """
@@ -86,7 +104,16 @@ _STREAM_ID = re.compile(r"^(\d+)-(\d+)$")
 EVENT_KINDS: tuple[str, ...] = ("label", "correction", "undo")
 SOURCES: tuple[str, ...] = ("stream", "import")
 #: Columns of :meth:`LabelStore.effective_labels`.
-EFFECTIVE_COLUMNS: tuple[str, ...] = ("candid", "objectId", "label", "labeller", "timestamp")
+EFFECTIVE_COLUMNS: tuple[str, ...] = (
+    "candid",
+    "objectId",
+    "label",
+    "labeller",
+    "timestamp",
+    "queue",
+)
+#: Where a label can be given (`service.queue.label_queue.QUEUES`); old records: teach.
+QUEUES: tuple[str, ...] = ("teach", "discover", "second-look")
 #: Columns a prototype ``labeled.csv`` must have (``objectId`` is optional).
 CSV_REQUIRED: tuple[str, ...] = ("candid", "label", "timestamp")
 
@@ -265,6 +292,7 @@ class LabelStore:
         self._predictions: list[dict[str, Any]] = []
         self._predicted: set[tuple[str, str]] = set()
         self._effective: pd.DataFrame | None = None
+        self._votes: pd.DataFrame | None = None
         self._rejected: dict[str, dict[str, Any]] = {}
         for record in self._read(LABELS_FILE):
             self._remember(record)
@@ -433,13 +461,11 @@ class LabelStore:
             self._effective = self._compute_effective()
         return self._effective.copy()
 
-    def _compute_effective(self) -> pd.DataFrame:
-        if not self._events:
-            frame = pd.DataFrame({c: pd.Series(dtype=object) for c in EFFECTIVE_COLUMNS})
-            return frame.astype({"candid": "int64"})
-        frame = pd.DataFrame(
-            [{**{c: e[c] for c in EFFECTIVE_COLUMNS}, "kind": e["kind"]} for e in self._events]
-        )
+    def _ordered(self) -> pd.DataFrame:
+        """Every event in resolution order (see `effective_labels`), one row each."""
+        columns = [*EFFECTIVE_COLUMNS, "kind"]
+        frame = pd.DataFrame([{c: e.get(c) for c in columns} for e in self._events])
+        frame["queue"] = frame["queue"].fillna("teach")
         frame["_order"] = np.arange(len(frame))
         frame = frame.sort_values(["timestamp", "_order"], kind="stable")
         # Stream events take the places the timestamps give the stream events as a whole,
@@ -448,11 +474,57 @@ class LabelStore:
         order = frame["_order"].to_numpy().copy()
         slots = [i for i, o in enumerate(order) if arrival[o] is not None]
         order[slots] = sorted((order[i] for i in slots), key=lambda o: (arrival[o], o))
-        frame = frame.set_index("_order", drop=False).loc[order]
-        latest = frame.drop_duplicates("candid", keep="last")
-        latest = latest[latest["kind"] != "undo"].sort_values("candid", kind="stable")
+        return frame.set_index("_order", drop=False).loc[order].reset_index(drop=True)
+
+    def votes(self) -> pd.DataFrame:
+        """The standing votes: one row per (candid, labeller) by rules 1-2 of the module
+        docstring, in resolution order; columns of `EFFECTIVE_COLUMNS` plus ``kind``."""
+        if self._votes is None:
+            self._votes = self._compute_votes()
+        return self._votes.copy()
+
+    def _compute_votes(self) -> pd.DataFrame:
+        columns = [*EFFECTIVE_COLUMNS, "kind"]
+        if not self._events:
+            frame = pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+            return frame.astype({"candid": "int64"})
+        frame = self._ordered()
+        position = pd.Series(np.arange(len(frame)), index=frame.index)
+        resets = (frame["kind"] == "correction") | (
+            (frame["kind"] == "undo") & (frame["queue"] != "second-look")
+        )
+        last_reset = position.where(resets).groupby(frame["candid"]).transform("max")
+        frame = frame[last_reset.isna() | (position >= last_reset)]
+        frame = frame[~((frame["kind"] == "undo") & (frame["queue"] != "second-look"))]
+        frame = frame.drop_duplicates(["candid", "labeller"], keep="last")
+        frame = frame[frame["kind"] != "undo"]
+        return frame[columns].reset_index(drop=True).astype({"candid": "int64"})
+
+    def _compute_effective(self) -> pd.DataFrame:
+        votes = self.votes()
+        if votes.empty:
+            frame = pd.DataFrame({c: pd.Series(dtype=object) for c in EFFECTIVE_COLUMNS})
+            return frame.astype({"candid": "int64"})
+        counts = votes.groupby(["candid", "label"], sort=False).size().rename("n").reset_index()
+        top = counts.groupby("candid")["n"].transform("max")
+        winners = counts[counts["n"] == top]
+        clear = winners.groupby("candid")["label"].transform("size") == 1  # a tie: disputed
+        winners = winners.loc[clear, ["candid", "label"]]
+        chosen = votes.merge(winners, on=["candid", "label"], how="inner", sort=False)
+        latest = chosen.drop_duplicates("candid", keep="last").sort_values("candid", kind="stable")
         result = latest[list(EFFECTIVE_COLUMNS)].reset_index(drop=True)
         return result.astype({"candid": "int64"})
+
+    def disagreement_rate(self, label_map: str | Mapping[str, int] | None = None) -> dict:
+        """How often labellers disagree (`finkvra.label_noise.disagreement_rate` of the
+        standing votes): ``n_multi``, ``n_disagree``, ``rate`` (NaN without any alert of
+        two votes), ``n_disputed`` and the confused ``pairs``. With ``label_map`` (a
+        model name), votes are that model's classes."""
+        from finkvra.label_noise import disagreement_rate
+
+        votes = self.votes()
+        multi = votes[votes["candid"].duplicated(keep=False)]
+        return disagreement_rate(multi.assign(kind="label"), label_map)
 
     def features_of(self, candids: Iterable[int]) -> pd.DataFrame:
         """Features of the current version for these candids (NaN rows where unknown)."""
@@ -556,6 +628,15 @@ class LabelStore:
         if features is not None and version is None:
             version = self.feature_version
         object_id = event.get("objectId")
+        queue = str(event.get("queue") or "teach")
+        if queue not in QUEUES:
+            raise ValueError(f"event {stream_id}: unknown queue {queue!r}, expected {QUEUES}")
+        queued_by = event.get("queued_by")
+        if isinstance(queued_by, str):
+            try:
+                queued_by = json.loads(queued_by) if queued_by.strip() else None
+            except ValueError:
+                queued_by = None
         return {
             "stream_id": stream_id,
             "candid": candid,
@@ -567,11 +648,15 @@ class LabelStore:
             "features": features,
             "feature_version": None if version is None else str(version),
             "source": source,
+            "queue": queue,
+            "queued_by": dict(queued_by) if isinstance(queued_by, Mapping) else None,
         }
 
     # -- internals --------------------------------------------------------------------
 
     def _remember(self, record: dict[str, Any]) -> None:
+        record.setdefault("queue", "teach")  # written before the column existed
+        record.setdefault("queued_by", None)
         self._events.append(record)
         self._ids.add(record["stream_id"])
         if record["label"] is not None:
@@ -582,6 +667,7 @@ class LabelStore:
         ):
             self._features[record["candid"]] = record["features"]
         self._effective = None
+        self._votes = None
 
     def _remember_features(self, record: Mapping[str, Any]) -> None:
         if record.get("feature_version") == self.feature_version and record.get("features"):
@@ -719,6 +805,7 @@ def effective_labels(store: Any, queue: Any) -> tuple[Any, int, int]:
             "timestamp": e.get("timestamp"),
             "kind": e.get("kind") or "label",
             "source": "stream",
+            "queue": e.get("queue") or "teach",
         }
         for e in pending
     ]

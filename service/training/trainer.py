@@ -65,8 +65,10 @@ from finkvra.metrics import (
 )
 from finkvra.stopping import StabilityMonitor
 from finkvra.surveys import get_survey
+from service.training.bandit import learn_from_labels
 from service.training.explain import MIN_IMPORTANCE_ROWS, Explainer
 from service.training.label_store import LabelStore, features_from_json
+from service.training.noise import flag_second_looks
 from service.training.rounds import explain_job, holdout_mask, log_trained, train_round
 from service.training.stop_set import MIN_SIZE, SIZE, draw_stop_set, load_stop_set
 
@@ -285,6 +287,8 @@ class Trainer:
         self._publish_pending()
         if self._dirty:
             report.rounds.extend(self._retrain_due())
+            learn_from_labels(self, report.rounds)  # the adaptive strategy's weights
+            flag_second_looks(self, report.rounds)  # contradicted labels, asked again
             self._dirty = False  # only now: a round that failed (MLflow down) is retried
         self.explainer.collect()  # after the publications: explaining never delays one
         return report
@@ -830,6 +834,7 @@ def _event_from_stream(
         "features": features,
         "feature_version": fields.get("feature_version") or None,
         "source": "stream",
+        **{k: fields[k] for k in ("queue", "queued_by") if fields.get(k)},  # H14b: queues
     }
 
 

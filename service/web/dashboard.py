@@ -98,6 +98,9 @@ class Dashboard:
         leased_by = Counter(lease.labeller for lease in queue.leased())
         return {
             "waiting": stats["waiting"],
+            "waiting_discover": stats.get("waiting_discover", 0),
+            "waiting_second_look": stats.get("waiting_second_look", 0),
+            "discover_garbage": stats.get("discover_garbage", 0),
             "leased": stats["leased"],
             "size": stats["size"],
             "max_size": stats["max_size"],
@@ -147,7 +150,14 @@ class Dashboard:
         from service.queue.registry import ModelPublisher
 
         live = ModelPublisher(self.queue.client, self.queue.prefix).current()
-        out: dict[str, Any] = {"live": live, "rounds": {}, "importance": {}, "error": None}
+        status = ModelPublisher(self.queue.client, self.queue.prefix).status()
+        out: dict[str, Any] = {
+            "live": live,
+            "status": status,  # the trainer's last round: stopping signal, threshold...
+            "rounds": {},
+            "importance": {},
+            "error": None,
+        }
         try:
             for model in self.settings.models:
                 rounds = self._rounds(model)

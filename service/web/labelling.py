@@ -55,11 +55,17 @@ class WebLabelling:
     def state(self, labeller: str) -> LabellerState:
         return self._states[labeller]
 
-    def next_item(self, labeller: str, holding: set[int] | frozenset[int] = frozenset()) -> Any:
-        """Lease the best item this labeller has not skipped; None when there is none.
+    def next_item(
+        self,
+        labeller: str,
+        holding: set[int] | frozenset[int] = frozenset(),
+        queue: str = "teach",
+    ) -> Any:
+        """Lease the best item of ``queue`` this labeller has not skipped; None when none.
 
         ``holding`` are the items the page already holds (on screen, fetched ahead).
         Skipped items at the top of the queue are leased past and given straight back.
+        ``queue`` is teach, discover or second-look (never an item this labeller labelled).
         """
         state = self.state(labeller)
         chosen, _passed = self.queue.lease_first(
@@ -67,6 +73,7 @@ class WebLabelling:
             state.skipped | set(holding),
             lookahead=min(len(state.skipped) + 1, _MAX_LOOKAHEAD),
             keep=holding,
+            queue=queue,
         )
         return chosen
 

@@ -210,9 +210,47 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+#: The queues a labeller can work, with what the selector says of each.
+QUEUE_CHOICES = {
+    "teach": "teach: most informative first",
+    "discover": "discover: most likely real and extragalactic first",
+    "second-look": "second look: labels a confident model contradicts",
+}
+
+
+def _model_status(parts: Any) -> dict[str, Any]:
+    """The stopping signal per model (`ModelPublisher.status`) and the queues' sizes."""
+    from service.labelling.session import status_lines
+    from service.queue.registry import ModelPublisher
+
+    status = ModelPublisher(parts.queue.client, parts.queue.prefix).status()
+    return {
+        "messages": status_lines(status),
+        "status": status,
+        "waiting": {name: parts.queue.waiting(name) for name in QUEUE_CHOICES},
+    }
+
+
 @router.get("/label", response_class=HTMLResponse)
 def label_page(request: Request) -> Response:
-    return _page(request, "label.html", page="label", label_maps=LABEL_MAPS)
+    parts = _parts(request)
+    return _page(
+        request,
+        "label.html",
+        page="label",
+        label_maps=LABEL_MAPS,
+        queue_choices=QUEUE_CHOICES,
+        model_status=_model_status(parts),
+    )
+
+
+@router.get("/api/status")
+def api_status(request: Request) -> Response:
+    """The labelling page's side panel: each model's stopping signal, the queues' sizes."""
+    actor = _reader(request)
+    if isinstance(actor, Response):
+        return actor
+    return JSONResponse(_model_status(_parts(request)))
 
 
 @router.get("/dashboard", response_class=HTMLResponse)
@@ -292,6 +330,9 @@ def item_view(parts: Any, item: Any) -> dict[str, Any]:
         "scores": {m: (None if p != p else p) for m, p in item.scores.items()},
         "model_version": versions,
         "why": {"strategy": strategy, "priority": item.priority, "queued_at": item.enqueued_at},
+        "queue": item.queue,
+        "discovery": item.discovery,
+        "second_look": item.second_look or None,
         "features": {name: features.get(name) for name in KEY_FEATURES if name in features},
         "ra": ra,
         "dec": dec,
@@ -308,10 +349,12 @@ def item_view(parts: Any, item: Any) -> dict[str, Any]:
     }
 
 
-def _lease_next(parts: Any, labeller: str, holding: list[int]) -> dict[str, Any]:
-    item = parts.labelling.next_item(labeller, set(holding))
+def _lease_next(
+    parts: Any, labeller: str, holding: list[int], queue: str = "teach"
+) -> dict[str, Any]:
+    item = parts.labelling.next_item(labeller, set(holding), queue=queue)
     if item is None:
-        return {"item": None, "waiting": parts.queue.stats()["waiting"]}
+        return {"item": None, "waiting": parts.queue.waiting(queue), "queue": queue}
     parts.cutouts.prefetch([item])  # the stamps are read while the page draws the rest
     return {"item": item_view(parts, item)}
 
@@ -323,7 +366,12 @@ async def api_next(request: Request) -> Response:
         return actor
     body = await _json_body(request)
     holding = [int(c) for c in body.get("holding") or []]
-    return JSONResponse(_lease_next(_parts(request), actor.labeller, holding))
+    queue = str(body.get("queue") or "teach")
+    if queue not in QUEUE_CHOICES:
+        return JSONResponse(
+            {"error": f"unknown queue {queue!r}: use {', '.join(QUEUE_CHOICES)}"}, status_code=400
+        )
+    return JSONResponse(_lease_next(_parts(request), actor.labeller, holding, queue))
 
 
 def _candid(body: dict[str, Any]) -> int | None:

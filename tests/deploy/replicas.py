@@ -163,5 +163,3 @@ class Replica:
                 self.process.wait(30)
                 return -9
         return int(self.process.returncode)
-
-

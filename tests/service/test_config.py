@@ -53,7 +53,8 @@ def test_defaults():
     assert settings.kafka_topics == ["fink_vra_ztf"] and settings.kafka_topic is None
     assert (settings.batch_size, settings.batch_timeout_s) == (500, 5.0)
     assert settings.models == ["gal", "real"]
-    assert (settings.strategy, settings.learner) == ("uncertainty", "hgb")
+    assert (settings.strategy, settings.learner) == ("adaptive", "hgb")
+    assert (settings.discover_eyeball, settings.discover_garbage) == (7.0, 1.5)
     assert (settings.initial_labels, settings.retrain_step) == (30, 10)
     assert (settings.queue_max_size, settings.lease_seconds, settings.http_port) == (
         10000,
@@ -398,7 +399,7 @@ def test_cli_config_show(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["strategy"] == "margin"
 
     assert main(["config"]) == 0  # show is the default action
-    assert 'strategy = "uncertainty"' in capsys.readouterr().out
+    assert 'strategy = "adaptive"' in capsys.readouterr().out
 
 
 def test_cli_config_show_exits_2_on_bad_config(tmp_path, capsys, monkeypatch):

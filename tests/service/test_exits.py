@@ -154,8 +154,10 @@ def test_run_startup_error_leaves_no_redis_server(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 2, done.stderr[-3000:]
-    assert done.stderr.strip().splitlines()[-1].startswith(
-        "finkvra: cannot start: no Kafka server configured"
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("finkvra: cannot start: no Kafka server configured")
     )
     wait_for(lambda: not servers_in(data), 10, "no redis-server left in the data directory")
 

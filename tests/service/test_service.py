@@ -180,7 +180,7 @@ def test_labels_train_version_1_then_2_and_rescore_the_queue(
 
     tracker = running.service.parts.tracker
     runs = tracker.client.search_runs([tracker.experiment_id("gal")])
-    assert [r.info.run_name for r in runs] == ["round_1_uncertainty"]
+    assert [r.info.run_name for r in runs] == ["round_1_adaptive"]  # the default strategy
     artifacts = {a.path for a in tracker.client.list_artifacts(runs[0].info.run_id)}
     assert {"training_ids.csv", "class_balance.json", "meta.json"} <= artifacts
 

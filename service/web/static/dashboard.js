@@ -25,7 +25,11 @@
 
   function draw(d) {
     const q = d.queue;
-    $("d-queue").innerHTML = row("waiting", q.waiting, "waiting") + row("leased", q.leased, "leased") +
+    $("d-queue").innerHTML = row("waiting (teach)", q.waiting, "waiting") +
+      row("waiting (discover)", q.waiting_discover, "waiting_discover") +
+      row("waiting (second look)", q.waiting_second_look, "waiting_second_look") +
+      row("set aside as garbage", q.discover_garbage, "discover_garbage") +
+      row("leased", q.leased, "leased") +
       row("size / max", `${q.size} / ${q.max_size}`) + row("labelled (Redis)", q.labelled, "labelled") +
       row("label events (stream)", q.labels_stream, "labels_stream") +
       row("oldest waiting", age(q.oldest_age_s)) + row("median age", age(q.median_age_s)) +
@@ -56,6 +60,7 @@
     const box = $("d-models");
     box.innerHTML = (M.error ? `<p class="bad">${esc(M.error)}</p>` : "") +
       Object.keys(M.rounds).map((m) => `<div class="model"><h3>${esc(m)} <small>live version ${esc(M.live[m] ?? "none yet")} · ${M.rounds[m].length} round(s)</small></h3>
+        <p class="model-status" id="status-${esc(m)}">${esc((M.status && M.status[m] && M.status[m].message) || "no stopping signal yet")}</p>
         <div class="plot" id="curve-${esc(m)}"></div><h4>permutation importance of the live version</h4><div class="plot" id="imp-${esc(m)}"></div></div>`).join("");
     for (const [m, rounds] of Object.entries(M.rounds)) {
       const series = [

@@ -12,6 +12,12 @@
   let pendingKey = null; // the time of the key press whose next item is not on screen yet
   const preloaded = new Map(); // url -> Image kept alive so the browser caches it
   window.finkvraTimes = []; // {candid, key, shown}: key press -> item on screen (the benchmark)
+  const queueSelect = $("queue-select");
+  const QUEUES = Array.from(queueSelect.options).map((o) => o.value);
+  let queue = localStorage.getItem("finkvra.queue") || "teach";
+  if (!QUEUES.includes(queue)) queue = "teach";
+  queueSelect.value = queue;
+  $("empty-queue").textContent = queue;
 
   async function post(path, body) {
     const reply = await fetch(path, {
@@ -56,7 +62,12 @@
     if (leasing) return leasing;
     leasing = (async () => {
       try {
-        const data = await post("/api/next", { holding: held.map((i) => i.candid) });
+        const asked = queue;
+        const data = await post("/api/next", { holding: held.map((i) => i.candid), queue: asked });
+        if (asked !== queue) { // switched meanwhile: this item belongs to the other queue
+          if (data.item) post("/api/release", { candids: [data.item.candid] }).catch(() => {});
+          return null;
+        }
         if (data.item) {
           held.push(data.item);
           preload(data.item);
@@ -245,6 +256,7 @@
       } catch (e) { say(`undo failed: ${e.message}`, "error"); }
       return;
     }
+    if (key === "w") return switchQueue(QUEUES[(QUEUES.indexOf(queue) + 1) % QUEUES.length]);
     if (!item || item.candid !== displayed) return; // nothing on screen to answer
     let action;
     if (LABELS[key]) action = post("/api/label", { candid: item.candid, label: LABELS[key], objectId: item.objectId });
@@ -258,6 +270,36 @@
     if (!held.length) await action.catch(() => {}); // a skipped item must not come straight back
     fill();
   }
+
+  /* Work another queue: the items held go back where they waited. */
+  async function switchQueue(name) {
+    queue = name;
+    queueSelect.value = name;
+    localStorage.setItem("finkvra.queue", name);
+    $("empty-queue").textContent = name;
+    const back = held.splice(0, held.length).map((i) => i.candid);
+    displayed = null;
+    if (back.length) await post("/api/release", { candids: back }).catch(() => {});
+    say(`now working the ${name} queue`, "");
+    render();
+    fill();
+  }
+  queueSelect.addEventListener("change", () => switchQueue(queueSelect.value));
+
+  /* The stopping signal of each model and the queues' sizes, refreshed now and then. */
+  async function refreshStatus() {
+    try {
+      const reply = await fetch("/api/status", { credentials: "same-origin" });
+      if (!reply.ok) return;
+      const data = await reply.json();
+      $("model-status").innerHTML = data.messages.map((m) => `<li>${esc(m)}</li>`).join("");
+      for (const option of queueSelect.options) {
+        const n = data.waiting[option.value];
+        option.textContent = option.textContent.replace(/\(\d+ waiting\)$/, `(${n} waiting)`);
+      }
+    } catch (e) { /* the next refresh tries again */ }
+  }
+  setInterval(refreshStatus, 30000);
 
   document.addEventListener("keydown", (ev) => {
     if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.repeat) return;

@@ -128,7 +128,7 @@ def test_export_writes_effective_labels_as_csv_or_parquet(config_file, tmp_path,
     assert main(["queue", "--config", str(config_file), "export", "-o", str(csv_path)]) == 0
     assert "wrote 3 labels" in capsys.readouterr().out
     frame = pd.read_csv(csv_path)
-    assert list(frame.columns) == ["candid", "objectId", "label", "labeller", "timestamp"]
+    assert list(frame.columns) == ["candid", "objectId", "label", "labeller", "timestamp", "queue"]
     assert frame[["candid", "objectId", "label", "labeller"]].values.tolist() == [
         [1, "ZTF25one", "gal", "ann"],
         [2, "ZTF25two", "varstar", "bob"],  # the correction, not the first label

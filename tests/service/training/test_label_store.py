@@ -100,6 +100,8 @@ def test_append_is_durable_and_idempotent(tmp_path):
         "features",
         "feature_version",
         "source",
+        "queue",
+        "queued_by",
     }
     reopened = LabelStore(tmp_path)
     assert len(reopened) == 3 and "2-0" in reopened
@@ -167,7 +169,7 @@ def test_effective_labels_latest_wins_and_undo_removes(tmp_path):
         ]
     )
     labels = store.effective_labels()
-    assert list(labels.columns) == ["candid", "objectId", "label", "labeller", "timestamp"]
+    assert list(labels.columns) == ["candid", "objectId", "label", "labeller", "timestamp", "queue"]
     assert dict(zip(labels["candid"], labels["label"], strict=True)) == {
         1: "varstar",
         3: "bogus",

