@@ -62,6 +62,11 @@ _DUPLICATE_RATE = 0.05  # share of alerts whose history repeats a few sources
 _SOURCE_ID0 = 170094456000000000
 _OBJECT_ID0 = 170028485000000000
 _SSO_ID0 = 21163624000000000
+#: Each seed numbers its sources and objects in its own block above the bases (1,000
+#: blocks of 10^13 ids), so that runs with different seeds (``finkvra demo`` on one data
+#: directory steps its seed per run) never repeat a diaSourceId or a diaObjectId.
+_SEED_BLOCKS = 1000
+_SEED_BLOCK = 10**13
 
 
 def lsst_alert_schema() -> dict[str, Any]:
@@ -141,6 +146,7 @@ class LsstAlertGenerator:
         self.history_days = history_days
         self.max_alerts = max_alerts
         self._rng = np.random.default_rng(seed)
+        self._id_block = (int(seed) % _SEED_BLOCKS) * _SEED_BLOCK
         self._classes = [c for c in CLASSES if weights.get(c, 0.0) > 0]
         total = sum(weights[c] for c in self._classes)
         self._p = np.array([weights[c] / total for c in self._classes])
@@ -236,7 +242,7 @@ class LsstAlertGenerator:
             if obj.alerts:
                 break
         self._n_objects_made += 1
-        obj.object_id = str(_OBJECT_ID0 + 7919 * self._n_objects_made)
+        obj.object_id = str(_OBJECT_ID0 + self._id_block + 7919 * self._n_objects_made)
         self._prepare(obj)
         return obj
 
@@ -266,7 +272,8 @@ class LsstAlertGenerator:
 
     def _next_source_id(self) -> int:
         self._n_sources += 1
-        return _SOURCE_ID0 + 1009 * self._n_sources + int(self._rng.integers(0, 1000))
+        offset = 1009 * self._n_sources + int(self._rng.integers(0, 1000))
+        return _SOURCE_ID0 + self._id_block + offset
 
     # ------------------------------------------------------------------ one object
 

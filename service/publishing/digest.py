@@ -481,10 +481,9 @@ def _from_mlflow(tracker: Any, name: str, version: int) -> dict[str, Any]:
     """A model's line from the MLflow run that made ``version`` (empty when unreadable)."""
     out: dict[str, Any] = {}
     try:
-        from finkvra.tracking import registered_model_name
-
-        client = tracker.client
-        run_id = client.get_model_version(registered_model_name(name), str(version)).run_id
+        client = tracker.client  # the survey's model names (ZTF, LSST apart)
+        registered = tracker.registered_model_name(name)
+        run_id = client.get_model_version(registered, str(version)).run_id
         metrics = client.get_run(run_id).data.metrics
         out["holdout_f1"] = metrics.get("holdout/f1")
         if "stopping/kappa" in metrics:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from finkvra.features import FEATURE_VERSION, feature_record
-from finkvra.lightcurve import fink_url, is_synthetic, lasair_url, vetting_info
+from finkvra.lightcurve import fink_url, is_synthetic, lasair_url
 from finkvra.surveys import get_survey
 
 __all__ = ["LABEL_KINDS", "QueueItem", "items_for", "links_for", "priority_text"]
@@ -223,7 +223,7 @@ def items_for(
                 feature_version=version,
                 survey=profile.name,
                 vetting={
-                    **vetting_info(alerts[i]),
+                    **profile.vetting(alerts[i]),
                     "queued_by": {"strategy": strategy, "model": models[j]},
                 },
             )

@@ -172,10 +172,8 @@ class Dashboard:
         return out
 
     def _rounds(self, model: str) -> list[dict[str, Any]]:
-        from finkvra.tracking import experiment_name
-
-        client = self.tracker.client
-        experiment = client.get_experiment_by_name(experiment_name(model))
+        client = self.tracker.client  # the survey's experiment names (ZTF, LSST apart)
+        experiment = client.get_experiment_by_name(self.tracker.experiment_name(model))
         if experiment is None:
             return []
         runs = client.search_runs([experiment.experiment_id], max_results=5000)
