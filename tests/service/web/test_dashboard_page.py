@@ -76,6 +76,7 @@ def test_the_dashboard_numbers_equal_independent_counts(
         )
         queue.undo(items[1].candid, "ann", lease=False)
         trainer.step(block_ms=0)
+        trainer.close()  # importance is computed after publishing: wait for it to land
         for item in items[60:]:
             queue.submit_label(item.candid, "gal", "bob", objectId=item.objectId)
 
