@@ -15,7 +15,9 @@ for that stream:
   predictions on the labels that came back since the last update; as in the library,
   the credit goes to the experts whose labels trained the model that was judged, i.e.
   the previous update's, ``r_hat_j = (r - mean past r) * mean_i 1[e_i = j] / p_i``,
-  and ``log w_j += learning_rate * r_hat_j``.
+  and ``log w_j += learning_rate * r_hat_j``, from the same prior as the library's
+  (``log`` of `finkvra.strategies.ADAPTIVE_PRIOR`'s relative shares: uncertainty trusted
+  until the rewards say otherwise).
 
 The state (`StreamBandit.state`) is plain JSON, kept in Redis (`LabelQueue.bandit_state`),
 so that it survives restarts and every replica's scorer uses the trainer's weights.
@@ -28,7 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from finkvra.strategies import ADAPTIVE_EXPERTS, QueryStrategy, RandomStrategy, make_strategy
+from finkvra.strategies import (
+    ADAPTIVE_EXPERTS,
+    ADAPTIVE_PRIOR,
+    QueryStrategy,
+    RandomStrategy,
+    make_strategy,
+    prior_log_weights,
+)
 
 __all__ = ["StreamBandit"]
 
@@ -40,9 +49,10 @@ class StreamBandit:
 
     Parameters
     ----------
-    experts, explore, learning_rate, seed
+    experts, explore, learning_rate, prior, seed
         As `finkvra.strategies.Adaptive` (the experts' names; the uniform-random share;
-        the step of the log-weights; the seed of the private generator).
+        the step of the log-weights; the experts' initial relative shares, which the
+        log-weights start from; the seed of the private generator).
 
     Attributes
     ----------
@@ -59,7 +69,8 @@ class StreamBandit:
         self,
         experts: Sequence[str] = ADAPTIVE_EXPERTS,
         explore: float = 0.1,
-        learning_rate: float = 2.0,
+        learning_rate: float = 4.0,
+        prior: Mapping[str, float] | None = None,
         seed: int | None = 0,
     ) -> None:
         self.experts = tuple(make_strategy(name).name for name in experts)
@@ -75,7 +86,10 @@ class StreamBandit:
         self._strategies: list[QueryStrategy] = [
             make_strategy(name, seed=base + i + 1) for i, name in enumerate(self.experts)
         ]
-        self.log_weights_: dict[str, float] = {name: 0.0 for name in self.experts}
+        self.prior = dict(ADAPTIVE_PRIOR if prior is None else prior)
+        start = prior_log_weights(self.experts, self.prior)
+        self._start = dict(zip(self.experts, start.tolist(), strict=True))
+        self.log_weights_: dict[str, float] = dict(self._start)
         self.rewards_: list[float] = []
         self.trained_by_: dict[str, float] | None = None
         self.history_: list[dict[str, Any]] = []
@@ -189,11 +203,13 @@ class StreamBandit:
         }
 
     def load(self, state: Mapping[str, Any] | None) -> StreamBandit:
-        """Take over a stored state; experts it does not know start at weight 0."""
+        """Take over a stored state; experts it does not know start at their prior."""
         if not state:
             return self
         stored = state.get("log_weights") or {}
-        self.log_weights_ = {name: float(stored.get(name, 0.0)) for name in self.experts}
+        self.log_weights_ = {
+            name: float(stored.get(name, self._start[name])) for name in self.experts
+        }
         self.rewards_ = [float(r) for r in state.get("rewards") or []]
         trained_by = state.get("trained_by")
         self.trained_by_ = dict(trained_by) if trained_by is not None else None

@@ -32,7 +32,12 @@ def bandit_for(strategy: str, state: Any = None) -> StreamBandit | None:
     built = make_strategy(strategy)
     if not isinstance(built, Adaptive):
         return None
-    bandit = StreamBandit(built.experts, explore=built.explore, learning_rate=built.learning_rate)
+    bandit = StreamBandit(
+        built.experts,
+        explore=built.explore,
+        learning_rate=built.learning_rate,
+        prior=built.prior,
+    )
     return bandit.load(state)
 
 

@@ -281,9 +281,18 @@ def test_adaptive_exposes_weights_and_choices(pool):
     weights = strategy.weights_
     assert set(weights) == {"uncertainty", "topk-random", "diverse", "random"}
     assert sum(weights.values()) == pytest.approx(1.0)
-    # Uniform at the start, the exploration floor folded into random.
-    assert weights["uncertainty"] == pytest.approx(0.9 / 4)
-    assert weights["random"] == pytest.approx(0.9 / 4 + 0.1)
+    # At the start: the prior's relative shares (uncertainty trusted, the others 1) of
+    # 0.9, the exploration floor folded into random.
+    trust = strategy.prior["uncertainty"]
+    assert trust > 1
+    assert weights["uncertainty"] == pytest.approx(0.9 * trust / (trust + 3))
+    assert weights["diverse"] == pytest.approx(0.9 / (trust + 3))
+    assert weights["random"] == pytest.approx(0.9 / (trust + 3) + 0.1)
+    flat = make_strategy("adaptive", prior={})
+    assert flat.weights_["uncertainty"] == pytest.approx(0.9 / 4)
+    assert flat.weights_["random"] == pytest.approx(0.9 / 4 + 0.1)
+    with pytest.raises(ValueError, match="prior"):
+        make_strategy("adaptive", prior={"random": 0.0}).score(proba)
     picks = strategy.select(proba, K, X=X)
     assert len(strategy.choices_) == K
     assert set(strategy.choices_) <= set(weights)
@@ -297,7 +306,7 @@ def test_adaptive_exposes_weights_and_choices(pool):
     strategy.select(proba, K, X=X)
     with pytest.raises(ValueError, match="labels"):
         strategy.learn([1, 0])
-    no_random = make_strategy("adaptive", experts=("uncertainty", "margin"), explore=0.2)
+    no_random = make_strategy("adaptive", experts=("uncertainty", "margin"), explore=0.2, prior={})
     assert no_random.weights_ == pytest.approx({"uncertainty": 0.4, "margin": 0.4, "uniform": 0.2})
     with pytest.raises(ValueError, match="own experts"):
         make_strategy("adaptive", experts=("adaptive",)).score(proba)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from finkvra.features import make_features
+from finkvra.strategies import Adaptive
 from service.consumer.bandit import StreamBandit
 from service.consumer.scoring import Scorer
 from service.queue.label_queue import LabelQueue, QueueItem
@@ -38,19 +39,27 @@ def many_alerts() -> list[tuple[dict, str]]:
 
 
 def test_stream_bandit_update_by_hand():
-    bandit = StreamBandit(("uncertainty", "random"), explore=0.2, learning_rate=1.5)
-    assert bandit.weights_ == pytest.approx({"uncertainty": 0.4, "random": 0.6})
+    # a prior that trusts uncertainty twice as much: shares 2/3 and 1/3 of 0.8
+    bandit = StreamBandit(
+        ("uncertainty", "random"), explore=0.2, learning_rate=1.5, prior={"uncertainty": 2.0}
+    )
+    assert bandit.weights_ == pytest.approx({"uncertainty": 0.8 * 2 / 3, "random": 0.8 / 3 + 0.2})
+    start = np.log(2.0)
     first = bandit.learn([("uncertainty", 0.4, 1.0), ("random", 0.6, 0.0)], consumed=2)
     r1 = (1 / 0.4) / (1 / 0.4 + 1 / 0.6)
     assert first["reward"] == pytest.approx(r1)
-    assert bandit.log_weights_ == {"uncertainty": 0.0, "random": 0.0}  # nothing to credit yet
+    assert bandit.log_weights_ == pytest.approx({"uncertainty": start, "random": 0.0})  # no credit
     rows = [("uncertainty", 0.4, 1.0), ("uncertainty", 0.4, 1.0), ("random", 0.6, 1.0)]
     bandit.learn(rows, consumed=3)
     # credit: (r2 - r1) * mean over round 1's rows of 1[e = j] / p_j
-    assert bandit.log_weights_["uncertainty"] == pytest.approx(1.5 * (1.0 - r1) * (1 / 0.4) / 2)
+    assert bandit.log_weights_["uncertainty"] == pytest.approx(
+        start + 1.5 * (1.0 - r1) * (1 / 0.4) / 2
+    )
     assert bandit.log_weights_["random"] == pytest.approx(1.5 * (1.0 - r1) * (1 / 0.6) / 2)
     assert bandit.learnt_ == 5
-    again = StreamBandit(("uncertainty", "random"), explore=0.2, learning_rate=1.5)
+    again = StreamBandit(
+        ("uncertainty", "random"), explore=0.2, learning_rate=1.5, prior={"uncertainty": 2.0}
+    )
     again.load(json.loads(json.dumps(bandit.state())))
     assert again.weights_ == pytest.approx(bandit.weights_) and again.learnt_ == 5
     # the draws follow the weights, and say with which probability
@@ -140,11 +149,13 @@ def test_the_trainer_learns_the_weights_from_the_labels_and_they_survive_a_resta
         credits.append(credit)
 
     # the weights moved exactly by the rule: two updates with credit (the 2nd and 3rd)
-    logs = {name: 0.0 for name in credits[0]}
+    # from the default strategy's prior (log of each expert's share) at its learning rate
+    default = Adaptive()
+    logs = {name: float(np.log(default.prior.get(name, 1.0))) for name in credits[0]}
     for k in (1, 2):
         centred = rewards[k] - np.mean(rewards[:k])
         for name in logs:
-            logs[name] += 2.0 * centred * credits[k - 1][name]
+            logs[name] += default.learning_rate * centred * credits[k - 1][name]
     assert state["log_weights"] == pytest.approx(logs)
     assert any(abs(v) > 1e-6 for v in logs.values())  # they did move
     assert state["learnt"] == 60
@@ -166,3 +177,16 @@ def test_the_trainer_learns_the_weights_from_the_labels_and_they_survive_a_resta
     restarted = world.trainer(queue=queue)
     restarted.step(block_ms=0)
     assert queue.bandit_state()["learnt"] == 60  # nothing new: nothing learnt twice
+
+
+def test_the_stream_bandit_starts_from_the_library_strategys_prior():
+    """The scorers' bandit and `Adaptive` start alike: same shares, same step."""
+    library = Adaptive()
+    stream = bandit_for("adaptive")
+    assert stream.weights_ == pytest.approx(library.weights_)
+    assert stream.learning_rate == library.learning_rate
+    assert stream.prior == library.prior and library.prior["uncertainty"] > 1
+    # an expert missing from a stored state starts at its prior, not at 0
+    stream.load({"log_weights": {"random": 0.5}})
+    assert stream.log_weights_["uncertainty"] == pytest.approx(np.log(library.prior["uncertainty"]))
+    assert stream.log_weights_["random"] == 0.5 and stream.log_weights_["diverse"] == 0.0
