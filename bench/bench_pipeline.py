@@ -14,6 +14,9 @@ same generated messages (about 1,000 alerts a night, like the real topic):
   archive in a temporary directory and a real Redis queue) on the ``BatchWriter``
   thread, overlapping the next batch's decode and prepare; batch N is collected
   before N+1 is handed over, as the daemon does before committing N;
+- ``pipeline_process_build``: the same, the archive files built from the raw messages
+  by a ``ProcessFileBuilder`` child process (opt-in: ``Pipeline(builder=...)``); it
+  decodes every alert a second time, so it gains only where a core is idle;
 - ``pipeline_serial``: the same steps one after the other (``Pipeline.process``);
 - ``pipeline_overlap_writes_only``: overlapped, but the parquet files built in
   ``prepare`` (``defer_archive=False``): the writer only writes files and the queue;
@@ -94,6 +97,24 @@ class TimedArchive:
         return self.archive.find(*args, **kwargs)
 
 
+class TimedBuilder:
+    """The archive builder process, with the seconds spent waiting for its files counted."""
+
+    def __init__(self, builder: Any) -> None:
+        self.builder = builder
+        self.seconds = 0.0
+
+    def build(self, runs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.builder.build(runs)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def close(self) -> None:
+        self.builder.close()
+
+
 class TimedQueue:
     """The queue, with the seconds spent in ``push`` counted."""
 
@@ -122,7 +143,9 @@ def fit_models(alerts: list[dict], generator: Any, profile: Any, dust: Any, cont
         mapping = label_map(model)
         keep = [label in mapping for label in labels]
         y = [mapping[label] for label in labels if label in mapping]
-        learners[model] = make_learner("hgb", seed=seed).fit(X[keep], y)
+        learners[model] = make_learner(
+            "hgb", seed=seed, feature_version=profile.feature_version
+        ).fit(X[keep], y)
         versions[model] = 1
     return learners, versions
 
@@ -145,6 +168,7 @@ def bench_survey(args: argparse.Namespace, name: str) -> dict:
     from finkvra.dust import make_dust
     from finkvra.surveys import get_survey
     from service.consumer.archive import ParquetArchive
+    from service.consumer.builder import ProcessFileBuilder
     from service.consumer.deadletter import DeadLetterStore
     from service.consumer.pipeline import DeferredDataError, Pipeline
     from service.consumer.scoring import QueuePolicy, Scorer
@@ -172,17 +196,25 @@ def bench_survey(args: argparse.Namespace, name: str) -> dict:
 
     def decode(chunk: list, start: int) -> Batch:
         raw = [(topic, 0, start + i, key, value, None) for i, (key, value) in enumerate(chunk)]
-        return decode_batch(raw, cache)
+        return decode_batch(raw, cache, survey=profile)
 
     def bare(chunk: list) -> None:
         for _key, value in chunk:
             fastavro.schemaless_reader(io.BytesIO(value), parsed, None)
 
-    def pipeline_in(tmp: Path, mode: str) -> tuple[Pipeline, TimedArchive, TimedQueue]:
+    builders: list[Any] = []
+
+    def pipeline_in(tmp: Path, mode: str, apart: bool = False
+                    ) -> tuple[Pipeline, TimedArchive, TimedQueue]:  # fmt: skip
         queue = LabelQueue(client, prefix=f"bench-pipeline-{mode}-{uuid.uuid4().hex[:12]}")
         queues.append(queue)
-        archive = TimedArchive(ParquetArchive(tmp / mode / "archive"))
+        archive = TimedArchive(ParquetArchive(tmp / mode / "archive", survey=profile))
         timed_queue = TimedQueue(queue)
+        builder = None
+        if apart:
+            builder = TimedBuilder(ProcessFileBuilder.for_archive(archive.archive))
+            builder.builder.start()
+            builders.append(builder)
         pipeline = Pipeline(
             archive=archive,
             queue=timed_queue,
@@ -192,6 +224,7 @@ def bench_survey(args: argparse.Namespace, name: str) -> dict:
             learners=lambda: models,
             dust=dust,
             context=context,
+            builder=builder,
             **survey_options(profile, context),
         )
         return pipeline, archive, timed_queue
@@ -200,7 +233,18 @@ def bench_survey(args: argparse.Namespace, name: str) -> dict:
     batches = [messages[i : i + args.batch] for i in range(0, len(messages), args.batch)]
     chunks = [batches[i : i + args.chunk] for i in range(0, len(batches), args.chunk)]
     t = dict.fromkeys(
-        ("bare", "overlapped", "eager", "serial", "serial_decode", "decode", "prepare", "wait"), 0.0
+        (
+            "bare",
+            "overlapped",
+            "threaded",
+            "eager",
+            "serial",
+            "serial_decode",
+            "decode",
+            "prepare",
+            "wait",
+        ),
+        0.0,  # fmt: skip
     )
     counts = {"archived": 0, "queued": 0, "dead": 0, "serial_archived": 0}
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp_name:
@@ -208,6 +252,8 @@ def bench_survey(args: argparse.Namespace, name: str) -> dict:
         serial, serial_archive, serial_queue = pipeline_in(tmp, "serial")
         overlapped, archive, timed_queue = pipeline_in(tmp, "overlapped")
         writer: BatchWriter = BatchWriter(overlapped.write)
+        threaded, _threaded_archive, _threaded_queue = pipeline_in(tmp, "process", apart=True)
+        threaded_writer: BatchWriter = BatchWriter(threaded.write)
         eager, _eager_archive, _eager_queue = pipeline_in(tmp, "eager")
         eager_writer: BatchWriter = BatchWriter(eager.write)
         try:
@@ -221,6 +267,8 @@ def bench_survey(args: argparse.Namespace, name: str) -> dict:
                 batch = decode(chunk, offset)
                 dead += serial.process(batch).dead
                 overlapped.process(batch)
+                overlapped.process(batch)
+                threaded.write(threaded.prepare(batch, defer_archive=True))  # the builder
                 eager.process(batch)
                 warm_alerts += [r.alert for r in batch.alerts]
                 offset += len(chunk)
@@ -235,6 +283,7 @@ def bench_survey(args: argparse.Namespace, name: str) -> dict:
                 models = fit_models(warm_alerts, generator, profile, dust, context, args.seed)
             for timed in (archive, serial_archive):
                 timed.build_seconds = timed.write_seconds = 0.0
+            builders[0].seconds = 0.0
             timed_queue.seconds = serial_queue.seconds = 0.0
             writer_seconds = 0.0
 
@@ -247,7 +296,7 @@ def bench_survey(args: argparse.Namespace, name: str) -> dict:
                         result = wr.wait()
                     except DeferredDataError:
                         result = pipe.process(batch)
-                    if defer:
+                    if times is t:
                         counts["archived"] += result.archived
                         counts["queued"] += result.queued
                         counts["dead"] += result.dead
@@ -276,6 +325,7 @@ def bench_survey(args: argparse.Namespace, name: str) -> dict:
                 return time.perf_counter() - started
 
             eager_times = dict.fromkeys(("decode", "prepare", "wait"), 0.0)
+            threaded_times = dict.fromkeys(("decode", "prepare", "wait"), 0.0)
             for chunk_batches in chunks:
                 base = offset
                 started = time.perf_counter()
@@ -296,6 +346,8 @@ def bench_survey(args: argparse.Namespace, name: str) -> dict:
 
                 t["eager"] += overlapped_pass(eager, eager_writer, chunk_batches, base, False,
                                               eager_times)  # fmt: skip
+                t["threaded"] += overlapped_pass(threaded, threaded_writer, chunk_batches, base,
+                                                 True, threaded_times)  # fmt: skip
                 if profiler is not None:
                     profiler.enable()
                 t["overlapped"] += overlapped_pass(overlapped, writer, chunk_batches, base, True, t)
@@ -305,7 +357,10 @@ def bench_survey(args: argparse.Namespace, name: str) -> dict:
             writer_seconds = archive.build_seconds + archive.write_seconds + timed_queue.seconds
         finally:
             writer.close()
+            threaded_writer.close()
             eager_writer.close()
+            for builder in builders:
+                builder.close()
             for queue in queues:
                 queue.purge()
             client.close()
@@ -318,6 +373,7 @@ def bench_survey(args: argparse.Namespace, name: str) -> dict:
         "bare_decode": n / t["bare"],
         "pipeline": n / t["overlapped"],
         "pipeline_serial": n / t["serial"],
+        "pipeline_process_build": n / t["threaded"],
         "pipeline_overlap_writes_only": n / t["eager"],
     }
     ms = {key: 1000 * value / n for key, value in t.items()}
@@ -333,6 +389,8 @@ def bench_survey(args: argparse.Namespace, name: str) -> dict:
         "ratios": {
             "pipeline_vs_bare": rates["pipeline"] / rates["bare_decode"],
             "pipeline_serial_vs_bare": rates["pipeline_serial"] / rates["bare_decode"],
+            "pipeline_process_build_vs_bare": rates["pipeline_process_build"]
+            / rates["bare_decode"],
             "pipeline_overlap_writes_only_vs_bare": rates["pipeline_overlap_writes_only"]
             / rates["bare_decode"],
         },
@@ -343,6 +401,10 @@ def bench_survey(args: argparse.Namespace, name: str) -> dict:
             "pipeline.prepare": ms["prepare"],
             "pipeline.wait_for_writer": ms["wait"],
             "writer.archive_build": 1000 * archive.build_seconds / n,
+            "pipeline_process_build": ms["threaded"],
+            "pipeline_process_build.decode": 1000 * threaded_times["decode"] / n,
+            "pipeline_process_build.wait_for_writer": 1000 * threaded_times["wait"] / n,
+            "pipeline_process_build.builder": 1000 * builders[0].seconds / n,
             "writer.archive_write": 1000 * archive.write_seconds / n,
             "writer.queue_push": 1000 * timed_queue.seconds / n,
             "writer.total": 1000 * writer_seconds / n,
@@ -462,12 +524,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service-batch", type=int, default=None, help="default 4 x max-lag")
     parser.add_argument("--service-timeout", type=float, default=3600.0)
     parser.add_argument("--profile", action="store_true", help="cProfile the pipeline to stderr")
+    parser.add_argument("--verbose-dead", action="store_true", help="log every dead letter")
     args = parser.parse_args(argv)
     if args.service_batch is None:
         args.service_batch = 4 * args.max_lag
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     # One line per dead letter would drown stderr for a survey the pipeline cannot take yet.
     logging.getLogger("service.consumer.pipeline").setLevel(logging.ERROR)
+    if args.verbose_dead:
+        logging.getLogger("service.consumer.pipeline").setLevel(logging.WARNING)
 
     from threadpoolctl import threadpool_limits
 

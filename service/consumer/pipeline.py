@@ -69,6 +69,9 @@ class _Work:
     eligible: int
     cold: bool
     scored: list[ScoredAlert] = field(default_factory=list)
+    #: Deferred files only: each file's messages as they came (`ProcessFileBuilder`), or
+    #: None where a record has no raw message (built in-process then).
+    raw: list[Any] = field(default_factory=list)
 
 
 class DeferredDataError(Exception):
@@ -149,6 +152,7 @@ class Pipeline:
         telemetry: Telemetry | None = None,
         stop: threading.Event | None = None,
         survey: Any = "ztf",
+        builder: Any = None,
     ) -> None:
         self.survey = get_survey(survey)
         self.archive = archive
@@ -161,6 +165,8 @@ class Pipeline:
         self.context = context
         self.telemetry = telemetry or Telemetry()
         self.stop = stop or threading.Event()
+        #: Builds deferred archive files out of this process (`ProcessFileBuilder`), or None.
+        self.builder = builder
 
     # ------------------------------------------------------------------ steps
 
@@ -218,13 +224,32 @@ class Pipeline:
         """Build every deferred archive file of a batch, before any of it is written."""
         prepare = self.archive.prepare_batch  # type: ignore[attr-defined]
         try:
-            built = [[(prepare(**arguments), n) for arguments, n in w.files] for w in works]
+            built = self._built_apart(works)
+            if built is None:
+                built = [[(prepare(**arguments), n) for arguments, n in w.files] for w in works]
         except _NOT_DATA:
             raise
         except Exception as exc:
             raise DeferredDataError(_describe(exc)) from exc
         for work, files in zip(works, built, strict=True):
             work.files = files
+
+    def _built_apart(self, works: Sequence[_Work]) -> list[list[tuple[Any, int]]] | None:
+        """The files built by the builder process from the raw messages; None when there
+        is no builder, a record has no raw message, or the process is gone."""
+        from service.consumer.builder import BuilderUnavailable
+
+        if self.builder is None:
+            return None
+        runs = [run for work in works for run in work.raw]
+        if any(run is None for run in runs) or len(runs) != sum(len(w.files) for w in works):
+            return None
+        try:
+            files = iter(self.builder.build(runs))
+        except BuilderUnavailable as exc:
+            log.warning("%s: building this batch's archive files in-process", exc)
+            return None
+        return [[(next(files), n) for _arguments, n in work.files] for work in works]
 
     # ------------------------------------------------------------------ isolation
 
@@ -315,9 +340,11 @@ class Pipeline:
             if not item.objectId:
                 raise ValueError(f"alert {item.candid} has no objectId")
             priority_text(item.priority)
+        files, raw = self._archive_files(records, defer)
         return _Work(
             records=records,
-            files=self._archive_files(records, defer),
+            files=files,
+            raw=raw,
             items=items,
             eligible=int((ndets > 0).sum()),
             cold=scores.cold,
@@ -326,18 +353,20 @@ class Pipeline:
 
     def _archive_files(
         self, records: Sequence[Record], defer: bool = False
-    ) -> list[tuple[Any, int]]:
+    ) -> tuple[list[tuple[Any, int]], list[Any]]:
         """What to write: per partition, one call per run of one schema, in offset order.
 
         With an archive that can prepare its files apart (`ParquetArchive.prepare_batch`),
         the tables are built here, so that a conversion error is a data error of this
-        batch; otherwise the write itself is deferred (``(arguments, n)``).
+        batch; otherwise the write itself is deferred (``(arguments, n)``). Second: with
+        ``defer`` and a builder, each run's raw messages (see `_built_apart`).
         """
         by_partition: dict[tuple[str, int], list[Any]] = defaultdict(list)
         for record in records:
             by_partition[(record.topic, record.partition)].append(record)
         prepare = None if defer else getattr(self.archive, "prepare_batch", None)
         files: list[tuple[Any, int]] = []
+        raw: list[Any] = []
         for (topic, partition), group in sorted(by_partition.items()):
             group.sort(key=lambda r: r.offset)
             for run in _schema_runs(group):
@@ -352,7 +381,14 @@ class Pipeline:
                     avro_schema=getattr(run[0], "schema", None),
                 )
                 files.append((prepare(**arguments) if prepare else arguments, len(run)))
-        return files
+                if defer and self.builder is not None:
+                    keys = [getattr(r, "key", None) for r in run]
+                    values = [getattr(r, "value", None) for r in run]
+                    whole = all(keys) and all(values)
+                    raw.append(
+                        (keys, values, topic, partition, arguments["offsets"]) if whole else None
+                    )
+        return files, raw
 
     def _store(self, work: _Work, result: BatchResult) -> None:
         """The writes: archive first, then the queue (the daemon commits after both)."""
