@@ -76,6 +76,9 @@ def test_the_dashboard_numbers_equal_independent_counts(
         )
         queue.undo(items[1].candid, "ann", lease=False)
         trainer.step(block_ms=0)
+        # The importance is added to each run after its version is published, in the
+        # trainer's worker process: a clean stop waits for it (else the race with the page).
+        trainer.close()
         for item in items[60:]:
             queue.submit_label(item.candid, "gal", "bob", objectId=item.objectId)
 
