@@ -24,6 +24,9 @@ explanation is done long before the next round); ``back_to_back`` does not, so t
 worker competes with the next round for the 2 cores; ``inline`` computes the
 explanation inside ``Trainer.step`` (the cost the old order put before the publication),
 the reference for the ratio on a machine whose load varies: all three are reported.
+``--journals wal rollback`` runs each configuration with the MLflow SQLite store in
+write-ahead-log mode (the tracker's default) and in SQLite's default rollback journal
+(the mode before), in the same process.
 
 The trainer and the replica are called in sequence here; in the service the trainer's
 blocking stream read wakes at once, but a consumer only refreshes its models between
@@ -139,6 +142,7 @@ def run_config(
     n_labels: int,
     holdout: float,
     pacing: str,
+    journal: str,
     base: list[tuple[dict, str, dict]],
     fresh: list[tuple[dict, str, dict]],
     unlabelled: list[dict],
@@ -178,8 +182,9 @@ def run_config(
             fink_credentials="",
         )
         uri = f"sqlite:///{data / 'mlflow.db'}"
-        tracker = Tracker(uri, data / "mlartifacts")
-        replica_tracker = Tracker(uri, data / "mlartifacts")
+        wal = journal == "wal"
+        tracker = Tracker(uri, data / "mlartifacts", sqlite_wal=wal)
+        replica_tracker = Tracker(uri, data / "mlartifacts", sqlite_wal=wal)
         publisher = ModelPublisher(client, prefix)
         models = ModelSet(replica_tracker, publisher)
         scorer = Scorer("uncertainty", seed=args.seed)
@@ -293,8 +298,8 @@ def run_config(
                     }
                 )
                 log.warning(
-                    "labels %d holdout %.2f %s round %d: %.2f s (%s)",
-                    n_labels, holdout, pacing, index + 1, t3 - t0,
+                    "labels %d holdout %.2f %s %s round %d: %.2f s (%s)",
+                    n_labels, holdout, pacing, journal, index + 1, t3 - t0,
                     ", ".join(f"{k} {v:.2f}" for k, v in sorted(parts.items())),
                 )  # fmt: skip
         n_usable = {m: len(store.training_table(m)[1]) for m in args.models}
@@ -312,6 +317,7 @@ def run_config(
         "labels": n_labels,
         "holdout_fraction": holdout,
         "pacing": pacing,
+        "sqlite_journal": journal,
         "fit_workers": trainer.fit_workers,
         "n_usable_at_end": n_usable,
         "latency_s": {
@@ -336,11 +342,12 @@ def _ratios(configs: list[dict[str, Any]]) -> dict[str, float]:
     """p95 latency of the publish-first order over the inline reference, per label count."""
     out = {}
     for c in configs:
-        if c["pacing"] == "idle" and c["holdout_fraction"] > 0:
+        if c["pacing"] == "idle" and c["holdout_fraction"] > 0 and c["sqlite_journal"] == "wal":
             ref = [
                 r for r in configs
                 if r["pacing"] == "inline" and r["labels"] == c["labels"]
                 and r["holdout_fraction"] == c["holdout_fraction"]
+                and r["sqlite_journal"] == c["sqlite_journal"]
             ]  # fmt: skip
             if ref:
                 out[str(c["labels"])] = c["latency_s"]["p95"] / ref[0]["latency_s"]["p95"]
@@ -356,6 +363,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=["gal", "real"])
     parser.add_argument("--holdouts", type=float, nargs="+", default=[0.0, 0.2])
     parser.add_argument("--pacings", nargs="+", default=["idle", "back_to_back", "inline"])
+    parser.add_argument(
+        "--journals",
+        nargs="+",
+        default=["wal"],
+        choices=["wal", "rollback"],
+        help="SQLite journal of the MLflow store (rollback: the mode before Tracker used WAL)",
+    )
     parser.add_argument("--archive", type=int, default=1500, help="unlabelled archived alerts")
     parser.add_argument("--fit-workers", type=int, default=None, help="default: the trainer's")
     parser.add_argument("--seed", type=int, default=3)
@@ -386,11 +400,28 @@ def main(argv: list[str] | None = None) -> int:
         for holdout in args.holdouts:
             # Without a held-out share nothing is explained after publication: one pacing.
             for pacing in args.pacings if holdout > 0 else args.pacings[:1]:
-                configs.append(
-                    run_config(args, n_labels, holdout, pacing, base, fresh, unlabelled, dust)
-                )
+                for journal in args.journals:
+                    configs.append(
+                        run_config(
+                            args,
+                            n_labels,
+                            holdout,
+                            pacing,
+                            journal,
+                            base,
+                            fresh,
+                            unlabelled,
+                            dust,
+                        )
+                    )
     headline = next(
-        (c for c in configs if c["labels"] == 1000 and c["holdout_fraction"] == 0.2),
+        (
+            c
+            for c in configs
+            if c["labels"] == 1000
+            and c["holdout_fraction"] == 0.2
+            and c["sqlite_journal"] == args.journals[0]
+        ),
         configs[0],
     )
     result = {
@@ -403,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
             "models": args.models,
             "holdouts": args.holdouts,
             "pacings": args.pacings,
+            "journals": args.journals,
             "archive": args.archive,
             "fit_workers": args.fit_workers,
             "seed": args.seed,
@@ -413,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
             "labels": headline["labels"],
             "holdout_fraction": headline["holdout_fraction"],
             "pacing": headline["pacing"],
+            "sqlite_journal": headline["sqlite_journal"],
         },
         "latency_s": headline["latency_s"],
         "target": {"p95_s": 1.0, "met": headline["latency_s"]["p95"] <= 1.0},
@@ -422,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
                 "labels": c["labels"],
                 "holdout": c["holdout_fraction"],
                 "pacing": c["pacing"],
+                "sqlite_journal": c["sqlite_journal"],
                 "p50": round(c["latency_s"]["p50"], 3),
                 "p95": round(c["latency_s"]["p95"], 3),
                 "explained_after_s_median": c["explained_after_s_median"],

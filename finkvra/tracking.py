@@ -13,7 +13,15 @@ models (create, upload, finalise), the same steps ``mlflow.pyfunc.log_model``
 takes through the global state.
 
 By default (`Tracker.for_data_dir`) the store is a SQLite file in the data
-directory with artifacts beside it: no server, no network.
+directory with artifacts beside it: no server, no network. A SQLite store is switched to
+write-ahead logging (`use_wal`) when a tracker first opens it: a round makes about ten
+commits, and with SQLite's default rollback journal each syncs the journal and the
+database; in WAL mode each syncs only the log (still durable), and readers in other
+processes are not blocked by the writer. Measured on the shared 2-core box while other
+jobs kept its disk busy: logging one round of one model took 0.30 s in rollback mode and
+0.09 s in WAL mode, and the bench's two-model ``log_round`` 1.63 → 1.06 s (median); on
+the same box when quiet the two modes tie (0.32 vs 0.34 s: MLflow's own work then
+dominates), so WAL bounds the cost under load rather than lowering it when idle.
 """
 
 from __future__ import annotations
@@ -97,6 +105,9 @@ class Tracker:
     model_prefix
         Prefix of the experiment and registered-model names (``<prefix>-<model>``): one
         per survey, so that one MLflow serves several (`finkvra.surveys.Survey.mlflow_prefix`).
+    sqlite_wal
+        Switch a ``sqlite:///`` store to write-ahead logging when first opened (`use_wal`;
+        the module docstring says why). False leaves the file's journal mode alone.
     """
 
     def __init__(
@@ -105,11 +116,17 @@ class Tracker:
         artifact_root: str | Path | None = None,
         *,
         model_prefix: str = DEFAULT_MODEL_PREFIX,
+        sqlite_wal: bool = True,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
         self.model_prefix = model_prefix
+        self.sqlite_wal = sqlite_wal
         self._client: MlflowClient | None = None
+        # Looked up once per tracker: an experiment's id and a registered model's
+        # existence do not change while it logs (only this trainer creates them).
+        self._experiments: dict[str, str] = {}
+        self._registered: set[str] = set()
 
     @classmethod
     def for_data_dir(cls, data_dir: str | Path) -> Tracker:
@@ -136,9 +153,11 @@ class Tracker:
             database = _sqlite_path(self.tracking_uri)
             if database is not None:
                 database.parent.mkdir(parents=True, exist_ok=True)
-            self._client = MlflowClient(
-                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
-            )
+            client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            if database is not None and self.sqlite_wal:
+                client.search_experiments(max_results=1)  # MLflow creates its tables first
+                use_wal(database)
+            self._client = client
         return self._client
 
     # -- experiments ----------------------------------------------------------
@@ -148,9 +167,14 @@ class Tracker:
 
     def experiment_id(self, model_name: str) -> str:
         """The id of the model's experiment, created (with its artifact location) if new."""
+        name = self.experiment_name(model_name)
+        if name not in self._experiments:
+            self._experiments[name] = self._experiment_id(name, model_name)
+        return self._experiments[name]
+
+    def _experiment_id(self, name: str, model_name: str) -> str:
         from mlflow.exceptions import MlflowException
 
-        name = self.experiment_name(model_name)
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
@@ -366,13 +390,15 @@ class Tracker:
         client.finalize_logged_model(logged.model_id, "READY")
 
         registered = self.registered_model_name(model_name)
-        try:
-            client.create_registered_model(
-                registered, tags={"finkvra.model": model_name}, description=_REGISTRY_TEXT
-            )
-        except MlflowException as error:
-            if "RESOURCE_ALREADY_EXISTS" not in str(error.error_code):
-                raise
+        if registered not in self._registered:
+            try:
+                client.create_registered_model(
+                    registered, tags={"finkvra.model": model_name}, description=_REGISTRY_TEXT
+                )
+            except MlflowException as error:
+                if "RESOURCE_ALREADY_EXISTS" not in str(error.error_code):
+                    raise
+            self._registered.add(registered)
         # The source is the logged model's artifact location, not models:/<id>: MLflow's
         # SQL registry resolves models:/ URIs through the *global* tracking URI.
         version = client.create_model_version(
@@ -503,6 +529,31 @@ def artifact_location(tracking_uri: str, artifact_root: str | Path | None, name:
     if isinstance(root, Path) or "://" not in str(root):
         return Path(root).expanduser().resolve().joinpath(name).as_uri()
     return f"{str(root).rstrip('/')}/{name}"
+
+
+def use_wal(database: str | Path) -> bool:
+    """Switch a SQLite database to write-ahead logging (kept in the file); whether it is.
+
+    Commits stay durable (``synchronous`` is left at SQLite's FULL) but each syncs only the
+    log, and readers in other processes (replicas, the dashboard) do not wait for the
+    writer. The database must be on a local disk (WAL needs shared memory between its
+    processes), as a SQLite store must anyway. When another connection holds a lock the
+    switch is left to the next tracker: the mode is an optimisation, not a requirement.
+    Back up with ``sqlite3 mlflow.db ".backup copy.db"`` (or with no process open), not
+    by copying the file alone while the ``-wal`` file holds recent commits.
+    """
+    import sqlite3
+
+    connection = sqlite3.connect(str(database), timeout=1.0)
+    try:
+        mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":
+            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    except sqlite3.OperationalError:  # locked by another process: try again next time
+        return False
+    finally:
+        connection.close()
+    return str(mode).lower() == "wal"
 
 
 def _sqlite_path(uri: str) -> Path | None:

@@ -123,6 +123,32 @@ def test_store_and_artifacts_are_in_the_data_directory(rounds: Round) -> None:
     assert local(run.info.artifact_uri).is_relative_to(root)
 
 
+def journal_mode(database: Path) -> str:
+    import sqlite3
+
+    connection = sqlite3.connect(str(database))
+    try:
+        return str(connection.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+    finally:
+        connection.close()
+
+
+def test_a_sqlite_store_is_switched_to_wal_and_others_see_every_round(
+    rounds: Round, tmp_path: Path
+) -> None:
+    # The module's store: a tracker opened it, so it is in WAL mode, and a second tracker
+    # (a replica's, its own connections) reads every version the first one logged.
+    assert journal_mode(rounds.data_dir / "mlflow.db") == "wal"
+    replica = Tracker(rounds.tracker.tracking_uri, rounds.data_dir / "mlartifacts")
+    assert replica.latest_version("gal") == max(r.version for r in rounds.records)
+    # Opt-out: the file keeps SQLite's default rollback journal.
+    plain = Tracker(f"sqlite:///{tmp_path / 'plain.db'}", sqlite_wal=False)
+    assert plain.latest_version("gal") is None
+    assert journal_mode(tmp_path / "plain.db") == "delete"
+    Tracker(f"sqlite:///{tmp_path / 'plain.db'}").latest_version("gal")  # a later tracker
+    assert journal_mode(tmp_path / "plain.db") == "wal"
+
+
 def test_versions_are_registered_in_order(rounds: Round) -> None:
     assert rounds.latest_before is None
     assert [r.version for r in rounds.records] == [1, 2]
