@@ -72,6 +72,7 @@ class Timings:
     def __init__(self) -> None:
         self.seconds: collections.Counter[str] = collections.Counter()
         self.calls: collections.Counter[str] = collections.Counter()
+        self.ended: dict[str, float] = {}  # perf_counter at the end of the last call
 
     def wrap(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(function)
@@ -80,14 +81,17 @@ class Timings:
             try:
                 return function(*args, **kwargs)
             finally:
-                self.seconds[name] += time.perf_counter() - started
+                ended = time.perf_counter()
+                self.seconds[name] += ended - started
                 self.calls[name] += 1
+                self.ended[name] = ended
 
         return timed
 
     def reset(self) -> None:
         self.seconds.clear()
         self.calls.clear()
+        self.ended.clear()
 
 
 @contextmanager
@@ -285,9 +289,14 @@ def run_config(
                     parts.get(k, 0.0)
                     for k in ("fit", "stopping", "mlflow_log_round", "publish", "set_status")
                 )
+                # Label to the last model's version published (a replica in another
+                # process loads it from then on, while the trainer finishes its step).
+                published = timings.ended["publish"] - t0
                 rounds.append(
                     {
                         "latency": t3 - t0,
+                        "to_published": published,
+                        "to_live": published + (t3 - t1),
                         "trainer_step": t1 - t0,
                         "refresh": t2 - t1,
                         "score": t3 - t2,
@@ -311,6 +320,8 @@ def run_config(
     client.close()
 
     latencies = [r["latency"] for r in rounds]
+    to_published = [r["to_published"] for r in rounds]
+    to_live = [r["to_live"] for r in rounds]
     keys = sorted({k for r in rounds for k in r if k not in ("versions", "explained_after_s")})
     explained_after = [r["explained_after_s"] for r in rounds if r["explained_after_s"]]
     return {
@@ -326,6 +337,11 @@ def run_config(
             "max": max(latencies),
             "min": min(latencies),
         },
+        "to_published_s": {
+            "p50": percentile(to_published, 50),
+            "p95": percentile(to_published, 95),
+        },
+        "to_live_s": {"p50": percentile(to_live, 50), "p95": percentile(to_live, 95)},
         "breakdown_s_median": {k: percentile([r.get(k, 0.0) for r in rounds], 50) for k in keys},
         "explained_after_s_median": percentile(explained_after, 50) if explained_after else None,
         "last_run_importance": explained,
@@ -448,7 +464,17 @@ def main(argv: list[str] | None = None) -> int:
             "sqlite_journal": headline["sqlite_journal"],
         },
         "latency_s": headline["latency_s"],
-        "target": {"p95_s": 1.0, "met": headline["latency_s"]["p95"] <= 1.0},
+        "to_published_s": headline["to_published_s"],
+        "to_live_s": headline["to_live_s"],
+        # latency_s: label -> the trainer's whole step done -> a replica in this process
+        # refreshed and scored one alert (the step's work after its publications included);
+        # to_live_s: the same, from the moment the last version was published (a replica
+        # in another process does not wait for the rest of the trainer's step).
+        "target": {
+            "p95_s": 1.0,
+            "met_end_to_end": headline["latency_s"]["p95"] <= 1.0,
+            "met_to_live": headline["to_live_s"]["p95"] <= 1.0,
+        },
         "ratio_p95_idle_to_inline": _ratios(configs),
         "summary": [
             {
@@ -458,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
                 "sqlite_journal": c["sqlite_journal"],
                 "p50": round(c["latency_s"]["p50"], 3),
                 "p95": round(c["latency_s"]["p95"], 3),
+                "to_live_p50": round(c["to_live_s"]["p50"], 3),
+                "to_live_p95": round(c["to_live_s"]["p95"], 3),
                 "explained_after_s_median": c["explained_after_s_median"],
             }
             for c in configs
