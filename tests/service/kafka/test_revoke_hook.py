@@ -56,10 +56,13 @@ def test_a_revocation_first_lets_the_caller_commit_the_batch_in_hand(cluster, fi
         else:  # refused as a rebalance: nothing committed, each new owner re-reads
             assert all(o < 0 for o in committed.values())
             expected = [(p, o) for p in range(MOCK_PARTITIONS) for o in range(n // 4)]
-        while len(coordinates(reread)) < len(expected):
+        # Every message of the uncommitted batch is re-read by its new owner. Once, unless
+        # the group rebalances again meanwhile (then a message may be read again: Kafka's
+        # at-least-once, which the archive's file names absorb).
+        while len(set(coordinates(reread))) < len(expected):
             reread += [a.poll_batch(), b.poll_batch()]
             assert time.monotonic() - started < GUARD_S, "the batch was not re-read"
-        assert sorted(coordinates(reread)) == expected  # each message once, by its owner
+        assert sorted(set(coordinates(reread))) == expected
     finally:
         a.close()
         b.close()
