@@ -431,16 +431,6 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("kafka_topics", mode="before")
-    @classmethod
-    def _split_topics(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
-
     @field_validator("kafka_topics")
     @classmethod
     def _plain_topics(cls, value: list[str]) -> list[str]:
@@ -461,9 +451,10 @@ class Settings(BaseSettings):
             raise ValueError("must be 1-249 characters among letters, digits, '.', '_' and '-'")
         return value
 
-    @field_validator("models", mode="before")
+    @field_validator("kafka_topics", "models", mode="before")
     @classmethod
-    def _split_models(cls, value: Any) -> Any:
+    def _split_list(cls, value: Any) -> Any:
+        """A list given as text: JSON (``["a", "b"]``) or comma-separated (``a,b``)."""
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
