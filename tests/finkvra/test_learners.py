@@ -415,3 +415,29 @@ def test_river_drops_nan_keys() -> None:
     rows = learner._rows(matrix)
     assert "drb" not in rows[0] and len(rows[0]) == len(FEATURE_COLUMNS) - 1
     assert rows[1] == dict(zip(FEATURE_COLUMNS, matrix[1].tolist(), strict=True))
+
+
+def test_hgb_limits_openmp_around_its_calls_and_pickles_without_the_controller() -> None:
+    """The OpenMP limit holds inside the learner's calls; the cached controller (library
+    handles of this process) stays out of the pickle, and a copy predicts the same."""
+    import copy
+    import pickle
+
+    from threadpoolctl import threadpool_info
+
+    from finkvra.learners.hgb import HGBLearner
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(80, 3)), columns=["a", "b", "c"])
+    y = (X["a"] > 0).astype(int).to_numpy()
+    learner = HGBLearner(n_threads=1, feature_version="test", max_iter=10).fit(X, y)
+    openmp = [i for i in threadpool_info() if i["user_api"] == "openmp"]
+    if not openmp:
+        pytest.skip("no OpenMP runtime loaded in this process")
+    with learner._threads():
+        assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"} == {1}
+    assert "_threadpools" in learner.__dict__
+    restored = pickle.loads(pickle.dumps(learner))
+    assert "_threadpools" not in restored.__dict__
+    np.testing.assert_array_equal(restored.predict_proba(X), learner.predict_proba(X))
+    np.testing.assert_array_equal(copy.deepcopy(learner).predict_proba(X), learner.predict_proba(X))

@@ -39,3 +39,28 @@ def test_an_item_survives_its_hash_and_a_priority_must_be_finite() -> None:
     assert priority_text(0.1) == "0.1"
     with pytest.raises(ValueError, match="finite"):
         priority_text(float("inf"))
+
+
+def test_structured_fields_encode_to_plain_json_with_nan_and_infinity_as_null() -> None:
+    """The item codec (orjson): what `json.loads` gives back, written out by hand."""
+    import json
+
+    from service.queue.items import _dumps
+
+    value = {
+        "floats": [1.5, float("nan"), float("inf"), -float("inf")],
+        "numpy": np.array([0.25, np.nan]),
+        "scalars": (np.float64(2.0), np.int64(3), np.bool_(True), np.float32(0.5)),
+        1: "an int key",
+        "big": 2**70,  # beyond orjson's 64 bits: the json fallback
+        "text": "café",
+    }
+    assert json.loads(_dumps(value)) == {
+        "floats": [1.5, None, None, None],
+        "numpy": [0.25, None],
+        "scalars": [2.0, 3, True, 0.5],
+        "1": "an int key",
+        "big": 2**70,
+        "text": "café",
+    }
+    assert " " not in _dumps({"a": [1, 2]})  # compact, as the Lua script stores it
