@@ -74,6 +74,8 @@ class TimedArchive:
     def __init__(self, archive: Any) -> None:
         self.archive = archive
         self.build_seconds = 0.0
+        self.tables_seconds = 0.0
+        self.encode_seconds = 0.0
         self.write_seconds = 0.0
 
     def prepare_batch(self, *args: Any, **kwargs: Any) -> Any:
@@ -82,6 +84,20 @@ class TimedArchive:
             return self.archive.prepare_batch(*args, **kwargs)
         finally:
             self.build_seconds += time.perf_counter() - started
+
+    def build_tables(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.archive.build_tables(*args, **kwargs)
+        finally:
+            self.tables_seconds += time.perf_counter() - started
+
+    def encode_tables(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.archive.encode_tables(*args, **kwargs)
+        finally:
+            self.encode_seconds += time.perf_counter() - started
 
     def write_prepared(self, prepared: Any) -> Any:
         started = time.perf_counter()
@@ -283,6 +299,7 @@ def bench_survey(args: argparse.Namespace, name: str) -> dict:
                 models = fit_models(warm_alerts, generator, profile, dust, context, args.seed)
             for timed in (archive, serial_archive):
                 timed.build_seconds = timed.write_seconds = 0.0
+                timed.tables_seconds = timed.encode_seconds = 0.0
             builders[0].seconds = 0.0
             timed_queue.seconds = serial_queue.seconds = 0.0
             writer_seconds = 0.0
@@ -354,7 +371,12 @@ def bench_survey(args: argparse.Namespace, name: str) -> dict:
                 if profiler is not None:
                     profiler.disable()
                 offset = start
-            writer_seconds = archive.build_seconds + archive.write_seconds + timed_queue.seconds
+            writer_seconds = (
+                archive.build_seconds
+                + archive.encode_seconds
+                + archive.write_seconds
+                + timed_queue.seconds
+            )
         finally:
             writer.close()
             threaded_writer.close()
@@ -378,7 +400,11 @@ def bench_survey(args: argparse.Namespace, name: str) -> dict:
     }
     ms = {key: 1000 * value / n for key, value in t.items()}
     serial_write = (
-        serial_archive.build_seconds + serial_archive.write_seconds + serial_queue.seconds
+        serial_archive.build_seconds
+        + serial_archive.tables_seconds
+        + serial_archive.encode_seconds
+        + serial_archive.write_seconds
+        + serial_queue.seconds
     )
     return {
         "survey": name,
@@ -400,6 +426,8 @@ def bench_survey(args: argparse.Namespace, name: str) -> dict:
             "pipeline.decode": ms["decode"],
             "pipeline.prepare": ms["prepare"],
             "pipeline.wait_for_writer": ms["wait"],
+            "pipeline.prepare.archive_tables": 1000 * archive.tables_seconds / n,
+            "writer.archive_encode": 1000 * archive.encode_seconds / n,
             "writer.archive_build": 1000 * archive.build_seconds / n,
             "pipeline_process_build": ms["threaded"],
             "pipeline_process_build.decode": 1000 * threaded_times["decode"] / n,

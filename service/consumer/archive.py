@@ -224,6 +224,28 @@ class ParquetArchive:
         do to Arrow or the parquet writer) from a storage outage (``OSError`` from
         `write_prepared`, worth retrying).
         """
+        return self.encode_tables(
+            self.build_tables(
+                alerts, topic=topic, partition=partition, offsets=offsets, avro_schema=avro_schema
+            )
+        )
+
+    def build_tables(
+        self,
+        alerts: Sequence[Mapping[str, Any]],
+        *,
+        topic: str,
+        partition: int,
+        offsets: Sequence[int],
+        avro_schema: Mapping[str, Any] | None = None,
+    ) -> list[tuple[str, pa.Table]]:
+        """The first half of `prepare_batch`: each file's path and Arrow table.
+
+        Apart from `encode_tables` because the two halves hold the GIL differently: the
+        conversion of the alert dicts to Arrow holds it throughout, the parquet encoding
+        releases it. The pipeline builds the tables where it computes the batch and
+        encodes them on its writer thread, beside the next batch's decode.
+        """
         if len(alerts) != len(offsets):
             raise ValueError(f"{len(alerts)} alerts but {len(offsets)} offsets")
         if not _TOPIC_PATTERN.match(str(topic)):
@@ -242,7 +264,7 @@ class ParquetArchive:
             except (ValueError, TypeError, KeyError):  # a schema Arrow cannot express
                 arrow_schema = None  # the column types are then inferred from the data
 
-        prepared = []
+        tables = []
         index = 0
         for night, run in itertools.groupby(nights):
             size = len(list(run))
@@ -250,12 +272,18 @@ class ParquetArchive:
             table = _table(alerts[rows], arrow_schema)
             table = _with_kafka_columns(table, topic, int(partition), offsets[rows])
             name = f"part-{topic}-{int(partition)}-{offsets[index]}.parquet"
+            tables.append((posixpath.join(self._base, f"night={night}", name), table))
+            index += size
+        return tables
+
+    def encode_tables(self, tables: Sequence[tuple[str, pa.Table]]) -> list[tuple[str, bytes]]:
+        """The second half of `prepare_batch`: each table as parquet bytes."""
+        encoded = []
+        for path, table in tables:
             buffer = pa.BufferOutputStream()
             pq.write_table(table, buffer, row_group_size=ROW_GROUP_SIZE)
-            data = buffer.getvalue().to_pybytes()
-            prepared.append((posixpath.join(self._base, f"night={night}", name), data))
-            index += size
-        return prepared
+            encoded.append((path, buffer.getvalue().to_pybytes()))
+        return encoded
 
     def write_prepared(self, prepared: Sequence[tuple[str, bytes]]) -> list[str]:
         """Write what `prepare_batch` built, each file atomically; the paths written."""

@@ -184,9 +184,10 @@ class Pipeline:
         """Everything before the archive and queue writes (dead letters excepted).
 
         With ``defer_archive`` (and an archive that prepares its files apart), the
-        parquet files are built by `write` instead, where the encoding (which releases
-        the GIL) overlaps the next batch; a data error there raises `DeferredDataError`
-        before anything is written.
+        parquet encoding of the archive files is left to `write`, where it releases the
+        GIL and so overlaps the next batch (the Arrow tables, whose conversion holds the
+        GIL, are still built here, unless a builder process builds the whole files); a
+        data error there raises `DeferredDataError` before anything is written.
         """
         started = time.perf_counter()
         result = BatchResult(consumed=len(batch.alerts) + len(batch.dead), dead=0)
@@ -223,10 +224,16 @@ class Pipeline:
     def _build_files(self, works: Sequence[_Work]) -> None:
         """Build every deferred archive file of a batch, before any of it is written."""
         prepare = self.archive.prepare_batch  # type: ignore[attr-defined]
+
+        def build(pending: Any) -> Any:
+            if isinstance(pending, dict):  # the arguments of the whole build
+                return prepare(**pending)
+            return self.archive.encode_tables(pending)  # type: ignore[attr-defined]
+
         try:
             built = self._built_apart(works)
             if built is None:
-                built = [[(prepare(**arguments), n) for arguments, n in w.files] for w in works]
+                built = [[(build(pending), n) for pending, n in w.files] for w in works]
         except _NOT_DATA:
             raise
         except Exception as exc:
@@ -357,14 +364,20 @@ class Pipeline:
         """What to write: per partition, one call per run of one schema, in offset order.
 
         With an archive that can prepare its files apart (`ParquetArchive.prepare_batch`),
-        the tables are built here, so that a conversion error is a data error of this
-        batch; otherwise the write itself is deferred (``(arguments, n)``). Second: with
-        ``defer`` and a builder, each run's raw messages (see `_built_apart`).
+        the files are built here, so that a conversion error is a data error of this
+        batch; otherwise the write itself is deferred (``(arguments, n)``). With
+        ``defer``, only the Arrow tables are built here (`ParquetArchive.build_tables`:
+        the conversion holds the GIL, so it would slow the next batch's decode as much as
+        it overlapped it) and `write` encodes them (which releases it); with ``defer`` and
+        a builder process, nothing is built here (``(arguments, n)``) and the second list
+        holds each run's raw messages (see `_built_apart`).
         """
         by_partition: dict[tuple[str, int], list[Any]] = defaultdict(list)
         for record in records:
             by_partition[(record.topic, record.partition)].append(record)
         prepare = None if defer else getattr(self.archive, "prepare_batch", None)
+        if defer and self.builder is None:
+            prepare = getattr(self.archive, "build_tables", None)
         files: list[tuple[Any, int]] = []
         raw: list[Any] = []
         for (topic, partition), group in sorted(by_partition.items()):

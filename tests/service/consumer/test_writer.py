@@ -88,16 +88,55 @@ def test_prepare_then_write_is_process(tmp_path: Path, redis_client, queue_prefi
 
 
 class RefusingArchive(ParquetArchive):
-    """A parquet archive whose file building refuses one candid (a data error)."""
+    """A parquet archive whose parquet encoding refuses one candid (a data error that
+    shows only once the Arrow table exists, in the writer thread of a deferred batch)."""
 
     def __init__(self, root: Path, candid: int) -> None:
         super().__init__(root)
         self.candid = candid
 
-    def prepare_batch(self, alerts, **kwargs):
+    def encode_tables(self, tables):
+        for _path, table in tables:
+            if self.candid in table.column("candid").to_pylist():
+                raise ValueError(f"candid {self.candid} does not fit the archive")
+        return super().encode_tables(tables)
+
+
+class ConvertRefusingArchive(ParquetArchive):
+    """A parquet archive whose Arrow conversion refuses one candid."""
+
+    def __init__(self, root: Path, candid: int) -> None:
+        super().__init__(root)
+        self.candid = candid
+
+    def build_tables(self, alerts, **kwargs):
         if any(int(a["candid"]) == self.candid for a in alerts):
-            raise ValueError(f"candid {self.candid} does not fit the archive")
-        return super().prepare_batch(alerts, **kwargs)
+            raise ValueError(f"candid {self.candid} does not convert")
+        return super().build_tables(alerts, **kwargs)
+
+
+def test_a_deferred_batch_converts_in_prepare_so_a_conversion_error_is_isolated_there(
+    tmp_path: Path, redis_client, queue_prefix, dust
+) -> None:
+    """Deferred, the Arrow tables are still built by prepare (the conversion holds the
+    GIL; only the encoding is left to the writer): the alert that breaks the conversion
+    is dead-lettered by prepare alone and the write raises nothing."""
+    messages = list(AlertGenerator(seed=9, n_objects=30).messages(20))
+    batch = batch_of(messages, 0)
+    bad = int(batch.alerts[4].alert["candid"])
+    queue = LabelQueue(redis_client, prefix=queue_prefix)
+    pipeline = pipeline_for(tmp_path, queue, dust)
+    pipeline.archive = ConvertRefusingArchive(tmp_path / "archive", bad)
+    prepared = pipeline.prepare(batch, defer_archive=True)
+    assert prepared.deferred and prepared.result.dead == 1
+    assert not list((tmp_path / "archive").rglob("*.parquet"))  # nothing written yet
+    result = pipeline.write(prepared)
+    assert result.archived == 19 and result.dead == 1
+    archived = sorted(a["candid"] for a in read_alert_dicts(tmp_path / "archive"))
+    assert archived == sorted(
+        int(r.alert["candid"]) for r in batch.alerts if r.alert["candid"] != bad
+    )
+    assert bad not in {i.candid for i in queue.items(n=100)}
 
 
 def test_a_deferred_data_error_writes_nothing_and_process_isolates_the_alert(
