@@ -12,8 +12,8 @@ give, with no value going through Python). ``lsst_point_fields_read_only_over_zt
 times only reading, from the dicts, the five point fields the LSST features use (one
 ``fromiter`` pass per field, nothing else): from decoded dicts the LSST rate is bound by
 touching ~320 Python dicts per alert (10x ZTF's ``prv_candidates``), and this ratio is
-about the most any dict path can reach (measured 0.30 on a loaded 2-core box, where the
-features from dicts gave 0.19-0.26 and from Arrow 0.39-1.1, all in the same runs).
+about the most any dict path can reach (four runs on a 2-core box at load 1.9-3.1: 0.22-0.39,
+while the features from dicts gave 0.19-0.29 and from Arrow 0.28-1.1 in the same runs).
 
     .venv/bin/python bench/bench_features.py [--batch 1000] [--batches 5] [--lsst-batches 3]
 """
