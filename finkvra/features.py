@@ -188,7 +188,13 @@ def _group_median_std(
     has = counts > 0
     if not has.any():
         return counts, median, std
-    order = np.lexsort((values, owner))
+    if n <= 1 << 16:
+        # Sorted by value, then stably by row: a radix sort of 16-bit row numbers keeps
+        # each row's values in order, twice as fast as a lexsort of both keys.
+        by_value = np.argsort(values)
+        order = by_value[np.argsort(owner[by_value].astype(np.uint16), kind="stable")]
+    else:
+        order = np.lexsort((values, owner))
     sorted_values = values[order]
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
     lo = starts[has] + (counts[has] - 1) // 2

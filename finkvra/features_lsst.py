@@ -11,6 +11,10 @@ read, flattened to numpy with the owning row of every point, de-duplicated by id
 documents repeated sources) and aggregated with numpy over the whole batch. A column
 pyarrow refuses (a string where a number belongs) takes a slower per-value path that
 turns anything unusable into NaN: missing structs, fields or nulls never raise.
+
+From alert dicts, converting the points (one C-level pass of pyarrow over every point's
+dict) is most of the time: it is about as fast as reading the few fields with numpy
+(``bench/bench_features.py`` times both); an Arrow table skips it.
 """
 
 from __future__ import annotations
@@ -245,21 +249,40 @@ def _flatten(array: pa.ListArray) -> tuple[np.ndarray, pa.StructArray]:
 def _unique_mask(owner: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """True for the first point of every (row, id); points without an id (-1) all kept.
 
-    Repeats are rare, so candidates are found by sorting one int64 key per point (the id
+    Points come grouped by row (flattened lists): a row whose ids strictly increase has no
+    repeat, found in one linear pass, so only the other rows' points are searched.
+    """
+    keep = np.ones(owner.size, dtype=bool)
+    if owner.size < 2:
+        return keep
+    same_row = owner[1:] == owner[:-1]
+    if not (owner[1:] >= owner[:-1]).all():
+        return _unique_mask_search(owner, ids)
+    unordered = same_row & (ids[1:] <= ids[:-1])
+    if not unordered.any():
+        return keep
+    rows = np.zeros(int(owner[-1]) + 1, dtype=bool)
+    rows[owner[1:][unordered]] = True
+    suspects = np.flatnonzero(rows[owner])
+    keep[suspects] = _unique_mask_search(owner[suspects], ids[suspects])
+    return keep
+
+
+def _unique_mask_search(owner: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """:func:`_unique_mask` for points in any order.
+
+    Repeats are rare, so candidates are found by hashing one int64 key per point (the id
     mixed with its row: a bijection for each row, so a true repeat always shares the key;
-    one sort of one key is several times cheaper than a two-key lexsort), and only points
-    whose key occurs twice are compared exactly (a stable sort keeps the first occurrence).
+    a hash table is cheaper than sorting), and only points whose key occurs twice are
+    compared exactly (a stable sort keeps the first occurrence).
     """
     keep = np.ones(owner.size, dtype=bool)
     if owner.size < 2:
         return keep
     key = ids ^ (owner * _ROW_MIX)  # int64 arithmetic wraps: still one key per (row, id)
-    order = np.argsort(key)
-    sorted_key = key[order]
-    equal = sorted_key[1:] == sorted_key[:-1]
-    if not equal.any():
+    suspects = np.flatnonzero(pd.Index(key).duplicated(keep=False))
+    if not suspects.size:
         return keep
-    suspects = np.unique(np.concatenate((order[1:][equal], order[:-1][equal])))
     o, i = owner[suspects], ids[suspects]
     order = np.lexsort((i, o))
     o, i = o[order], i[order]
@@ -370,11 +393,17 @@ def make_lsst_features(
     columns: dict[str, np.ndarray] = {name: _struct_field(source, name) for name in _SOURCE_COLUMNS}
 
     # Detections: the alert's diaSource plus its history, once per diaSourceId, flux > 0.
+    # The history is de-duplicated on its own (its points come grouped by row, which
+    # _unique_mask exploits), then a point repeating its alert's own id is dropped: the
+    # first-occurrence rule applied to the alert followed by its history.
     prv_owner, prv_points = _flatten(_column_array(batch["prvDiaSources"], _PRV_TYPE))
-    owner = np.concatenate((np.arange(n, dtype=np.int64), prv_owner))
-    ids = np.concatenate((index_values, _numpy(prv_points, "diaSourceId", np.int64)))
-    flux = np.concatenate((_struct_field(source, "psfFlux"), _numpy(prv_points, "psfFlux")))
-    keep = _unique_mask(owner, ids) & (flux > 0)
+    prv_ids = _numpy(prv_points, "diaSourceId", np.int64)
+    prv_keep = _unique_mask(prv_owner, prv_ids) & (prv_ids != index_values[prv_owner])
+    owner = np.concatenate((np.arange(n, dtype=np.int64), prv_owner[prv_keep]))
+    flux = np.concatenate(
+        (_struct_field(source, "psfFlux"), _numpy(prv_points, "psfFlux")[prv_keep])
+    )
+    keep = flux > 0
     ndets, dets_median, dets_std = _group_median_std(owner[keep], flux_to_mag(flux[keep]), n)
 
     # Non-detections: forced photometry below 5 sigma, once per diaForcedSourceId.

@@ -548,3 +548,28 @@ def test_the_feature_record_round_trips_nan_as_null_and_keeps_the_column_order()
         feature_record([1.0, 2.0])
     rows = feature_array([record, None, {"dec": 4.0}], columns=("ra", "dec"))
     np.testing.assert_array_equal(rows, [[0.0, 1.0], [np.nan, np.nan], [np.nan, 4.0]])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    groups=st.lists(
+        st.lists(st.sampled_from([-1.5, 0.0, 2.25, 18.0, 18.0, 21.5, 1e6]), max_size=9),
+        min_size=1,
+        max_size=7,
+    ),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_group_median_std_equals_statistics_per_row(groups, seed) -> None:
+    from finkvra.features import _group_median_std
+
+    owner = np.array([r for r, values in enumerate(groups) for _ in values], dtype=np.int64)
+    values = np.array([v for vs in groups for v in vs], dtype=np.float64)
+    order = np.random.default_rng(seed).permutation(owner.size)  # rows interleaved
+    counts, median, std = _group_median_std(owner[order], values[order], len(groups))
+    for row, vs in enumerate(groups):
+        assert counts[row] == len(vs)
+        if vs:
+            assert median[row] == statistics.median(vs)
+            assert std[row] == pytest.approx(statistics.pstdev(vs), abs=1e-9)
+        else:
+            assert math.isnan(median[row]) and math.isnan(std[row])

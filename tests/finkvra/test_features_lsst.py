@@ -342,3 +342,85 @@ def test_repeats_are_found_per_row_exactly(rows) -> None:
         expected.append(i < 0 or (o, i) not in seen)
         seen.add((o, i))
     assert _unique_mask(owner, ids).tolist() == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.lists(
+            st.integers(-1, 6).map(lambda v: v if v < 0 else 170094456000000000 + v), max_size=12
+        ),
+        max_size=8,
+    ),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_repeats_are_found_in_points_of_any_order(rows, seed) -> None:
+    from finkvra.features_lsst import _unique_mask
+
+    owner = np.array([r for r, ids in enumerate(rows) for _ in ids], dtype=np.int64)
+    ids = np.array([i for ids in rows for i in ids], dtype=np.int64)
+    order = np.random.default_rng(seed).permutation(owner.size)
+    owner, ids = owner[order], ids[order]
+    expected, seen = [], set()
+    for o, i in zip(owner.tolist(), ids.tolist(), strict=True):
+        expected.append(i < 0 or (o, i) not in seen)
+        seen.add((o, i))
+    assert _unique_mask(owner, ids).tolist() == expected
+
+
+def edge_case_alerts(generated: list[dict]) -> list[dict]:
+    """Generated alerts plus every part the features treat specially, one case per alert."""
+    alerts = copy.deepcopy(generated)
+    with_history = [a for a in alerts if len(a.get("prvDiaSources") or []) > 3]
+    sso = [a for a in alerts if a["diaSource"]["diaObjectId"] == 0]
+    assert len(with_history) > 12 and sso, "the generator's mix changed"
+    rng = np.random.default_rng(3)
+    a = with_history
+    a[0]["prvDiaSources"] = None
+    a[1].pop("prvDiaSources")
+    a[2]["prvDiaSources"] = []
+    a[3]["diaObject"] = None
+    a[4]["diaSource"]["psfFlux"] = -abs(a[4]["diaSource"]["psfFlux"])  # fainter than template
+    a[4]["prvDiaSources"] = [dict(p, psfFlux=-1.0) for p in a[4]["prvDiaSources"]]  # ndets 0
+    for p in a[5]["prvDiaSources"]:
+        p["psfFlux"] = -abs(p["psfFlux"])
+    a[6]["prvDiaSources"] = a[6]["prvDiaSources"] + a[6]["prvDiaSources"][:3] + [a[6]["diaSource"]]
+    a[7]["prvDiaForcedSources"] = (a[7].get("prvDiaForcedSources") or [])[::-1] * 2
+    a[8]["prvDiaSources"] = list(rng.permutation(a[8]["prvDiaSources"]))  # ids out of order
+    a[9]["prvDiaSources"] = [dict(p, psfFlux=None) for p in a[9]["prvDiaSources"]]
+    a[10]["xm"] = None
+    a[11]["lc_features"] = None
+    a[12]["diaSource"]["diaObjectId"] = 0  # neither object nor ssObject: no objectId
+    a[12]["diaSource"]["ssObjectId"] = 0
+    changed = {id(x) for x in a[:13]}
+    assert all(id(s) not in changed for s in sso)  # solar-system alerts kept as generated
+    return alerts
+
+
+def test_dicts_arrow_frame_and_parquet_give_identical_tables_on_edge_cases(
+    generated, dust, tmp_path
+) -> None:
+    import pyarrow.parquet as pq
+
+    from finkvra.alerts import alerts_to_frame, alerts_to_table, write_parquet
+    from finkvra.synthetic.lsst import lsst_alert_schema
+
+    alerts = edge_case_alerts(generated)
+    X, meta = make_lsst_features(alerts, dust=dust)
+    for i, alert in enumerate(alerts):  # each row against §2b written out plainly
+        assert_row_equals(X.iloc[i], expected_row(alert, dust))
+    assert meta["objectId"].tolist() == LSST.object_ids(alerts)
+    assert (X["ndets"] == 0).any() and X["dets_median"].isna().any()
+
+    schema = lsst_alert_schema()
+    path = tmp_path / "edge.parquet"
+    write_parquet(alerts, path, schema)
+    for other in (
+        alerts_to_table(alerts, schema),
+        pq.read_table(path),
+        pd.read_parquet(path),
+        alerts_to_frame(alerts),
+    ):
+        X_other, meta_other = make_lsst_features(other, dust=dust)
+        pd.testing.assert_frame_equal(X_other, X, check_exact=True)
+        pd.testing.assert_frame_equal(meta_other, meta)
