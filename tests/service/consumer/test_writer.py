@@ -88,31 +88,28 @@ def test_prepare_then_write_is_process(tmp_path: Path, redis_client, queue_prefi
 
 
 class RefusingArchive(ParquetArchive):
-    """A parquet archive whose parquet encoding refuses one candid (a data error that
-    shows only once the Arrow table exists, in the writer thread of a deferred batch)."""
+    """A parquet archive that refuses one candid (a data error): by default in its parquet
+    encoding, which shows only once the Arrow table exists, in the writer thread of a
+    deferred batch; with ``at="convert"`` in its Arrow conversion."""
 
-    def __init__(self, root: Path, candid: int) -> None:
+    def __init__(self, root: Path, candid: int, at: str = "encode") -> None:
         super().__init__(root)
-        self.candid = candid
+        self.candid, self.at = candid, at
 
-    def encode_tables(self, tables):
-        for _path, table in tables:
-            if self.candid in table.column("candid").to_pylist():
-                raise ValueError(f"candid {self.candid} does not fit the archive")
-        return super().encode_tables(tables)
-
-
-class ConvertRefusingArchive(ParquetArchive):
-    """A parquet archive whose Arrow conversion refuses one candid."""
-
-    def __init__(self, root: Path, candid: int) -> None:
-        super().__init__(root)
-        self.candid = candid
+    def _refuse(self, candids: list[int]) -> None:
+        if self.candid in candids:
+            raise ValueError(f"candid {self.candid} does not fit the archive ({self.at})")
 
     def build_tables(self, alerts, **kwargs):
-        if any(int(a["candid"]) == self.candid for a in alerts):
-            raise ValueError(f"candid {self.candid} does not convert")
+        if self.at == "convert":
+            self._refuse([int(a["candid"]) for a in alerts])
         return super().build_tables(alerts, **kwargs)
+
+    def encode_tables(self, tables):
+        if self.at == "encode":
+            for _path, table in tables:
+                self._refuse(table.column("candid").to_pylist())
+        return super().encode_tables(tables)
 
 
 def test_a_deferred_batch_converts_in_prepare_so_a_conversion_error_is_isolated_there(
@@ -126,7 +123,7 @@ def test_a_deferred_batch_converts_in_prepare_so_a_conversion_error_is_isolated_
     bad = int(batch.alerts[4].alert["candid"])
     queue = LabelQueue(redis_client, prefix=queue_prefix)
     pipeline = pipeline_for(tmp_path, queue, dust)
-    pipeline.archive = ConvertRefusingArchive(tmp_path / "archive", bad)
+    pipeline.archive = RefusingArchive(tmp_path / "archive", bad, at="convert")
     prepared = pipeline.prepare(batch, defer_archive=True)
     assert prepared.deferred and prepared.result.dead == 1
     assert not list((tmp_path / "archive").rglob("*.parquet"))  # nothing written yet
