@@ -8,6 +8,7 @@ takes well under a second.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any
 
 import numpy as np
@@ -84,9 +85,7 @@ class HGBLearner(Learner):
     def _threads(self) -> contextlib.AbstractContextManager[Any]:
         if self.n_threads is None:
             return contextlib.nullcontext()
-        from threadpoolctl import threadpool_limits
-
-        return threadpool_limits(limits=int(self.n_threads), user_api="openmp")
+        return _openmp_controller().limit(limits=int(self.n_threads), user_api="openmp")
 
     def _reset(self) -> None:
         self.X_seen_ = np.empty((0, len(self.feature_names_)))
@@ -135,3 +134,19 @@ class HGBLearner(Learner):
         column = list(self.model_.classes_).index(1)
         with self._threads():
             return self.model_.predict_proba(X[:, self.used_index_])[:, column]
+
+
+@functools.cache
+def _openmp_controller() -> Any:
+    """One `threadpoolctl.ThreadpoolController` per process, made once scikit-learn's
+    OpenMP runtime is loaded.
+
+    ``threadpool_limits`` builds a controller on every call, scanning every shared library
+    loaded in the process: 4.5 ms a call, against 0.02 ms for ``limit`` on one controller
+    (measured on the 2-core box), and a trainer's round fits and predicts about eight
+    times per model.
+    """
+    import sklearn.ensemble  # noqa: F401 - loads the OpenMP runtime the controller must see
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
