@@ -230,6 +230,7 @@ class Tracker:
         importance: pd.DataFrame | None = None,
         importance_png: str | Path | None = None,
         meta: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> RoundRecord:
         """Log one training round as run ``round_<N>_<strategy>`` and register its model.
 
@@ -242,9 +243,13 @@ class Tracker:
         ``training_ids.csv`` (``candid, round``, ...),
         ``permutation_importance.csv`` and ``.png``, and ``meta.json``.
         The model is registered as ``finkvra-<model_name>``; its version is returned.
-        On any error the run is marked FAILED and the error re-raised.
+        ``tags`` are further run tags (the trainer's ``finkvra.importance = pending``).
+        Metrics, params and tags go in one ``log_batch`` once the version is known (with
+        its tag ``finkvra.model_version``): each MLflow call is a database commit.
+        On any error the run is marked FAILED (with its metrics and params when they can
+        still be logged) and the error re-raised.
         """
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Metric, Param, RunTag
 
         client = self.client
         experiment = self.experiment_id(model_name)
@@ -260,6 +265,7 @@ class Tracker:
             },
         )
         run_id = run.info.run_id
+        batch: dict[str, list[Any]] = {}
         try:
             all_params = self._round_params(
                 model_name, round_number, strategy, learner, learner_meta, params or {}
@@ -267,11 +273,10 @@ class Tracker:
             now = int(time.time() * 1000)
             step = int(round_number)
             numbers = {**_numbers(metrics or {}), **_numbers(class_balance or {}, "class_balance/")}
-            client.log_batch(
-                run_id,
-                metrics=[Metric(k, v, now, step) for k, v in numbers.items()],
-                params=[Param(k, _param_text(v)) for k, v in all_params.items()],
-            )
+            batch = {
+                "metrics": [Metric(k, v, now, step) for k, v in numbers.items()],
+                "params": [Param(k, _param_text(v)) for k, v in all_params.items()],
+            }
             round_meta = {
                 "model_name": model_name,
                 "registered_model": self.registered_model_name(model_name),
@@ -301,8 +306,14 @@ class Tracker:
                 round_meta["model_id"] = model_id
                 _write_json(folder / "meta.json", round_meta)
                 client.log_artifacts(run_id, str(folder))
-            client.set_tag(run_id, "finkvra.model_version", str(version))
+            run_tags = {**dict(tags or {}), "finkvra.model_version": str(version)}
+            client.log_batch(run_id, **batch, tags=[RunTag(k, str(v)) for k, v in run_tags.items()])
         except BaseException:
+            if batch:
+                try:  # what the round measured, for whoever looks at the failed run
+                    client.log_batch(run_id, **batch)
+                except Exception:  # noqa: BLE001 - the first error is the one to raise
+                    pass
             client.set_terminated(run_id, "FAILED")
             raise
         client.set_terminated(run_id, "FINISHED")
@@ -350,12 +361,11 @@ class Tracker:
         Returns the logged model's id, the registered version and the artifacts' digest
         (also a tag of the version, ``finkvra.sha256``).
         """
-        import mlflow.pyfunc
         from mlflow.entities import LoggedModelOutput
         from mlflow.exceptions import MlflowException
         from mlflow.models import Model
 
-        from finkvra.learners.pyfunc import model_digest, pyfunc_arguments, quiet_model_warnings
+        from finkvra.learners.pyfunc import model_digest, save_learner_model
 
         client = self.client
         logged = client.create_logged_model(
@@ -376,12 +386,9 @@ class Tracker:
                     model_uuid=logged.model_id,
                     model_id=logged.model_id,
                 )
-                with quiet_model_warnings():
-                    mlflow.pyfunc.save_model(  # loader-module pyfunc, see finkvra.learners.pyfunc
-                        str(local),
-                        mlflow_model=description,
-                        **pyfunc_arguments(learner, Path(tmp) / "source"),
-                    )
+                # What mlflow.pyfunc.save_model writes (loader-module pyfunc), with the
+                # environment files made once per process: see save_learner_model.
+                save_learner_model(learner, local, description)
                 digest = model_digest(local)
                 client.log_model_artifacts(logged.model_id, str(local))
         except BaseException:
