@@ -67,6 +67,7 @@ from finkvra.stopping import StabilityMonitor
 from finkvra.surveys import get_survey
 from service.training.bandit import learn_from_labels
 from service.training.explain import MIN_IMPORTANCE_ROWS, Explainer
+from service.training.explain import TAG as EXPLAIN_TAG
 from service.training.label_store import LabelStore, features_from_json
 from service.training.noise import flag_second_looks
 from service.training.rounds import explain_job, holdout_mask, log_trained, train_round
@@ -554,7 +555,11 @@ class Trainer:
             prequential=prequential,
         )  # fmt: skip
         stopping = self._stopping(model, trained.base, len(y), stop_set)
-        record = log_trained(trained, self.tracker, {"stopping": stopping})
+        explained = bool(held.sum() >= MIN_IMPORTANCE_ROWS)  # explained once published
+        # The run is tagged pending with the round (one MLflow write fewer than at the
+        # submission; a kill before it leaves the run to `_explain_abandoned`).
+        pending = {EXPLAIN_TAG: "pending"} if explained else None
+        record = log_trained(trained, self.tracker, {"stopping": stopping}, tags=pending)
         learner, metrics = trained.learner, trained.metrics
         if "holdout" in metrics and self.telemetry is not None:
             self.telemetry.holdout_f1.labels(model=model).set(metrics["holdout"]["f1"])
@@ -575,9 +580,10 @@ class Trainer:
         state.unpublished = True
         self._save_state()
         published = self._publish(model)
-        if held.sum() >= MIN_IMPORTANCE_ROWS:  # explained only once published
+        if explained:
             self.explainer.submit(
-                explain_job(trained, record, self.importance_repeats, self.options.seed)
+                explain_job(trained, record, self.importance_repeats, self.options.seed),
+                tagged=True,
             )
         self.retrains_total += 1
         if self.telemetry is not None:
