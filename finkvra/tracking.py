@@ -243,11 +243,10 @@ class Tracker:
         ``training_ids.csv`` (``candid, round``, ...),
         ``permutation_importance.csv`` and ``.png``, and ``meta.json``.
         The model is registered as ``finkvra-<model_name>``; its version is returned.
-        ``tags`` are further run tags (the trainer's ``finkvra.importance = pending``).
-        Metrics, params and tags go in one ``log_batch`` once the version is known (with
-        its tag ``finkvra.model_version``): each MLflow call is a database commit.
-        On any error the run is marked FAILED (with its metrics and params when they can
-        still be logged) and the error re-raised.
+        ``tags`` are further run tags (the trainer's ``finkvra.importance = pending``),
+        written with the version's tag ``finkvra.model_version`` in one call (each MLflow
+        call is a database commit). On any error the run is marked FAILED and the error
+        re-raised.
         """
         from mlflow.entities import Metric, Param, RunTag
 
@@ -265,7 +264,6 @@ class Tracker:
             },
         )
         run_id = run.info.run_id
-        batch: dict[str, list[Any]] = {}
         try:
             all_params = self._round_params(
                 model_name, round_number, strategy, learner, learner_meta, params or {}
@@ -273,10 +271,11 @@ class Tracker:
             now = int(time.time() * 1000)
             step = int(round_number)
             numbers = {**_numbers(metrics or {}), **_numbers(class_balance or {}, "class_balance/")}
-            batch = {
-                "metrics": [Metric(k, v, now, step) for k, v in numbers.items()],
-                "params": [Param(k, _param_text(v)) for k, v in all_params.items()],
-            }
+            client.log_batch(
+                run_id,
+                metrics=[Metric(k, v, now, step) for k, v in numbers.items()],
+                params=[Param(k, _param_text(v)) for k, v in all_params.items()],
+            )
             round_meta = {
                 "model_name": model_name,
                 "registered_model": self.registered_model_name(model_name),
@@ -307,13 +306,8 @@ class Tracker:
                 _write_json(folder / "meta.json", round_meta)
                 client.log_artifacts(run_id, str(folder))
             run_tags = {**dict(tags or {}), "finkvra.model_version": str(version)}
-            client.log_batch(run_id, **batch, tags=[RunTag(k, str(v)) for k, v in run_tags.items()])
+            client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in run_tags.items()])
         except BaseException:
-            if batch:
-                try:  # what the round measured, for whoever looks at the failed run
-                    client.log_batch(run_id, **batch)
-                except Exception:  # noqa: BLE001 - the first error is the one to raise
-                    pass
             client.set_terminated(run_id, "FAILED")
             raise
         client.set_terminated(run_id, "FINISHED")
