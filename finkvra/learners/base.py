@@ -26,7 +26,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-#: Files written by `Learner.save`.
+#: Files written by `Learner.save` (the learner is a plain pickle now; the name is kept
+#: so that older model directories and new ones look alike).
 MODEL_FILE = "learner.joblib"
 META_FILE = "meta.json"
 #: Bumped when the layout of a saved learner directory changes.

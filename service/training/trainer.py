@@ -19,8 +19,12 @@ One iteration (`Trainer.step`):
    signal), log the round to MLflow, publish the new version in Redis and record the
    model's status (`ModelPublisher.set_status`);
 7. only then explain the versions just published: permutation importance and plots are
-   computed in a worker process and added to the same MLflow run
-   (`service.training.explain`); `Trainer.close` waits for them.
+   computed in a worker process and added to the same MLflow run, which the round's own
+   last MLflow write tagged ``pending`` (`service.training.explain`); `Trainer.close`
+   waits for them;
+8. after every publication of the step, update the adaptive strategy's weights and queue
+   the contradicted labels for a second look (`service.training.bandit`,
+   `service.training.noise`): they delay no version, only the step's end.
 
 Nothing that only explains a version runs before it is published (measured in
 ``bench/bench_retrain_latency.py``: label to new version, with and without a held-out
