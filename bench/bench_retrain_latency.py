@@ -13,8 +13,13 @@ Then ``--rounds`` times: queue ``retrain_step`` fresh alerts (non-bogus, so that
 counts for both models), label all but one and let the trainer ingest them, then time
 
     submit_label(last) → Trainer.step() (ingest, retrain every model: fit, calibrate,
-    stop-set predictions, MLflow, publish, status) → ModelSet.refresh() (load the new
-    versions) → Scorer.score(one alert)
+    held-out and stop-set predictions, MLflow, publish, status; then what follows the
+    publications: the adaptive strategy's update and the second-look flags) →
+    ModelSet.refresh() (load the new versions) → Scorer.score(one alert)
+
+That is ``latency_s``. ``to_published_s`` ends when the last model's version is
+published, and ``to_live_s`` adds this replica's refresh and score to it: what a replica
+in another process sees, which does not wait for the rest of the trainer's step.
 
 The permutation importance and the plots are computed after the publication in the
 trainer's worker process and added to the same run; ``explained_after_s`` is the time
@@ -34,8 +39,9 @@ batches (up to ``batch_timeout_s`` later when idle), which is not counted.
 
 The breakdown (seconds per round, summed over the models) comes from timing wrappers on
 the learner's ``fit``, the trainer's stopping-signal step, the tracker's ``log_round``
-(and its ``_log_model`` part), the publisher (publish, set_status) and the replica's
-model loads. Every combination of ``--labels`` and ``--holdouts`` runs in one process.
+(and its ``_log_model`` part), the publisher (publish, set_status), the steps after the
+publications (``learn_from_labels``, ``flag_second_looks``; inside ``trainer_other``)
+and the replica's model loads. Every combination of ``--labels`` and ``--holdouts`` runs in one process.
 
     .venv/bin/python bench/bench_retrain_latency.py [--labels 1000 10000] [--rounds 10] \
         [--holdouts 0 0.2] [--fit-workers N]
@@ -237,7 +243,19 @@ def run_config(
         learner_type = learner_class(args.learner)
 
         rounds: list[dict[str, Any]] = []
-        with patched(learner_type, "fit", timings.wrap("fit", learner_type.fit)):
+        with (
+            patched(learner_type, "fit", timings.wrap("fit", learner_type.fit)),
+            patched(
+                trainer_module,
+                "learn_from_labels",
+                timings.wrap("learn_from_labels", trainer_module.learn_from_labels),
+            ),
+            patched(
+                trainer_module,
+                "flag_second_looks",
+                timings.wrap("flag_second_looks", trainer_module.flag_second_looks),
+            ),
+        ):
             started = time.perf_counter()
             first = trainer.step(block_ms=0)  # round 1 on the store (not timed)
             models.refresh()

@@ -127,6 +127,9 @@ class Tracker:
         # existence do not change while it logs (only this trainer creates them).
         self._experiments: dict[str, str] = {}
         self._registered: set[str] = set()
+        #: MLflow's environment files of a model, by requirement list (made on the first
+        #: save: `finkvra.learners.pyfunc.save_learner_model`).
+        self._environment_files: dict[tuple[str, ...], dict[str, bytes]] = {}
 
     @classmethod
     def for_data_dir(cls, data_dir: str | Path) -> Tracker:
@@ -230,6 +233,7 @@ class Tracker:
         importance: pd.DataFrame | None = None,
         importance_png: str | Path | None = None,
         meta: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> RoundRecord:
         """Log one training round as run ``round_<N>_<strategy>`` and register its model.
 
@@ -242,9 +246,12 @@ class Tracker:
         ``training_ids.csv`` (``candid, round``, ...),
         ``permutation_importance.csv`` and ``.png``, and ``meta.json``.
         The model is registered as ``finkvra-<model_name>``; its version is returned.
-        On any error the run is marked FAILED and the error re-raised.
+        ``tags`` are further run tags (the trainer's ``finkvra.importance = pending``),
+        written with the version's tag ``finkvra.model_version`` in one call (each MLflow
+        call is a database commit). On any error the run is marked FAILED and the error
+        re-raised.
         """
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Metric, Param, RunTag
 
         client = self.client
         experiment = self.experiment_id(model_name)
@@ -301,7 +308,8 @@ class Tracker:
                 round_meta["model_id"] = model_id
                 _write_json(folder / "meta.json", round_meta)
                 client.log_artifacts(run_id, str(folder))
-            client.set_tag(run_id, "finkvra.model_version", str(version))
+            run_tags = {**dict(tags or {}), "finkvra.model_version": str(version)}
+            client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in run_tags.items()])
         except BaseException:
             client.set_terminated(run_id, "FAILED")
             raise
@@ -350,12 +358,11 @@ class Tracker:
         Returns the logged model's id, the registered version and the artifacts' digest
         (also a tag of the version, ``finkvra.sha256``).
         """
-        import mlflow.pyfunc
         from mlflow.entities import LoggedModelOutput
         from mlflow.exceptions import MlflowException
         from mlflow.models import Model
 
-        from finkvra.learners.pyfunc import model_digest, pyfunc_arguments, quiet_model_warnings
+        from finkvra.learners.pyfunc import model_digest, save_learner_model
 
         client = self.client
         logged = client.create_logged_model(
@@ -376,12 +383,11 @@ class Tracker:
                     model_uuid=logged.model_id,
                     model_id=logged.model_id,
                 )
-                with quiet_model_warnings():
-                    mlflow.pyfunc.save_model(  # loader-module pyfunc, see finkvra.learners.pyfunc
-                        str(local),
-                        mlflow_model=description,
-                        **pyfunc_arguments(learner, Path(tmp) / "source"),
-                    )
+                # What mlflow.pyfunc.save_model writes (loader-module pyfunc), with the
+                # environment files made once per process: see save_learner_model.
+                save_learner_model(
+                    learner, local, description, environments=self._environment_files
+                )
                 digest = model_digest(local)
                 client.log_model_artifacts(logged.model_id, str(local))
         except BaseException:

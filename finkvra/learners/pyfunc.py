@@ -30,6 +30,7 @@ import mlflow
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.models import Model
 from mlflow.models.signature import ModelSignature
 from mlflow.types import ColSpec, Schema
 
@@ -90,9 +91,84 @@ def pyfunc_arguments(learner: Learner, directory: str | Path) -> dict[str, Any]:
         "loader_module": __name__,
         "data_path": str(saved),
         "signature": signature_for(learner),
-        "pip_requirements": [f"mlflow=={mlflow.__version__}", *learner.meta()["requirements"]],
+        "pip_requirements": _pip_requirements(learner),
         "metadata": {"finkvra": _public_meta(learner)},
     }
+
+
+#: Files of an MLflow model directory that describe its environment, not the model.
+ENVIRONMENT_FILES = ("conda.yaml", "python_env.yaml", "requirements.txt", "constraints.txt")
+
+
+def save_learner_model(
+    learner: Learner,
+    path: str | Path,
+    mlflow_model: Model | None = None,
+    *,
+    environments: dict[tuple[str, ...], dict[str, bytes]] | None = None,
+) -> Model:
+    """Write ``learner`` as an MLflow model directory at ``path``; its `Model` description.
+
+    The directory `mlflow.pyfunc.save_model` writes with `pyfunc_arguments` (same files,
+    same MLmodel), but the environment files are MLflow's own for the learner's pinned
+    requirements, taken from ``environments`` (a cache the caller keeps, by requirement
+    list; the `finkvra.tracking.Tracker` keeps one) when it has them (`_environment_files`):
+    ``save_model`` re-checks every requirement against the installed distributions and
+    re-detects the Python environment at each save, and the trainer saves two models per
+    round. ``mlflow_model`` carries the logged model's ids (run, model id, artifact
+    location).
+    """
+    path = Path(path)
+    if path.exists() and any(path.iterdir()):
+        raise FileExistsError(f"{path} exists and is not empty")
+    data = f"data/{LEARNER_DATA}"
+    learner.save(path / data)
+    model = mlflow_model if mlflow_model is not None else Model()
+    mlflow.pyfunc.add_to_model(
+        model,
+        loader_module=__name__,
+        data=data,
+        conda_env="conda.yaml",
+        python_env="python_env.yaml",
+        model_config=None,
+        streamable=False,
+    )
+    model.flavors[mlflow.pyfunc.FLAVOR_NAME]["code"] = None
+    model.signature = signature_for(learner)
+    model.metadata = {"finkvra": _public_meta(learner)}
+    model.model_size_bytes = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    requirements = tuple(_pip_requirements(learner))
+    files = None if environments is None else environments.get(requirements)
+    if files is None:
+        files = _environment_files(requirements)
+        if environments is not None:
+            environments[requirements] = files
+    for name, text in files.items():
+        (path / name).write_bytes(text)
+    model.save(str(path / "MLmodel"))
+    return model
+
+
+def _pip_requirements(learner: Learner) -> list[str]:
+    return [f"mlflow=={mlflow.__version__}", *learner.meta()["requirements"]]
+
+
+def _environment_files(requirements: tuple[str, ...]) -> dict[str, bytes]:
+    """The environment files `mlflow.pyfunc.save_model` writes for ``requirements``.
+
+    Made by one real ``save_model`` of an empty loader-module model: the installed
+    distributions and the Python do not change while a process runs, so a caller may
+    keep them for the process's later saves (`save_learner_model`'s ``environments``).
+    """
+    with tempfile.TemporaryDirectory(prefix="finkvra-env-") as tmp, quiet_model_warnings():
+        empty = Path(tmp) / "data"
+        empty.mkdir()
+        target = Path(tmp) / "model"
+        mlflow.pyfunc.save_model(
+            str(target), loader_module=__name__, data_path=str(empty),
+            pip_requirements=list(requirements),
+        )  # fmt: skip
+        return {n: (target / n).read_bytes() for n in ENVIRONMENT_FILES if (target / n).exists()}
 
 
 @contextlib.contextmanager
@@ -234,5 +310,6 @@ __all__ = [
     "log_learner",
     "pyfunc_arguments",
     "quiet_model_warnings",
+    "save_learner_model",
     "signature_for",
 ]

@@ -204,9 +204,11 @@ class Explainer:
         """Jobs submitted and not yet logged."""
         return len(self._pending)
 
-    def submit(self, job: ExplainJob) -> None:
-        """Tag the run ``pending`` and start the job (returns at once)."""
-        self.tracker.client.set_tag(job.run_id, TAG, "pending")
+    def submit(self, job: ExplainJob, *, tagged: bool = False) -> None:
+        """Tag the run ``pending`` (unless ``tagged`` already) and start the job (returns
+        at once)."""
+        if not tagged:
+            self.tracker.client.set_tag(job.run_id, TAG, "pending")
         if self.executor is None:
             self.executor = _process_pool()
         self._pending.append((job, self.executor.submit(self.function, job)))

@@ -280,9 +280,15 @@ def _log_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def log_trained(
-    trained: TrainedRound, tracker: Tracker, extra_metrics: Mapping[str, Any] | None = None
+    trained: TrainedRound,
+    tracker: Tracker,
+    extra_metrics: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> Any:
-    """Log a trained round to MLflow (one run, one registered version); its record."""
+    """Log a trained round to MLflow (one run, one registered version); its record.
+
+    ``tags``: further run tags, written with the round's last tag write.
+    """
     metrics = {**_log_metrics(trained.metrics), **dict(extra_metrics or {})}
     return tracker.log_round(
         trained.model,
@@ -294,6 +300,7 @@ def log_trained(
         training_ids=trained.training_ids,
         class_balance=trained.class_balance,
         meta=trained.meta,
+        tags=tags,
     )
 
 

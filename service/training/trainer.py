@@ -19,8 +19,12 @@ One iteration (`Trainer.step`):
    signal), log the round to MLflow, publish the new version in Redis and record the
    model's status (`ModelPublisher.set_status`);
 7. only then explain the versions just published: permutation importance and plots are
-   computed in a worker process and added to the same MLflow run
-   (`service.training.explain`); `Trainer.close` waits for them.
+   computed in a worker process and added to the same MLflow run, which the round's own
+   last MLflow write tagged ``pending`` (`service.training.explain`); `Trainer.close`
+   waits for them;
+8. after every publication of the step, update the adaptive strategy's weights and queue
+   the contradicted labels for a second look (`service.training.bandit`,
+   `service.training.noise`): they delay no version, only the step's end.
 
 Nothing that only explains a version runs before it is published (measured in
 ``bench/bench_retrain_latency.py``: label to new version, with and without a held-out
@@ -67,6 +71,7 @@ from finkvra.stopping import StabilityMonitor
 from finkvra.surveys import get_survey
 from service.training.bandit import learn_from_labels
 from service.training.explain import MIN_IMPORTANCE_ROWS, Explainer
+from service.training.explain import TAG as EXPLAIN_TAG
 from service.training.label_store import LabelStore, features_from_json
 from service.training.noise import flag_second_looks
 from service.training.rounds import explain_job, holdout_mask, log_trained, train_round
@@ -554,7 +559,11 @@ class Trainer:
             prequential=prequential,
         )  # fmt: skip
         stopping = self._stopping(model, trained.base, len(y), stop_set)
-        record = log_trained(trained, self.tracker, {"stopping": stopping})
+        explained = bool(held.sum() >= MIN_IMPORTANCE_ROWS)  # explained once published
+        # The run is tagged pending with the round (one MLflow write fewer than at the
+        # submission; a kill before it leaves the run to `_explain_abandoned`).
+        pending = {EXPLAIN_TAG: "pending"} if explained else None
+        record = log_trained(trained, self.tracker, {"stopping": stopping}, tags=pending)
         learner, metrics = trained.learner, trained.metrics
         if "holdout" in metrics and self.telemetry is not None:
             self.telemetry.holdout_f1.labels(model=model).set(metrics["holdout"]["f1"])
@@ -575,9 +584,10 @@ class Trainer:
         state.unpublished = True
         self._save_state()
         published = self._publish(model)
-        if held.sum() >= MIN_IMPORTANCE_ROWS:  # explained only once published
+        if explained:
             self.explainer.submit(
-                explain_job(trained, record, self.importance_repeats, self.options.seed)
+                explain_job(trained, record, self.importance_repeats, self.options.seed),
+                tagged=True,
             )
         self.retrains_total += 1
         if self.telemetry is not None:

@@ -314,6 +314,60 @@ def test_mlflow_model_directory_round_trip(name: str, tmp_path) -> None:
     np.testing.assert_array_equal(np.asarray(served.predict(X_new)), expected[:, 1])
 
 
+@ALL
+def test_save_learner_model_writes_what_mlflow_save_model_writes(name: str, tmp_path) -> None:
+    """The fast writer's directory equals ``mlflow.pyfunc.save_model``'s, file for file
+    (the MLmodel but for its creation time), for two saves in one process (the second from
+    the cached environment files), and loads through MLflow."""
+    import mlflow.pyfunc
+    import yaml
+    from mlflow.models import Model
+
+    from finkvra.learners import load_learner_from_mlflow
+    from finkvra.learners.pyfunc import (
+        pyfunc_arguments,
+        quiet_model_warnings,
+        save_learner_model,
+    )
+
+    def ids() -> Model:
+        return Model(artifact_path="file:///x", run_id="r", model_uuid="u", model_id="u")
+
+    learner, _, _ = fitted(name)
+    reference = tmp_path / "reference"
+    with quiet_model_warnings():
+        mlflow.pyfunc.save_model(
+            str(reference), mlflow_model=ids(), **pyfunc_arguments(learner, tmp_path / "src")
+        )
+
+    def files(root):
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+    def mlmodel(root):
+        described = yaml.safe_load((root / "MLmodel").read_text())
+        assert described.pop("utc_time_created")
+        return described
+
+    X_new, _ = labelled(50, seed=22)
+    environments: dict = {}
+    for attempt in ("first", "second"):  # the second save takes the files the first kept
+        fast = tmp_path / attempt
+        save_learner_model(learner, fast, ids(), environments=environments)
+        assert len(environments) == 1
+        assert files(fast) == files(reference)
+        for relative in files(reference):
+            if relative != "MLmodel":
+                assert (fast / relative).read_bytes() == (reference / relative).read_bytes()
+        assert mlmodel(fast) == mlmodel(reference)
+        served = mlflow.pyfunc.load_model(str(fast))
+        expected = learner.predict_proba(X_new)
+        np.testing.assert_array_equal(np.asarray(served.predict(X_new)), expected[:, 1])
+        loaded = load_learner_from_mlflow(str(fast))
+        np.testing.assert_array_equal(loaded.predict_proba(X_new), expected)
+    with pytest.raises(FileExistsError):
+        save_learner_model(learner, tmp_path / "first")
+
+
 # -- hgb ------------------------------------------------------------------------------------
 
 

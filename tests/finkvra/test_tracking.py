@@ -265,7 +265,23 @@ def test_a_failed_round_registers_nothing(rounds: Round) -> None:
         [rounds.tracker.experiment_id("gal")], "attributes.run_name = 'round_2_uncertainty'"
     )
     assert [r.info.status for r in runs] == ["FAILED"]
+    assert runs[0].data.params["n_train"] == "80"  # what it measured is kept
+    assert "finkvra.model_version" not in runs[0].data.tags
     assert rounds.tracker.latest_version("gal") == 2
+
+
+def test_round_tags_are_written_with_the_version_tag(rounds: Round) -> None:
+    X, y = labelled(30, seed=5)
+    learner = make_learner("hgb", seed=0, max_iter=10).fit(X, y)
+    record = rounds.tracker.log_round(
+        "tagged", 0, "random", learner, {"batch_size": 5}, {"accuracy": 0.5},
+        tags={"finkvra.importance": "pending"},
+    )  # fmt: skip
+    run = rounds.tracker.client.get_run(record.run_id)
+    assert run.data.tags["finkvra.importance"] == "pending"
+    assert run.data.tags["finkvra.model_version"] == str(record.version) == "1"
+    assert run.data.params["batch_size"] == "5" and run.data.metrics["accuracy"] == 0.5
+    assert run.info.status == "FINISHED"
 
 
 def test_each_model_has_its_own_experiment_and_registry(rounds: Round) -> None:
