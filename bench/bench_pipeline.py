@@ -31,9 +31,16 @@ collected. Warm-up batches (dust map, imports) are not timed. Redis: ``--redis-u
 
 Why the overlap gains less than the archive write's share: the writer thread shares the
 GIL with the consumer's, and only the parquet encoding, the fsync and the Redis round
-trip release it; the Arrow conversion of the alert dicts and the queue items' JSON hold
-it, and they slow the next batch's decode as much as they overlap it.
-``pipeline.decode`` next to ``bare_decode`` shows that contention.
+trip release it. So ``prepare`` builds the archive's Arrow tables (the conversion of the
+alert dicts holds the GIL: ``pipeline.prepare.archive_tables``) and the writer only
+encodes them (``writer.archive_encode``), writes the files and pushes the queue items
+(whose JSON is orjson's, 7x cheaper than ``json`` on LSST light curves). The writer's
+times are wall times and include its waits for the GIL. What is left on the consumer
+thread (decode, checks, features, scores, queue items, Arrow tables) is the bound:
+``pipeline.decode`` + ``pipeline.prepare`` came to 1.3-1.6x the bare decode on both
+surveys in the runs where this split was made, so 0.6-0.75x at best, until the decode
+itself produces Arrow (for the archive and the features) without Python dicts.
+``pipeline.decode`` next to ``bare_decode`` shows the contention that remains.
 
 A survey whose alerts the pipeline cannot take yet (every alert dead-lettered, as
 before the pipeline asks the survey profile) is reported with ``"skipped"`` and why.
