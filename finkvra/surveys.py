@@ -133,6 +133,11 @@ class Survey:
     #: ones, unchanged), the survey name otherwise (see `redis_prefix`,
     #: `mlflow_prefix`, `data_path`).
     namespace: str = ""
+    #: Whether the feature function is faster on Arrow tables than on alert dicts, so that
+    #: a caller holding the batch as Arrow anyway (the service's archive tables) should
+    #: pass those: LSST's hundreds of points per alert cost more to read from Python
+    #: dicts than to convert once (``bench/bench_features.py``).
+    features_prefer_arrow: bool = False
     #: The alert fields holding the three stamps, by title.
     cutout_fields: tuple[tuple[str, str], ...] = (
         ("science", "cutoutScience"),
@@ -532,6 +537,7 @@ class LsstSurvey(Survey):
     vetting_hints: tuple[str, ...] = ()
     features_module: str = "finkvra.features_lsst"
     features_function: str = "finkvra.features_lsst:make_lsst_features"
+    features_prefer_arrow: bool = True
     lightcurve_function: str = "finkvra.lightcurve:lsst_lightcurve"
     schema_function: str = "finkvra.synthetic.lsst:lsst_alert_schema"
     generator_class: str = "finkvra.synthetic.lsst:LsstAlertGenerator"

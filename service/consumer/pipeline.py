@@ -336,7 +336,8 @@ class Pipeline:
         """Everything up to the first write: features, scores, queue items, archive tables
         (with ``defer``, only the arguments that build them: see `prepare`)."""
         alerts = [record.alert for record in records]
-        X, meta = self.survey.make_features(alerts, dust=self.dust, context=self.context)
+        files, raw, tables = self._archive_files(records, defer)
+        X, meta = self._features(alerts, tables)
         learners, versions = self.learners()
         scores = self.scorer.score(X, learners, versions)
         # Only alerts the survey lets queue at all (LSST: not solar-system sources).
@@ -347,7 +348,6 @@ class Pipeline:
             if not item.objectId:
                 raise ValueError(f"alert {item.candid} has no objectId")
             priority_text(item.priority)
-        files, raw = self._archive_files(records, defer)
         return _Work(
             records=records,
             files=files,
@@ -358,9 +358,51 @@ class Pipeline:
             scored=scored_alerts(alerts, X, meta, scores.p1, scores.versions),
         )
 
+    def _features(self, alerts: list[Any], tables: list[Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``(X, meta)`` of the batch, in the order of ``alerts``.
+
+        From the archive's Arrow tables of the batch when the survey's features prefer
+        Arrow (`Survey.features_prefer_arrow`: LSST) and every alert is in them: the
+        conversion is paid once for the archive and the features. Otherwise, and when a
+        table does not give a frame of the batch (a column the archive had to keep as
+        JSON text), from the alert dicts: the values are the same either way.
+        """
+        survey = self.survey
+        if survey.features_prefer_arrow and tables:
+            import pyarrow as pa
+
+            # One call per schema, not per file: the files split a batch by night and
+            # partition, and the dust map's answer for a batch of one differs from its
+            # answer within a batch in the last bits (measured), as the dicts' would.
+            groups: list[list[Any]] = []
+            for table in tables:
+                if groups and groups[-1][0].schema.equals(table.schema):
+                    groups[-1].append(table)
+                else:
+                    groups.append([table])
+            try:
+                parts = [
+                    survey.make_features(
+                        pa.concat_tables(group) if len(group) > 1 else group[0],
+                        dust=self.dust,
+                        context=self.context,
+                    )
+                    for group in groups
+                ]
+                X = pd.concat([part[0] for part in parts])
+                meta = pd.concat([part[1] for part in parts])
+                ids = survey.alert_ids(alerts)
+                if len(X) == len(alerts) and X.index.is_unique:
+                    return X.loc[ids], meta.loc[ids]
+            except _NOT_DATA:
+                raise
+            except Exception as exc:  # the dicts then say what is wrong, if anything
+                log.debug("features from the archive tables failed (%s): from the dicts", exc)
+        return survey.make_features(alerts, dust=self.dust, context=self.context)
+
     def _archive_files(
         self, records: Sequence[Record], defer: bool = False
-    ) -> tuple[list[tuple[Any, int]], list[Any]]:
+    ) -> tuple[list[tuple[Any, int]], list[Any], list[Any]]:
         """What to write: per partition, one call per run of one schema, in offset order.
 
         With an archive that can prepare its files apart (`ParquetArchive.prepare_batch`),
@@ -370,16 +412,19 @@ class Pipeline:
         the conversion holds the GIL, so it would slow the next batch's decode as much as
         it overlapped it) and `write` encodes them (which releases it); with ``defer`` and
         a builder process, nothing is built here (``(arguments, n)``) and the second list
-        holds each run's raw messages (see `_built_apart`).
+        holds each run's raw messages (see `_built_apart`). The third list holds the Arrow
+        tables built here, for the features (`_features`).
         """
         by_partition: dict[tuple[str, int], list[Any]] = defaultdict(list)
         for record in records:
             by_partition[(record.topic, record.partition)].append(record)
+        build_tables = getattr(self.archive, "build_tables", None)
+        if defer and self.builder is not None:
+            build_tables = None
         prepare = None if defer else getattr(self.archive, "prepare_batch", None)
-        if defer and self.builder is None:
-            prepare = getattr(self.archive, "build_tables", None)
         files: list[tuple[Any, int]] = []
         raw: list[Any] = []
+        tables: list[Any] = []
         for (topic, partition), group in sorted(by_partition.items()):
             group.sort(key=lambda r: r.offset)
             for run in _schema_runs(group):
@@ -393,7 +438,15 @@ class Pipeline:
                     offsets=[r.offset for r in run],
                     avro_schema=getattr(run[0], "schema", None),
                 )
-                files.append((prepare(**arguments) if prepare else arguments, len(run)))
+                if build_tables is not None:
+                    built = build_tables(**arguments)
+                    tables += [table for _path, table in built]
+                    pending = built if defer else self.archive.encode_tables(built)  # type: ignore[attr-defined]
+                elif prepare is not None:
+                    pending = prepare(**arguments)
+                else:
+                    pending = arguments
+                files.append((pending, len(run)))
                 if defer and self.builder is not None:
                     keys = [getattr(r, "key", None) for r in run]
                     values = [getattr(r, "value", None) for r in run]
@@ -401,7 +454,7 @@ class Pipeline:
                     raw.append(
                         (keys, values, topic, partition, arguments["offsets"]) if whole else None
                     )
-        return files, raw
+        return files, raw, tables
 
     def _store(self, work: _Work, result: BatchResult) -> None:
         """The writes: archive first, then the queue (the daemon commits after both)."""
