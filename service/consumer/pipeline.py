@@ -333,8 +333,8 @@ class Pipeline:
         return found
 
     def _compute(self, records: list[Record], defer: bool = False) -> _Work:
-        """Everything up to the first write: features, scores, queue items, archive tables
-        (with ``defer``, only the arguments that build them: see `prepare`)."""
+        """Everything up to the first write: archive tables (`_archive_files`: with
+        ``defer`` their encoding waits for `write`), features, scores, queue items."""
         alerts = [record.alert for record in records]
         files, raw, tables = self._archive_files(records, defer)
         X, meta = self._features(alerts, tables)
