@@ -384,7 +384,7 @@ class Tracker:
                     model_id=logged.model_id,
                 )
                 # What mlflow.pyfunc.save_model writes (loader-module pyfunc), with the
-                # environment files made once per process: see save_learner_model.
+                # environment files this tracker keeps: see save_learner_model.
                 save_learner_model(
                     learner, local, description, environments=self._environment_files
                 )

@@ -365,7 +365,10 @@ class Pipeline:
         Arrow (`Survey.features_prefer_arrow`: LSST) and every alert is in them: the
         conversion is paid once for the archive and the features. Otherwise, and when a
         table does not give a frame of the batch (a column the archive had to keep as
-        JSON text), from the alert dicts: the values are the same either way.
+        JSON text), from the alert dicts. The values are the dicts' to the bit for a batch
+        of one schema (the tables are joined per schema); a batch that a schema change
+        splits is featurised in parts, and a part of one alert may differ from the whole
+        batch's ``ebv`` in the last bits (the dust map's answer to a batch of one).
         """
         survey = self.survey
         if survey.features_prefer_arrow and tables:
