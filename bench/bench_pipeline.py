@@ -42,6 +42,15 @@ surveys in the runs where this split was made, so 0.6-0.75x at best, until the d
 itself produces Arrow (for the archive and the features) without Python dicts.
 ``pipeline.decode`` next to ``bare_decode`` shows the contention that remains.
 
+The Arrow decoders tried (2026-12): polars ``read_avro`` refuses both Fink schemas (ZTF
+OutOfSpec, LSST maps). DataFusion 55's Avro reader (the messages wrapped one per block in
+an in-memory container file) decodes both to the bit, the maps as Arrow maps, in 0.13-0.2x
+fastavro's time (1,000 generated alerts: ZTF 0.18-0.26 ms against 1.4-1.8 ms, LSST
+0.48-0.56 ms against 4.3-7.0 ms; ``to_pylist`` of the table adds 0.2 / 0.6 ms). It raises
+on a truncated value or invalid UTF-8 but never returns on a block with bytes left over
+or of random bytes, so it cannot see a stream's messages before each one is known to be
+well formed: it would need a guard (a child process with a deadline, say) first.
+
 A survey whose alerts the pipeline cannot take yet (every alert dead-lettered, as
 before the pipeline asks the survey profile) is reported with ``"skipped"`` and why.
 
